@@ -1,0 +1,190 @@
+"""Django settings for FIML Sessions, read from the environment (see .env.example)."""
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from fimlsessions.env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("FIML_DATA_DIR") or BASE_DIR / ".data")
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once and kept in .data/."""
+    key = env_str("SECRET_KEY")
+    if key:
+        return key
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _service_url(name: str, kind: str) -> str:
+    """The configured URL, else the running embedded server's (fimlsessions.embedded)."""
+    url = env_str(name)
+    if url:
+        return url
+    from fimlsessions.embedded import running_urls
+
+    url = running_urls(DATA_DIR).get(name)
+    if url:
+        return url
+    raise ImproperlyConfigured(
+        f"{name} is not set and no embedded {kind} is running. Use `make run` / `make test`, "
+        f"or wrap the command: `python -m fimlsessions.embedded exec -- <command>`."
+    )
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+PORT = env_int("PORT", 8000, minimum=1)
+
+# HTTPS=true is the production profile: secure cookies, HSTS, redirect to https.
+HTTPS = env_bool("HTTPS", False)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+if env_bool("BEHIND_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django.contrib.postgres",
+    "django_celery_beat",
+    "django_htmx",
+    "ninja",
+    "sessions_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "fimlsessions.urls"
+WSGI_APPLICATION = "fimlsessions.wsgi.application"
+ASGI_APPLICATION = "fimlsessions.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = _service_url("DATABASE_URL", "PostgreSQL")
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL,
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 60, minimum=0),
+        conn_health_checks=True,
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = _service_url("REDIS_URL", "Redis")
+# Live-store keys live under this prefix; tests give each run its own.
+SESSION_REDIS_PREFIX = env_str("SESSION_REDIS_PREFIX", "fs")
+# Redis socket timeouts keep writes failing fast (503) when Redis is down instead of hanging.
+REDIS_SOCKET_TIMEOUT = float(env_str("REDIS_SOCKET_TIMEOUT", "2.0"))
+
+# Django sessions live in Postgres so that logging in works while Redis is down.
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = False
+USE_TZ = True
+USE_THOUSAND_SEPARATOR = False
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every start without it
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve straight from the app folders too, so a forgotten collectstatic never breaks the page.
+WHITENOISE_USE_FINDERS = True
+
+# Celery: Redis broker, schedules in the database (django-celery-beat).
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULER = "sessions_app.beat:HeartbeatDatabaseScheduler"
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+
+# Retention defaults (the seed's variable names); admins override them per type in the admin.
+SESSION_DEFAULT_TTL_HOURS = env_int("SESSION_DEFAULT_TTL_HOURS", 24, minimum=1)
+SESSION_MAX_TTL_HOURS = env_int("SESSION_MAX_TTL_HOURS", 168, minimum=1)
+SESSION_IDLE_TIMEOUT_MINUTES = env_int("SESSION_IDLE_TIMEOUT_MINUTES", 120, minimum=1)
+SESSION_CLEANUP_INTERVAL_MINUTES = env_int("SESSION_CLEANUP_INTERVAL_MINUTES", 60, minimum=1)
+SESSION_RETENTION_DAYS = env_int("SESSION_RETENTION_DAYS", 30, minimum=1)
+SESSION_MAX_QUERIES_PER_SESSION = env_int("SESSION_MAX_QUERIES_PER_SESSION", 1000, minimum=1)
+SESSION_ENABLE_ANALYTICS = env_bool("SESSION_ENABLE_ANALYTICS", True)
+# Redis keeps a session this long past its expiry as a safety net; the archiver acts long before.
+SESSION_REDIS_GRACE_HOURS = env_int("SESSION_REDIS_GRACE_HOURS", 72, minimum=1)
+if SESSION_MAX_TTL_HOURS < SESSION_DEFAULT_TTL_HOURS:
+    raise ImproperlyConfigured(
+        "SESSION_MAX_TTL_HOURS must be at least SESSION_DEFAULT_TTL_HOURS "
+        f"({SESSION_MAX_TTL_HOURS} < {SESSION_DEFAULT_TTL_HOURS})"
+    )
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}

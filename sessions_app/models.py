@@ -1,0 +1,329 @@
+"""Archived sessions, their timeline, retention policy, daily rollups, job history and API keys.
+
+Live sessions are in Redis (see store.py); rows here are written by the archiver (archive.py).
+"""
+
+import uuid
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+class SessionType(models.TextChoices):
+    EQUITY = "equity", "Equity"
+    CRYPTO = "crypto", "Crypto"
+    PORTFOLIO = "portfolio", "Portfolio"
+    COMPARATIVE = "comparative", "Comparative"
+    MACRO = "macro", "Macro"
+    AGENT = "agent", "Agent"
+
+
+class SessionStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    ABANDONED = "abandoned", "Abandoned"
+    EXPIRED = "expired", "Expired"
+
+
+# Statuses a client may end a session with; `expired` is set by the archiver only.
+END_STATUSES = (SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.ABANDONED)
+
+
+class EventKind(models.TextChoices):
+    QUERY = "query", "Query"
+    MESSAGE = "message", "Message"
+    TOOL_CALL = "tool_call", "Tool call"
+
+
+class MessageRole(models.TextChoices):
+    USER = "user", "User"
+    ASSISTANT = "assistant", "Assistant"
+    TOOL = "tool", "Tool"
+    SYSTEM = "system", "System"
+
+
+class Session(models.Model):
+    """An analysis session that has left Redis: ended, expired or abandoned."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user_id = models.CharField(max_length=128, blank=True, default="")
+    session_type = models.CharField(max_length=16, choices=SessionType.choices)
+    status = models.CharField(max_length=16, choices=SessionStatus.choices)
+    assets = ArrayField(models.CharField(max_length=32), default=list, blank=True)
+    tags = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    purpose = models.TextField(blank=True, default="")
+    source = models.CharField(max_length=64, blank=True, default="")
+    device = models.CharField(max_length=64, blank=True, default="")
+    ip = models.GenericIPAddressField(null=True, blank=True)
+
+    created_at = models.DateTimeField()
+    last_activity_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+    # ended_at (or last activity) minus created_at, stored so percentiles aggregate in SQL.
+    duration_seconds = models.FloatField(default=0)
+
+    context = models.JSONField(default=dict, blank=True)
+    intermediate_results = models.JSONField(default=dict, blank=True)
+    preferences = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    query_count = models.PositiveIntegerField(default=0)
+    cache_hits = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    message_count = models.PositiveIntegerField(default=0)
+    tool_call_count = models.PositiveIntegerField(default=0)
+    total_execution_ms = models.FloatField(default=0)
+    tokens_in = models.BigIntegerField(default=0)
+    tokens_out = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [
+            ("view_dashboard", "Can view the analytics dashboard"),
+            ("export_sessions", "Can export sessions and metrics"),
+            ("manage_sessions", "Can extend, end, archive and delete sessions"),
+            ("run_jobs", "Can run background jobs now"),
+        ]
+        indexes = [
+            # History browser default order and its keyset pagination; retention by age.
+            models.Index(fields=["-created_at", "-id"], name="session_created_idx"),
+            # User page and list_user_sessions(include_archived=True).
+            models.Index(fields=["user_id", "-created_at"], name="session_user_created_idx"),
+            # Type filter on history and the daily metrics rollup per (day, type).
+            models.Index(fields=["session_type", "-created_at"], name="session_type_created_idx"),
+            # Status filter on history.
+            models.Index(fields=["status", "-created_at"], name="session_status_created_idx"),
+            # Retention: archived sessions past their type's retention days.
+            models.Index(fields=["archived_at"], name="session_archived_idx"),
+            # Tag and asset filters (`tags @> ARRAY[...]`) and top-tags/top-assets rollups.
+            GinIndex(fields=["tags"], name="session_tags_gin"),
+            GinIndex(fields=["assets"], name="session_assets_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_type} session {self.id} ({self.status})"
+
+
+class SessionEvent(models.Model):
+    """One entry of a session's timeline: a query, a message or a tool call."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="events")
+    # Position in the timeline from 0; unique per session so the archive upsert is idempotent.
+    seq = models.PositiveIntegerField()
+    kind = models.CharField(max_length=16, choices=EventKind.choices)
+    occurred_at = models.DateTimeField()
+
+    # Queries
+    query_type = models.CharField(max_length=64, blank=True, default="")
+    parameters = models.JSONField(default=dict, blank=True)
+    result_summary = models.TextField(blank=True, default="")
+    execution_ms = models.FloatField(null=True, blank=True)
+    cache_hit = models.BooleanField(default=False)
+    error = models.TextField(blank=True, default="")
+
+    # Messages
+    role = models.CharField(max_length=16, blank=True, default="", choices=MessageRole.choices)
+    content = models.TextField(blank=True, default="")
+
+    # Tool calls (and messages that belong to one)
+    tool_name = models.CharField(max_length=128, blank=True, default="")
+    invocation_id = models.CharField(max_length=128, blank=True, default="")
+    duration_ms = models.FloatField(null=True, blank=True)
+    tokens_in = models.IntegerField(default=0)
+    tokens_out = models.IntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+
+    class Meta:
+        ordering = ["session", "seq"]
+        constraints = [
+            # Also the index for the detail page's timeline and for retention deletes.
+            models.UniqueConstraint(fields=["session", "seq"], name="event_session_seq_uniq"),
+        ]
+        indexes = [
+            # Daily metrics: query-type counts per day.
+            models.Index(fields=["occurred_at"], name="event_occurred_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.seq} of {self.session_id}"
+
+
+class RetentionPolicy(models.Model):
+    """Retention settings: one global row (session_type blank) plus optional per-type overrides.
+
+    On an override row a blank field inherits the global value.
+    """
+
+    session_type = models.CharField(
+        max_length=16,
+        choices=SessionType.choices,
+        blank=True,
+        default="",
+        unique=True,
+        help_text="Blank for the global default; a type to override it for that type.",
+    )
+    default_ttl_hours = models.PositiveIntegerField(null=True, blank=True)
+    max_ttl_hours = models.PositiveIntegerField(null=True, blank=True)
+    idle_timeout_minutes = models.PositiveIntegerField(null=True, blank=True)
+    retention_days = models.PositiveIntegerField(null=True, blank=True)
+    max_queries_per_session = models.PositiveIntegerField(null=True, blank=True)
+    cleanup_interval_minutes = models.PositiveIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    POLICY_FIELDS = (
+        "default_ttl_hours",
+        "max_ttl_hours",
+        "idle_timeout_minutes",
+        "retention_days",
+        "max_queries_per_session",
+        "cleanup_interval_minutes",
+    )
+
+    class Meta:
+        verbose_name_plural = "retention policies"
+        ordering = ["session_type"]
+
+    def __str__(self) -> str:
+        return f"Retention policy: {self.session_type or 'global default'}"
+
+    @property
+    def is_global(self) -> bool:
+        return self.session_type == ""
+
+    def clean(self) -> None:
+        errors = {}
+        if self.is_global:
+            for name in self.POLICY_FIELDS:
+                if getattr(self, name) is None:
+                    errors[name] = "The global default needs a value."
+        for name in self.POLICY_FIELDS:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                errors[name] = "Must be a positive number."
+        if self.retention_days is not None and self.retention_days < 1:
+            errors["retention_days"] = "Retention must be at least 1 day."
+        if (
+            self.default_ttl_hours is not None
+            and self.max_ttl_hours is not None
+            and self.max_ttl_hours < self.default_ttl_hours
+        ):
+            errors["max_ttl_hours"] = "Max TTL must be at least the default TTL."
+        if errors:
+            raise ValidationError(errors)
+
+    @classmethod
+    def global_defaults_from_settings(cls) -> dict[str, int]:
+        """The initial global values, from the SESSION_* environment variables."""
+        return {
+            "default_ttl_hours": settings.SESSION_DEFAULT_TTL_HOURS,
+            "max_ttl_hours": settings.SESSION_MAX_TTL_HOURS,
+            "idle_timeout_minutes": settings.SESSION_IDLE_TIMEOUT_MINUTES,
+            "retention_days": settings.SESSION_RETENTION_DAYS,
+            "max_queries_per_session": settings.SESSION_MAX_QUERIES_PER_SESSION,
+            "cleanup_interval_minutes": settings.SESSION_CLEANUP_INTERVAL_MINUTES,
+        }
+
+
+class DailyMetric(models.Model):
+    """Rollup of one day's sessions of one type; recomputing a day replaces its rows."""
+
+    day = models.DateField()
+    session_type = models.CharField(max_length=16, choices=SessionType.choices)
+    sessions_started = models.PositiveIntegerField(default=0)
+    sessions_completed = models.PositiveIntegerField(default=0)
+    sessions_failed = models.PositiveIntegerField(default=0)
+    sessions_abandoned = models.PositiveIntegerField(default=0)
+    sessions_expired = models.PositiveIntegerField(default=0)
+    queries = models.PositiveIntegerField(default=0)
+    cache_hits = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    messages = models.PositiveIntegerField(default=0)
+    tool_calls = models.PositiveIntegerField(default=0)
+    total_duration_seconds = models.FloatField(default=0)
+    avg_duration_seconds = models.FloatField(default=0)
+    p50_duration_seconds = models.FloatField(default=0)
+    p95_duration_seconds = models.FloatField(default=0)
+    avg_queries_per_session = models.FloatField(default=0)
+    tokens_in = models.BigIntegerField(default=0)
+    tokens_out = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=16, decimal_places=6, default=0)
+    top_assets = models.JSONField(default=dict, blank=True)  # {asset: sessions}
+    query_type_counts = models.JSONField(default=dict, blank=True)  # {query_type: queries}
+    tag_counts = models.JSONField(default=dict, blank=True)  # {tag: sessions}
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-day", "session_type"]
+        constraints = [
+            # Also serves the overview's range scan by day.
+            models.UniqueConstraint(fields=["day", "session_type"], name="metric_day_type_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.session_type}"
+
+
+class JobRun(models.Model):
+    """What one background job run did."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCESS = "success", "Success"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped (another run held the lock)"
+
+    job = models.CharField(max_length=64)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
+    counts = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, default="")
+    duration_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [
+            # Operations page: last runs of each job.
+            models.Index(fields=["job", "-started_at"], name="jobrun_job_started_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job} at {self.started_at:%Y-%m-%d %H:%M} ({self.outcome})"
+
+
+class ApiKey(models.Model):
+    """A client's API key: only a SHA-256 of the secret is kept; the secret is shown once."""
+
+    class Scope(models.TextChoices):
+        READ = "read", "Read"
+        WRITE = "write", "Write"
+
+    name = models.CharField(max_length=100)
+    # First characters of the key, kept in clear to find the row and to tell keys apart.
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    hashed_secret = models.CharField(max_length=64, editable=False)
+    scopes = ArrayField(models.CharField(max_length=8, choices=Scope.choices), default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,78 @@
+"""Effective retention policy per session type, cached briefly in each process."""
+
+import time
+from dataclasses import dataclass
+
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from sessions_app.models import RetentionPolicy, SessionType
+
+# Short enough that an admin's change reaches every worker within seconds, long enough that a
+# store write never waits on Postgres.
+CACHE_SECONDS = 5.0
+_cache: dict[str, "EffectivePolicy"] = {}
+_cache_loaded_at = 0.0
+
+
+@dataclass(frozen=True)
+class EffectivePolicy:
+    session_type: str
+    default_ttl_hours: int
+    max_ttl_hours: int
+    idle_timeout_minutes: int
+    retention_days: int
+    max_queries_per_session: int
+    cleanup_interval_minutes: int
+    overridden: tuple[str, ...] = ()  # fields the type's own row sets
+
+
+def ensure_global_policy() -> RetentionPolicy:
+    """The global row, created from the SESSION_* settings when missing."""
+    policy, _ = RetentionPolicy.objects.get_or_create(
+        session_type="", defaults=RetentionPolicy.global_defaults_from_settings()
+    )
+    return policy
+
+
+def _load() -> dict[str, EffectivePolicy]:
+    rows = {row.session_type: row for row in RetentionPolicy.objects.all()}
+    base = rows.get("") or ensure_global_policy()
+    base_values = {name: getattr(base, name) for name in RetentionPolicy.POLICY_FIELDS}
+    result = {}
+    for session_type in SessionType.values:
+        override = rows.get(session_type)
+        values = dict(base_values)
+        overridden = []
+        if override is not None:
+            for name in RetentionPolicy.POLICY_FIELDS:
+                value = getattr(override, name)
+                if value is not None:
+                    values[name] = value
+                    overridden.append(name)
+        result[session_type] = EffectivePolicy(session_type, **values, overridden=tuple(overridden))
+    return result
+
+
+def all_effective_policies() -> dict[str, EffectivePolicy]:
+    """{session_type: EffectivePolicy} for every type, from a cache refreshed every few seconds."""
+    global _cache, _cache_loaded_at
+    if not _cache or time.monotonic() - _cache_loaded_at > CACHE_SECONDS:
+        _cache = _load()
+        _cache_loaded_at = time.monotonic()
+    return _cache
+
+
+def get_effective_policy(session_type: str) -> EffectivePolicy:
+    """The policy in force for one session type (its overrides over the global default)."""
+    return all_effective_policies()[session_type]
+
+
+def clear_policy_cache() -> None:
+    global _cache_loaded_at
+    _cache_loaded_at = 0.0
+
+
+@receiver([post_save, post_delete], sender=RetentionPolicy)
+def _policy_changed(**kwargs):
+    clear_policy_cache()
