@@ -12,6 +12,7 @@ import functools
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -114,7 +115,7 @@ local err = guard(m, ARGV[2])
 if err then return err end
 if ARGV[3] == 'query' then
   local limit = tonumber(string.match(ARGV[4], m[5] .. '=(%d+)'))
-  if tonumber(m[3]) >= limit then return {-4, limit} end
+  if tonumber(m[3] or 0) >= limit then return {-4, limit} end
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'event_count', 1) - 1
 redis.call('RPUSH', KEYS[2], '{"seq":' .. seq .. ',' .. ARGV[5])
@@ -231,6 +232,17 @@ end
 return rows
 """
 
+# KEYS: meta, context, intermediate results, events. ARGV: number of recent events.
+# One reply instead of a MULTI pipeline: fewer commands to encode and parse.
+_GET = """
+local meta = redis.call('HGETALL', KEYS[1])
+if #meta == 0 then return {} end
+local n = tonumber(ARGV[1])
+local events = {}
+if n > 0 then events = redis.call('LRANGE', KEYS[4], -n, -1) end
+return {meta, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3]), events}
+"""
+
 # KEYS: activity index. ARGV: offset, limit, field names...
 _LIST_LIVE = """
 local ids = redis.call('ZREVRANGE', KEYS[1], ARGV[1], ARGV[1] + ARGV[2] - 1)
@@ -282,6 +294,36 @@ def _event_from_row(row: ArchivedEvent) -> TimelineEvent:
         tokens_out=row.tokens_out,
         cost=float(row.cost),
     )
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A Redis HGETALL reply from Lua (flat list) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class LazyEvents(Sequence):
+    """Timeline events parsed from their JSON only when someone reads them."""
+
+    def __init__(self, raw: list[str]):
+        self._raw = raw
+        self._parsed: list[TimelineEvent] | None = None
+
+    def _events(self) -> list[TimelineEvent]:
+        if self._parsed is None:
+            self._parsed = [_event_from_json(item) for item in self._raw]
+        return self._parsed
+
+    def __getitem__(self, index):
+        return self._events()[index]
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return repr(self._events())
 
 
 def _cursor_encode(created_at: float, session_id: str) -> str:
@@ -408,15 +450,14 @@ class SessionStore:
         now = time.time()
         expires_at = now + ttl_hours * 3600
         redis_expire_ms = int((expires_at + settings.SESSION_REDIS_GRACE_HOURS * 3600) * 1000)
-        fields.update(
+        # Counters and empty optional fields are left out: absent reads as zero / empty.
+        hash_fields = {name: value for name, value in fields.items() if value not in ("", "{}")}
+        hash_fields.update(
             id=session_id,
             created_at=f"{now:.6f}",
             last_activity_at=f"{now:.6f}",
             expires_at=f"{expires_at:.6f}",
-            ended_at="",
             redis_expire_ms=redis_expire_ms,
-            **dict.fromkeys(INT_COUNTERS, 0),
-            **dict.fromkeys(FLOAT_COUNTERS, 0),
         )
         meta = key("s", session_id)
         result = self._scripts["create"](
@@ -435,7 +476,7 @@ class SessionStore:
                 redis_expire_ms,
                 "1" if idempotency_key else "0",
                 IDEMPOTENCY_TTL_SECONDS,
-                *[item for pair in fields.items() for item in pair],
+                *[item for pair in hash_fields.items() for item in pair],
             ],
         )
         if int(result[0]) == 0:  # an earlier request with this idempotency key won
@@ -443,7 +484,27 @@ class SessionStore:
             if existing is None:
                 raise SessionNotFound(result[1])
             return existing
-        return self._session_from_meta({k: str(v) for k, v in fields.items()}, [], {}, {})
+        created = _ts(hash_fields["created_at"])
+        preferences = json.loads(fields["preferences"])
+        return AnalysisSession(
+            id=uuid.UUID(session_id),
+            user_id=fields["user_id"],
+            session_type=session_type,
+            status=SessionStatus.ACTIVE.value,
+            assets=json.loads(fields["assets"]),
+            tags=json.loads(fields["tags"]),
+            purpose=fields["purpose"],
+            source=fields["source"],
+            device=fields["device"],
+            ip=fields["ip"] or None,
+            created_at=created,
+            last_activity_at=created,
+            expires_at=_ts(hash_fields["expires_at"]),
+            is_live=True,
+            preferences=preferences,
+            metadata=json.loads(fields["metadata"]),
+            state=SessionState(preferences=preferences),
+        )
 
     def _add_event(self, session_id: Any, kind: str, event: dict, ints: dict, floats: dict) -> int:
         session_id = _session_id(session_id)
@@ -670,16 +731,12 @@ class SessionStore:
         """The session, live from Redis, else archived from Postgres, else None."""
         session_id = _session_id(session_id)
         meta, events, context, results = self._keys(session_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hgetall(meta)
-        pipe.hgetall(context)
-        pipe.hgetall(results)
-        if recent_events > 0:
-            pipe.lrange(events, -recent_events, -1)
-        meta_values, ctx, ir, *raw_events = pipe.execute()
-        if meta_values:
-            recent = [_event_from_json(raw) for raw in raw_events[0]] if raw_events else []
-            return self._session_from_meta(meta_values, recent, ctx, ir)
+        reply = self._scripts["get"](
+            keys=[meta, context, results, events], args=[max(int(recent_events), 0)]
+        )
+        if reply:
+            meta_values, ctx, ir = (_pairs(part) for part in reply[:3])
+            return self._session_from_meta(meta_values, LazyEvents(reply[3]), ctx, ir)
         return self._archived_session(session_id, recent_events)
 
     def _session_from_meta(
@@ -920,6 +977,7 @@ _SCRIPTS = {
     "delete": _DELETE,
     "list_index": _LIST_INDEX,
     "list_live": _LIST_LIVE,
+    "get": _GET,
 }
 
 
