@@ -394,6 +394,14 @@ class SessionStore:
     def _raise_for(result: list, session_id: str) -> None:
         code = int(result[0])
         if code == -1:
+            # Not live: an archived session is "not active" (409), anything else unknown (404).
+            status = (
+                ArchivedSession.objects.filter(id=session_id)
+                .values_list("status", flat=True)
+                .first()
+            )
+            if status is not None:
+                raise SessionNotActive(session_id, status)
             raise SessionNotFound(session_id)
         if code == -2:
             raise SessionNotActive(session_id, result[1])
@@ -536,7 +544,9 @@ class SessionStore:
         """Append a query; returns its timeline position. QueryLimitExceeded past the limit."""
         if not isinstance(query, QueryRecord):
             raise InvalidInput("query", "must be a QueryRecord")
-        execution_ms = validation.non_negative("execution_time_ms", query.execution_time_ms)
+        execution_ms = validation.non_negative(
+            "execution_time_ms", query.execution_time_ms, maximum=validation.MAX_DURATION_MS
+        )
         error = validation.text("error", query.error, validation.MAX_SUMMARY_LENGTH)
         cache_hit = query.cache_hit
         if not isinstance(cache_hit, bool):
@@ -602,7 +612,7 @@ class SessionStore:
         """Append a tool call with its duration, tokens and cost; returns its position."""
         tokens_in = validation.non_negative("tokens_in", tokens_in, integer=True)
         tokens_out = validation.non_negative("tokens_out", tokens_out, integer=True)
-        cost = validation.non_negative("cost", cost)
+        cost = validation.non_negative("cost", cost, maximum=validation.MAX_COST)
         error = validation.text("error", error, validation.MAX_SUMMARY_LENGTH)
         event = {
             "kind": EventKind.TOOL_CALL.value,
@@ -614,7 +624,9 @@ class SessionStore:
             ),
             "duration_ms": None
             if duration_ms is None
-            else validation.non_negative("duration_ms", duration_ms),
+            else validation.non_negative(
+                "duration_ms", duration_ms, maximum=validation.MAX_DURATION_MS
+            ),
             "tokens_in": tokens_in,
             "tokens_out": tokens_out,
             "cost": cost,
@@ -833,11 +845,12 @@ class SessionStore:
             raise InvalidInput("limit", "must be between 1 and 500")
         meta, events, _, _ = self._keys(session_id)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hget(meta, "event_count")
+        # `status`, not `event_count`: a live session without events has no counter yet.
+        pipe.hmget(meta, "status", "event_count")
         pipe.lrange(events, offset, offset + limit - 1)
-        count, raw_events = pipe.execute()
-        if count is not None:
-            return [_event_from_json(raw) for raw in raw_events], int(count)
+        (status, count), raw_events = pipe.execute()
+        if status is not None:
+            return [_event_from_json(raw) for raw in raw_events], int(count or 0)
         row = (
             ArchivedSession.objects.filter(id=session_id)
             .values("query_count", "message_count", "tool_call_count")

@@ -27,9 +27,13 @@ MAX_SUMMARY_LENGTH = 4000
 MAX_CONTENT_LENGTH = 32_000
 MAX_JSON_BYTES = 32_768
 MAX_CONTEXT_KEY_LENGTH = 128
+MAX_DURATION_MS = 86_400_000.0  # one day
+MAX_COST = 1_000_000.0
 
 ASSET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-_/^=:]*$")
 QUERY_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.\-]*$")
+# A JSON \u0000 escape not itself escaped (a literal backslash before "u0000" is fine).
+NUL_ESCAPE_RE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def _text(field: str, value: Any, max_length: int, *, required: bool = False) -> str:
@@ -136,6 +140,10 @@ def json_payload(field: str, value: Any, *, require_dict: bool = False) -> str:
         encoded = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise InvalidPayload(field, f"is not JSON-serialisable ({exc})") from None
+    if NUL_ESCAPE_RE.search(encoded):
+        raise InvalidPayload(
+            field, "must not contain NUL characters (PostgreSQL cannot store them)"
+        )
     if len(encoded.encode()) > MAX_JSON_BYTES:
         raise InvalidPayload(field, f"is larger than {MAX_JSON_BYTES // 1024} KiB of JSON")
     return encoded
@@ -145,17 +153,22 @@ def context_key(field: str, value: Any) -> str:
     return _text(field, value, MAX_CONTEXT_KEY_LENGTH, required=True)
 
 
-def non_negative(field: str, value: Any, *, integer: bool = False) -> float | int:
+def non_negative(
+    field: str, value: Any, *, integer: bool = False, maximum: float | None = None
+) -> float | int:
+    """A finite number >= 0 (whole with `integer`), at most `maximum` (2**31 - 1 for integers)."""
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(field, "must be a number")
-    if integer and not float(value).is_integer():
-        raise InvalidInput(field, "must be a whole number")
     if not math.isfinite(value) or value < 0:
         raise InvalidInput(field, "must be zero or more")
-    if integer and value > 2**31 - 1:
-        raise InvalidInput(field, "is too large")
+    if integer and not float(value).is_integer():
+        raise InvalidInput(field, "must be a whole number")
+    if maximum is None:
+        maximum = 2**31 - 1 if integer else 1e12
+    if value > maximum:
+        raise InvalidInput(field, f"must be at most {maximum:g}")
     return int(value) if integer else float(value)
 
 

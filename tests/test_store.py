@@ -393,3 +393,35 @@ def test_redis_down_raises_store_unavailable():
     with pytest.raises(StoreUnavailable):
         dead.add_query(uuid.uuid4(), QueryRecord(query_type="price"))
     assert time.monotonic() - started < 5  # fails fast rather than hanging
+
+
+def test_writes_to_archived_session_are_not_active_not_unknown(store):
+    now = timezone.now()
+    row = Session.objects.create(
+        session_type="equity",
+        status="expired",
+        created_at=now,
+        last_activity_at=now,
+        expires_at=now,
+        archived_at=now,
+    )
+    with pytest.raises(SessionNotActive) as excinfo:
+        store.add_query(row.id, QueryRecord(query_type="price"))
+    assert excinfo.value.status == "expired"
+    with pytest.raises(SessionNotActive):
+        store.extend_session(row.id, hours=1)
+
+
+def test_values_postgres_cannot_store_or_redis_cannot_count_are_rejected(store):
+    session = store.create_session(assets=["AAPL"], session_type="equity")
+    with pytest.raises(InvalidPayload) as excinfo:
+        store.update_context(session.id, "k", {"text": "nul\x00inside"})
+    assert excinfo.value.field == "value" and "NUL" in excinfo.value.reason
+    store.update_context(session.id, "k", {"text": "a literal \\u0000 is fine"})
+    with pytest.raises(InvalidInput) as excinfo:
+        store.add_query(session.id, QueryRecord(query_type="price", execution_time_ms=1e300))
+    assert excinfo.value.field == "execution_time_ms"
+    with pytest.raises(InvalidInput) as excinfo:
+        store.record_tool_call(session.id, tool_name="t", cost=1e20)
+    assert excinfo.value.field == "cost"
+    assert store.get_session(session.id).event_count == 0
