@@ -46,3 +46,24 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+_RATE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def env_rate(name: str, default: str) -> tuple[int, int]:
+    """Return "N/WINDOW" (WINDOW in seconds, or with an s/m/h suffix) as (N, seconds)."""
+    raw = os.environ.get(name) or default
+    count, _, window = raw.strip().partition("/")
+    window = window.strip().lower()
+    unit = window[-1:] if window[-1:] in _RATE_UNITS else ""
+    number = window[: len(window) - len(unit)]
+    try:
+        attempts, seconds = int(count), int(number) * _RATE_UNITS[unit]
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a rate like 10/300 (attempts per seconds) or 10/5m"
+        ) from None
+    if attempts < 1 or seconds < 1:
+        raise ImproperlyConfigured(f"{name}={raw!r}: attempts and window must be at least 1")
+    return attempts, seconds

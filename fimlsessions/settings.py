@@ -6,7 +6,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from fimlsessions.env import env_bool, env_int, env_list, env_str
+from fimlsessions.env import env_bool, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("FIML_DATA_DIR") or BASE_DIR / ".data")
@@ -134,6 +134,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# Failed logins allowed per client IP + username, and bad API keys per client IP, per window
+# ("attempts/seconds", or with an m/h suffix); more get 429 until the window ends.
+LOGIN_RATE_LIMIT = env_rate("LOGIN_RATE_LIMIT", "10/5m")
+API_KEY_RATE_LIMIT = env_rate("API_KEY_RATE_LIMIT", "30/5m")
 LOGIN_REDIRECT_URL = "dashboard:overview"
 LOGOUT_REDIRECT_URL = "login"
 

@@ -4,12 +4,17 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from sessions_app import auth_views as login_views
 from sessions_app import health
+from sessions_app.api import api
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    # Both login pages count failed attempts (sessions_app.ratelimit).
+    path("accounts/login/", login_views.RateLimitedLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/login/", login_views.admin_login),
     path("admin/", admin.site.urls),
+    path("api/v1/", api.urls),
     path("", include("sessions_app.urls")),
 ]

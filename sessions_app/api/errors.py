@@ -1,0 +1,223 @@
+"""One error shape for every failure: {"error": {"code", "field", "reason"}}.
+
+Every failure a client can cause maps to a 4xx, an outage to a 503; a 500 would be our bug.
+
+Also the strict JSON parser: NaN/Infinity, NUL characters and lone surrogates are refused at the
+door because Redis, Postgres JSONB or our counters cannot store them.
+"""
+
+import json
+import logging
+import math
+import re
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
+from django.http import Http404, HttpResponse, JsonResponse
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
+
+from sessions_app.exceptions import (
+    InvalidInput,
+    QueryLimitExceeded,
+    SessionNotActive,
+    SessionNotFound,
+    StoreUnavailable,
+)
+from sessions_app.ratelimit import RateLimited
+
+logger = logging.getLogger(__name__)
+
+# Where ninja puts a parameter's source; dropped from the field name we report.
+_SOURCES = {"body", "query", "path", "header", "cookie", "form", "file"}
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+class ScopeDenied(Exception):
+    """The key is valid but lacks the scope the operation needs (403)."""
+
+    def __init__(self, scope: str):
+        self.scope = scope
+        super().__init__(f"this API key lacks the '{scope}' scope")
+
+
+class UnstorableText(ValueError):
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+def error_body(code: str, reason: str, field: str | None = None) -> dict:
+    return {"error": {"code": code, "field": field, "reason": reason}}
+
+
+def error_response(status: int, code: str, reason: str, field: str | None = None) -> JsonResponse:
+    return JsonResponse(error_body(code, reason, field), status=status)
+
+
+def unstorable_text(value) -> str | None:
+    """Why `value` (decoded JSON) cannot be stored as text, or None: NUL or lone surrogates."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "text must not contain NUL (\\u0000) characters"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "text must not contain unpaired UTF-16 surrogates"
+    return None
+
+
+def _reject_constant(name: str):
+    raise UnstorableText(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise UnstorableText(f"number {text[:30]} is out of range")
+    return number
+
+
+class StrictJSONParser(Parser):
+    """JSON bodies without NaN/Infinity, NUL characters or lone surrogates."""
+
+    def parse_body(self, request):
+        body = request.body
+        data = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+        # The full walk only runs when the raw body hints at a problem, so it costs nothing
+        # for ordinary requests.
+        if b"\\u0000" in body or _SURROGATE_ESCAPE.search(body):
+            reason = unstorable_text(data)
+            if reason:
+                raise UnstorableText(reason)
+        return data
+
+
+def _field_from_loc(loc) -> str | None:
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in _SOURCES:
+        parts = parts[1:]
+    # ninja nests a body schema under its parameter name ("payload"): drop that too.
+    if len(parts) > 1 and parts[0] == "payload":
+        parts = parts[1:]
+    return ".".join(parts) or None
+
+
+def _validation_error(request, exc: ValidationError):
+    first = exc.errors[0] if exc.errors else {}
+    field = _field_from_loc(first.get("loc", ()))
+    reason = first.get("msg", "is invalid")
+    if first.get("type") == "missing":
+        reason = "is required"
+    return error_response(422, "invalid_input", reason, field)
+
+
+def _http_error(request, exc: HttpError):
+    if exc.status_code == 400:
+        cause = exc.__cause__
+        if isinstance(cause, UnstorableText):
+            return error_response(422, "invalid_payload", cause.reason, "body")
+        if isinstance(cause, json.JSONDecodeError):
+            return error_response(400, "malformed_json", f"request body is not JSON: {cause}")
+        if isinstance(cause, RecursionError):
+            return error_response(400, "malformed_json", "request body is nested too deeply")
+        return error_response(400, "malformed_json", "request body is not valid JSON")
+    return error_response(exc.status_code, "http_error", str(exc))
+
+
+def _authentication_error(request, exc: AuthenticationError):
+    response = error_response(
+        401,
+        "unauthorized",
+        "send a valid API key as 'Authorization: Bearer <key>'",
+        "Authorization",
+    )
+    response["WWW-Authenticate"] = 'Bearer realm="fiml-sessions"'
+    return response
+
+
+def _scope_denied(request, exc: ScopeDenied):
+    return error_response(403, "forbidden", str(exc), "Authorization")
+
+
+def _not_found(request, exc: SessionNotFound):
+    return error_response(404, exc.code, str(exc), "session_id")
+
+
+def _http404(request, exc: Http404):
+    return error_response(404, "not_found", "not found")
+
+
+def _not_active(request, exc: SessionNotActive):
+    return error_response(409, exc.code, str(exc), "session_id")
+
+
+def _query_limit(request, exc: QueryLimitExceeded):
+    return error_response(409, exc.code, str(exc), "session_id")
+
+
+def _invalid_input(request, exc: InvalidInput):
+    return error_response(422, exc.code, exc.reason, exc.field)
+
+
+def _store_unavailable(request, exc: StoreUnavailable):
+    response = error_response(
+        503, exc.code, "live session store is unavailable; nothing was written, retry later"
+    )
+    response["Retry-After"] = "5"
+    return response
+
+
+def _database_error(request, exc: DatabaseError):
+    logger.warning("database error on %s: %s", request.path, type(exc).__name__)
+    response = error_response(
+        503, "database_unavailable", "the database is unavailable; retry later"
+    )
+    response["Retry-After"] = "5"
+    return response
+
+
+def _rate_limited(request, exc: RateLimited):
+    response = error_response(429, "rate_limited", exc.reason, "Authorization")
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def _too_big(request, exc: RequestDataTooBig):
+    return error_response(413, "payload_too_large", "request body is too large", "body")
+
+
+def _unexpected(request, exc: Exception) -> HttpResponse:
+    # A bug: log it with the traceback; the client still gets the one error shape.
+    logger.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "internal_error", "unexpected server error")
+
+
+def install(api) -> None:
+    """Register the handlers on a NinjaAPI (it picks the nearest class in the exception's MRO)."""
+    handlers = {
+        ValidationError: _validation_error,
+        AuthenticationError: _authentication_error,
+        HttpError: _http_error,
+        ScopeDenied: _scope_denied,
+        Http404: _http404,
+        SessionNotFound: _not_found,
+        SessionNotActive: _not_active,
+        QueryLimitExceeded: _query_limit,
+        InvalidInput: _invalid_input,
+        StoreUnavailable: _store_unavailable,
+        DatabaseError: _database_error,
+        RequestDataTooBig: _too_big,
+        RateLimited: _rate_limited,
+        Exception: _unexpected,
+    }
+    for exc_class, handler in handlers.items():
+        api.add_exception_handler(exc_class, handler)

@@ -1,0 +1,122 @@
+"""Fixed-window counters in Redis that slow down password and API-key guessing.
+
+Failed logins are counted per client IP + username, bad API keys per client IP. A counter lives
+at `P:rl:{kind}:{digest}:{window}` and expires with its window, so nothing needs cleaning up.
+When Redis cannot be reached the limiter fails open and logs it: the dashboard (history from
+Postgres) must stay usable without Redis, and an unlimited login is better than no login.
+"""
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+
+from sessions_app.redis_client import get_redis, key
+
+logger = logging.getLogger(__name__)
+
+# Wall-clock seconds; a module attribute so tests can step through windows without waiting.
+clock = time.time
+
+
+class RateLimited(Exception):
+    """Too many failures from this client; retry after `retry_after` seconds. [429]"""
+
+    def __init__(self, retry_after: int, reason: str):
+        self.retry_after = retry_after
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class Decision:
+    blocked: bool
+    retry_after: int  # seconds until the current window ends (0 when not blocked)
+
+
+class Limiter:
+    """At most `attempts` failures per `window` seconds for one identity (fixed windows)."""
+
+    def __init__(self, kind: str, setting: str):
+        self.kind = kind
+        self.setting = setting  # settings name holding (attempts, window seconds)
+
+    @property
+    def rate(self) -> tuple[int, int]:
+        return getattr(settings, self.setting)
+
+    def _key(self, identity: str, window: int) -> str:
+        # A digest, not the raw identity: usernames may hold any character and need not be
+        # readable in Redis.
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
+        return key("rl", self.kind, digest, str(window))
+
+    def _window(self) -> tuple[int, int]:
+        """(window number, seconds left in it)."""
+        _, seconds = self.rate
+        now = clock()
+        window = int(now // seconds)
+        return window, max(int((window + 1) * seconds - now) + 1, 1)
+
+    def check(self, identity: str) -> Decision:
+        """Whether `identity` has used up its failures in the current window."""
+        attempts, _ = self.rate
+        window, left = self._window()
+        try:
+            count = get_redis().get(self._key(identity, window))
+        except redis.exceptions.RedisError as exc:
+            logger.warning("rate limit %s: Redis unavailable, not limiting (%s)", self.kind, exc)
+            return Decision(False, 0)
+        if count is not None and int(count) >= attempts:
+            return Decision(True, left)
+        return Decision(False, 0)
+
+    def fail(self, identity: str) -> None:
+        """Count one failure for `identity` in the current window."""
+        _, seconds = self.rate
+        window, _ = self._window()
+        name = self._key(identity, window)
+        try:
+            pipe = get_redis().pipeline(transaction=True)
+            pipe.incr(name)
+            pipe.expire(name, seconds + 1)
+            pipe.execute()
+        except redis.exceptions.RedisError as exc:
+            logger.warning(
+                "rate limit %s: Redis unavailable, failure not counted (%s)", self.kind, exc
+            )
+
+    def reset(self, identity: str) -> None:
+        """Forget the current window's failures (after a successful login)."""
+        window, _ = self._window()
+        try:
+            get_redis().delete(self._key(identity, window))
+        except redis.exceptions.RedisError as exc:
+            logger.warning("rate limit %s: Redis unavailable, not reset (%s)", self.kind, exc)
+
+
+LOGINS = Limiter("login", "LOGIN_RATE_LIMIT")
+API_KEYS = Limiter("apikey", "API_KEY_RATE_LIMIT")
+
+
+def client_ip(meta: dict) -> str:
+    """The client's address as the web server saw it (REMOTE_ADDR)."""
+    return meta.get("REMOTE_ADDR") or "unknown"
+
+
+def login_identity(ip: str, username: str) -> str:
+    # Case-folded: "Admin" and "admin" are one account to most backends.
+    return f"{ip}|{username.strip().casefold()[:150]}"
+
+
+def check_api_key_guesses(ip: str) -> None:
+    """Raise RateLimited when `ip` sent too many bad API keys in the current window."""
+    decision = API_KEYS.check(ip)
+    if decision.blocked:
+        raise RateLimited(
+            decision.retry_after,
+            f"too many invalid API keys from your address; retry in {decision.retry_after} s",
+        )

@@ -1,0 +1,116 @@
+"""API keys: shown once, stored hashed, scoped, last use recorded sparingly, revocable."""
+
+import hashlib
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from sessions_app import apikeys
+from sessions_app.exceptions import InvalidInput
+from sessions_app.models import ApiKey
+
+pytestmark = pytest.mark.django_db
+
+
+def test_create_returns_secret_once_and_stores_only_its_hash(make_user):
+    admin = make_user("superuser")
+    key, secret = apikeys.create_api_key("ingest", ["write", "read"], created_by=admin)
+
+    assert secret.startswith(f"fs_{key.prefix}_")
+    # >= 32 bytes of randomness after the prefix (token_urlsafe(32) is 43 characters).
+    assert len(secret.split("_", 2)[2]) >= 43
+    row = ApiKey.objects.get(pk=key.pk)
+    assert row.hashed_secret == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret not in {row.name, row.prefix, row.hashed_secret}
+    assert row.scopes == ["read", "write"]
+    assert row.created_by == admin
+    assert row.revoked_at is None
+
+
+def test_two_keys_never_share_prefix_or_secret():
+    (first, secret1), (second, secret2) = (
+        apikeys.create_api_key("a", ["read"]),
+        apikeys.create_api_key("b", ["read"]),
+    )
+    assert first.prefix != second.prefix
+    assert secret1 != secret2
+
+
+def test_authenticate_accepts_the_key_and_records_last_use():
+    key, secret = apikeys.create_api_key("client", ["read"])
+    found = apikeys.authenticate(secret)
+    assert found is not None and found.pk == key.pk
+    key.refresh_from_db()
+    assert key.last_used_at is not None
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda s: s[:-1] + ("A" if s[-1] != "A" else "B"),  # wrong secret, right prefix
+        lambda s: "fs_000000000000_" + s.split("_", 2)[2],  # unknown prefix
+        lambda s: s[:20],  # truncated
+        lambda s: "",
+        lambda s: "Bearer " + s,
+        lambda s: s.replace("fs_", "xx_", 1),
+    ],
+)
+def test_authenticate_rejects_wrong_keys(mangle):
+    _, secret = apikeys.create_api_key("client", ["read"])
+    assert apikeys.authenticate(mangle(secret)) is None
+
+
+def test_authenticate_rejects_non_strings():
+    assert apikeys.authenticate(None) is None
+    assert apikeys.authenticate(123) is None
+
+
+def test_last_used_is_written_at_most_once_a_minute(django_assert_num_queries):
+    key, secret = apikeys.create_api_key("client", ["read"])
+    with django_assert_num_queries(2):  # lookup + the first last_used_at update
+        apikeys.authenticate(secret)
+    with django_assert_num_queries(1):  # lookup only: used a moment ago
+        apikeys.authenticate(secret)
+    earlier = timezone.now() - timedelta(minutes=2)
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=earlier)
+    with django_assert_num_queries(2):
+        apikeys.authenticate(secret)
+    key.refresh_from_db()
+    assert key.last_used_at > earlier
+
+
+def test_revoked_key_is_refused_and_revoking_twice_keeps_the_first_time():
+    key, secret = apikeys.create_api_key("client", ["read", "write"])
+    apikeys.revoke(key)
+    assert apikeys.authenticate(secret) is None
+    first = ApiKey.objects.get(pk=key.pk).revoked_at
+    assert first is not None
+    apikeys.revoke(ApiKey.objects.get(pk=key.pk))
+    assert ApiKey.objects.get(pk=key.pk).revoked_at == first
+
+
+def test_scopes_are_separate():
+    reader, _ = apikeys.create_api_key("reader", ["read"])
+    writer, _ = apikeys.create_api_key("writer", ["write"])
+    assert apikeys.has_scope(reader, "read") and not apikeys.has_scope(reader, "write")
+    assert apikeys.has_scope(writer, "write") and not apikeys.has_scope(writer, "read")
+
+
+@pytest.mark.parametrize(
+    ("name", "scopes", "field"),
+    [
+        ("", ["read"], "name"),
+        ("   ", ["read"], "name"),
+        ("x" * 101, ["read"], "name"),
+        ("ok", [], "scopes"),
+        ("ok", ["admin"], "scopes"),
+        ("ok", "read", "scopes"),
+    ],
+)
+def test_bad_input_names_the_field_and_creates_nothing(name, scopes, field):
+    with pytest.raises(InvalidInput) as err:
+        apikeys.create_api_key(name, scopes)
+    assert err.value.field == field
+    assert err.value.reason
+    assert not ApiKey.objects.exists()
