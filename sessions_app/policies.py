@@ -1,12 +1,16 @@
 """Effective retention policy per session type, cached briefly in each process."""
 
+import logging
 import time
 from dataclasses import dataclass
 
+from django.db import DatabaseError
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from sessions_app.models import RetentionPolicy, SessionType
+
+logger = logging.getLogger(__name__)
 
 # Short enough that an admin's change reaches every worker within seconds, long enough that a
 # store write never waits on Postgres.
@@ -58,9 +62,24 @@ def all_effective_policies() -> dict[str, EffectivePolicy]:
     """{session_type: EffectivePolicy} for every type, from a cache refreshed every few seconds."""
     global _cache, _cache_loaded_at
     if not _cache or time.monotonic() - _cache_loaded_at > CACHE_SECONDS:
-        _cache = _load()
+        try:
+            _cache = _load()
+        except DatabaseError as exc:
+            # Postgres down: live writes must keep working, on the policies this process last
+            # saw, else on the settings' defaults; the next try comes after CACHE_SECONDS.
+            logger.warning(
+                "retention policies unavailable, using %s: %s",
+                "the cached ones" if _cache else "the settings' defaults",
+                exc,
+            )
+            _cache = _cache or _defaults_from_settings()
         _cache_loaded_at = time.monotonic()
     return _cache
+
+
+def _defaults_from_settings() -> dict[str, EffectivePolicy]:
+    values = RetentionPolicy.global_defaults_from_settings()
+    return {name: EffectivePolicy(name, **values) for name in SessionType.values}
 
 
 def get_effective_policy(session_type: str) -> EffectivePolicy:

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from sessions_app import validation
 from sessions_app.domain import (
@@ -395,11 +395,14 @@ class SessionStore:
         code = int(result[0])
         if code == -1:
             # Not live: an archived session is "not active" (409), anything else unknown (404).
-            status = (
-                ArchivedSession.objects.filter(id=session_id)
-                .values_list("status", flat=True)
-                .first()
-            )
+            try:
+                status = (
+                    ArchivedSession.objects.filter(id=session_id)
+                    .values_list("status", flat=True)
+                    .first()
+                )
+            except DatabaseError:  # Postgres down: all the live store can say is "not here"
+                status = None
             if status is not None:
                 raise SessionNotActive(session_id, status)
             raise SessionNotFound(session_id)
@@ -709,8 +712,6 @@ class SessionStore:
         )
         self._raise_for(result, session_id)
         if archive:
-            from django.db import DatabaseError
-
             from sessions_app import archive as archiver
 
             # On failure it stays due in Redis and cleanup_expired_sessions retries.
