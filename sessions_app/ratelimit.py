@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 # Wall-clock seconds; a module attribute so tests can step through windows without waiting.
 clock = time.time
+# After a Redis error the limiter leaves that client alone for this long (fails open).
+BREAKER_SECONDS = 5.0
+_tripped: tuple[object, float] | None = None  # (client, monotonic time to try again)
 
 
 class RateLimited(Exception):
@@ -61,15 +64,32 @@ class Limiter:
         window = int(now // seconds)
         return window, max(int((window + 1) * seconds - now) + 1, 1)
 
+    def _run(self, action: str, call):
+        """call(client) on Redis; None (logged) when Redis is down or was just found down."""
+        global _tripped
+        client = get_redis()
+        if _tripped is not None and _tripped[0] is client and time.monotonic() < _tripped[1]:
+            return None
+        try:
+            return call(client)
+        except redis.exceptions.RedisError as exc:
+            # Stop asking for a while: a dead Redis must not slow every login and API request
+            # by a connect timeout, nor log a line for each.
+            _tripped = (client, time.monotonic() + BREAKER_SECONDS)
+            logger.warning(
+                "rate limit %s: Redis unavailable, not limiting for %g s (%s failed: %s)",
+                self.kind,
+                BREAKER_SECONDS,
+                action,
+                exc,
+            )
+            return None
+
     def check(self, identity: str) -> Decision:
         """Whether `identity` has used up its failures in the current window."""
         attempts, _ = self.rate
         window, left = self._window()
-        try:
-            count = get_redis().get(self._key(identity, window))
-        except redis.exceptions.RedisError as exc:
-            logger.warning("rate limit %s: Redis unavailable, not limiting (%s)", self.kind, exc)
-            return Decision(False, 0)
+        count = self._run("check", lambda client: client.get(self._key(identity, window)))
         if count is not None and int(count) >= attempts:
             return Decision(True, left)
         return Decision(False, 0)
@@ -79,23 +99,19 @@ class Limiter:
         _, seconds = self.rate
         window, _ = self._window()
         name = self._key(identity, window)
-        try:
-            pipe = get_redis().pipeline(transaction=True)
+
+        def count(client):
+            pipe = client.pipeline(transaction=True)
             pipe.incr(name)
             pipe.expire(name, seconds + 1)
-            pipe.execute()
-        except redis.exceptions.RedisError as exc:
-            logger.warning(
-                "rate limit %s: Redis unavailable, failure not counted (%s)", self.kind, exc
-            )
+            return pipe.execute()
+
+        self._run("count", count)
 
     def reset(self, identity: str) -> None:
         """Forget the current window's failures (after a successful login)."""
         window, _ = self._window()
-        try:
-            get_redis().delete(self._key(identity, window))
-        except redis.exceptions.RedisError as exc:
-            logger.warning("rate limit %s: Redis unavailable, not reset (%s)", self.kind, exc)
+        self._run("reset", lambda client: client.delete(self._key(identity, window)))
 
 
 LOGINS = Limiter("login", "LOGIN_RATE_LIMIT")
