@@ -8,8 +8,10 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from datetime import timedelta
 
+from django.db import DatabaseError
 from django.utils import timezone
 
 from sessions_app.exceptions import InvalidInput
@@ -22,6 +24,10 @@ SECRET_BYTES = 32
 # enough to tell a key in use from a forgotten one.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 MAX_NAME_LENGTH = ApiKey._meta.get_field("name").max_length
+# How long a verified key stays usable while Postgres is down (see authenticate).
+OUTAGE_GRACE = timedelta(minutes=15)
+# SHA-256 of a verified key -> (key, when verified); read only during a database outage.
+_verified: dict[str, tuple[ApiKey, float]] = {}
 
 _KEY_RE = re.compile(rf"^{KEY_PREFIX}_([0-9a-f]{{{PREFIX_BYTES * 2}}})_[A-Za-z0-9_\-]{{43,}}$")
 
@@ -71,21 +77,41 @@ def create_api_key(name: str, scopes, created_by=None) -> tuple[ApiKey, str]:
 
 
 def authenticate(raw_key: str) -> ApiKey | None:
-    """The active key matching `raw_key`, else None; records its use at most once a minute."""
+    """The active key matching `raw_key`, else None; records its use at most once a minute.
+
+    While Postgres is unreachable, a key this process verified in the last OUTAGE_GRACE is
+    still accepted, so clients keep writing live sessions through a database outage; any other
+    key raises the DatabaseError (the API answers 503).
+    """
     if not isinstance(raw_key, str):
         return None
     raw_key = raw_key.strip()
     match = _KEY_RE.match(raw_key)
     if not match:
         return None
+    digest = hash_key(raw_key)
     try:
-        key = ApiKey.objects.get(prefix=match.group(1))  # unique index on prefix
+        key = _verify(digest, match.group(1))
+    except DatabaseError:
+        remembered = _verified.get(digest)
+        if remembered and time.monotonic() - remembered[1] < OUTAGE_GRACE.total_seconds():
+            return remembered[0]
+        raise
+    if key is not None:
+        if len(_verified) > 10_000:
+            _verified.clear()
+        _verified[digest] = (key, time.monotonic())
+    return key
+
+
+def _verify(digest: str, prefix: str) -> ApiKey | None:
+    try:
+        key = ApiKey.objects.get(prefix=prefix)  # unique index on prefix
     except ApiKey.DoesNotExist:
         key = None
-    # Hash and compare even when the prefix is unknown so timing does not reveal which prefixes
-    # exist.
+    # Compare even when the prefix is unknown so timing does not reveal which prefixes exist.
     expected = key.hashed_secret if key else "0" * 64
-    if not hmac.compare_digest(hash_key(raw_key), expected) or key is None:
+    if not hmac.compare_digest(digest, expected) or key is None:
         return None
     if key.revoked_at is not None:
         return None

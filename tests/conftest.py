@@ -21,11 +21,17 @@ PASSWORD = "correct-horse-battery-staple"
 @pytest.fixture(autouse=True)
 def redis_prefix(settings):
     """Give each test its own Redis key prefix and delete its keys afterwards."""
+    from sessions_app.policies import clear_policy_cache
     from sessions_app.redis_client import get_redis
 
     prefix = f"test{uuid.uuid4().hex[:12]}"
     settings.SESSION_REDIS_PREFIX = prefix
+    # Fast hashing for the many test users; policy rows rolled back by a test must not linger
+    # in the per-process cache.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    clear_policy_cache()
     yield prefix
+    clear_policy_cache()
     try:
         client = get_redis()
         keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))

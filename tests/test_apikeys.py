@@ -1,9 +1,12 @@
 """API keys: shown once, stored hashed, scoped, last use recorded sparingly, revocable."""
 
 import hashlib
+import socket
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from sessions_app import apikeys
@@ -114,3 +117,34 @@ def test_bad_input_names_the_field_and_creates_nothing(name, scopes, field):
     assert err.value.field == field
     assert err.value.reason
     assert not ApiKey.objects.exists()
+
+
+@contextmanager
+def postgres_unreachable():
+    """Point Django's connection at a port where nothing listens: every query then fails."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    saved = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = dead_port
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = saved
+
+
+@pytest.mark.django_db(transaction=True)
+def test_verified_key_keeps_working_while_postgres_is_down():
+    key, raw = apikeys.create_api_key("writer", ["write"])
+    _, never_used = apikeys.create_api_key("idle", ["read"])
+    assert apikeys.authenticate(raw).pk == key.pk  # verified while Postgres is up
+    with postgres_unreachable():
+        assert apikeys.authenticate(raw).pk == key.pk
+        with pytest.raises(DatabaseError):
+            apikeys.authenticate(never_used)  # unknown to this process: cannot be checked
+        # A wrong secret is never accepted from the outage memory.
+        with pytest.raises(DatabaseError):
+            apikeys.authenticate(raw[:-1] + ("x" if raw[-1] != "x" else "y"))
+    assert apikeys.authenticate(raw).pk == key.pk  # and Postgres answers again afterwards
