@@ -7,5 +7,6 @@ class SessionsAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        # Registers the signal that drops cached retention policies when an admin edits one.
-        from sessions_app import policies  # noqa: F401
+        # Registers the signals that drop cached retention policies when an admin edits one
+        # and keep the cleanup schedule in step with the global policy's interval.
+        from sessions_app import policies, schedules  # noqa: F401

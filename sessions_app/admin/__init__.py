@@ -1,0 +1,26 @@
+"""Django admin for every model (django-celery-beat registers its own schedule admin)."""
+
+from django.contrib import admin
+
+from sessions_app.admin.operations import (
+    ApiKeyAdmin,
+    DailyMetricAdmin,
+    JobRunAdmin,
+    RetentionPolicyAdmin,
+)
+from sessions_app.admin.sessions import SessionAdmin, SessionEventAdmin
+from sessions_app.models import (
+    ApiKey,
+    DailyMetric,
+    JobRun,
+    RetentionPolicy,
+    Session,
+    SessionEvent,
+)
+
+admin.site.register(Session, SessionAdmin)
+admin.site.register(SessionEvent, SessionEventAdmin)
+admin.site.register(RetentionPolicy, RetentionPolicyAdmin)
+admin.site.register(DailyMetric, DailyMetricAdmin)
+admin.site.register(JobRun, JobRunAdmin)
+admin.site.register(ApiKey, ApiKeyAdmin)

@@ -1,0 +1,331 @@
+"""Moving sessions out of Redis into Postgres, and deleting archived sessions past retention.
+
+Archiving one batch of sessions:
+1. claim (one Lua call): due sessions (`P:idx:due` score <= now) and idle active sessions are
+   made non-active (active -> expired / abandoned, so the store rejects later writes) and their
+   due score is pushed to now + CLAIM_LEASE_SECONDS, so a concurrent run does not take them and
+   a crashed run's sessions come back once the lease passes;
+2. snapshot (one pipeline): meta, timeline, context, intermediate results;
+3. write (one Postgres transaction): COPY into temp tables, then upsert sessions by id and insert
+   events ON CONFLICT (session_id, seq) DO NOTHING; commit;
+4. delete (one MULTI): the session's keys and index entries.
+A crash between 3 and 4 leaves sessions that the next run upserts again (no duplicates) and
+deletes. Postgres down: step 3 fails, Redis keeps the sessions, a later run retries.
+"""
+
+import json
+import logging
+import time
+import uuid
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.utils import timezone
+
+from sessions_app.archive import scripts, sql
+from sessions_app.archive.retention import (
+    DELETE_BATCH_SIZE,
+    delete_archived_sessions,
+    delete_old_archived_sessions,
+    retention_cutoffs,
+)
+from sessions_app.policies import all_effective_policies
+from sessions_app.redis_client import get_redis, key
+
+__all__ = [
+    "CLAIM_LEASE_SECONDS",
+    "DELETE_BATCH_SIZE",
+    "archive_due_sessions",
+    "archive_session",
+    "delete_archived_sessions",
+    "delete_old_archived_sessions",
+    "retention_cutoffs",
+]
+
+logger = logging.getLogger(__name__)
+
+# How long a claimed session is reserved for the run that claimed it. Far longer than a batch
+# takes; after it a crashed run's sessions are due again.
+CLAIM_LEASE_SECONDS = 300
+# Idle candidates a claim call may look at without claiming them (sessions idle past the
+# shortest idle timeout but not their own type's); bounds each Lua call's run time.
+IDLE_SCAN_LIMIT = 5000
+# Sessions per snapshot script call: one call blocks Redis for well under a millisecond.
+SNAPSHOT_CHUNK = 250
+
+
+@lru_cache(maxsize=4)
+def _scripts(client) -> dict:
+    return {
+        name: client.register_script(source)
+        for name, source in (
+            ("claim", scripts.CLAIM),
+            ("freeze", scripts.FREEZE),
+            ("snapshot", scripts.SNAPSHOT),
+        )
+    }
+
+
+def _epoch(now: float | datetime | None) -> float:
+    if now is None:
+        return time.time()
+    if isinstance(now, datetime):
+        return now.timestamp()
+    return float(now)
+
+
+# ---- snapshot and write ---------------------------------------------------------------------
+
+
+def _json_object(pairs: list[str]) -> str:
+    """A JSON object from a Redis hash's [key, JSON text, ...], without parsing the values."""
+    if not pairs:
+        return "{}"
+    dumps = json.dumps
+    return (
+        "{"
+        + ",".join(f"{dumps(k)}:{v}" for k, v in zip(pairs[::2], pairs[1::2], strict=True))
+        + "}"
+    )
+
+
+def _snapshot(client, session_ids: list[str]) -> list[tuple[str, list, list, list, list]]:
+    """(id, meta values, events, context pairs, result pairs) of each session still in Redis.
+
+    One round trip: a pipeline of snapshot script calls of SNAPSHOT_CHUNK sessions each.
+    """
+    script = _scripts(client)["snapshot"]
+    pipe = client.pipeline(transaction=False)
+    prefix = settings.SESSION_REDIS_PREFIX
+    for start in range(0, len(session_ids), SNAPSHOT_CHUNK):
+        script(args=[prefix, *session_ids[start : start + SNAPSHOT_CHUNK]], client=pipe)
+    replies = [entry for chunk in pipe.execute() for entry in chunk]
+    return [
+        (session_id, meta, events, ctx, ir)
+        for session_id, (meta, events, ctx, ir) in zip(session_ids, replies, strict=True)
+        # No status: gone already (another run, or end_session, archived it meanwhile).
+        if meta[0] is not None
+    ]
+
+
+def _sanitize(text: str | None) -> str | None:
+    # Postgres jsonb refuses the NUL escape; only used when a batch failed on bad data.
+    return text.replace("\\u0000", "\\ufffd") if text and "\\u0000" in text else text
+
+
+def _copy_text(value: str) -> str:
+    """`value` escaped for COPY's text format (backslash, and the row/column separators)."""
+    return (
+        value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    )
+
+
+def _write(snapshots: list, archived_at: datetime, clean=None) -> None:
+    """Upsert the sessions and their events in one transaction (committed on return)."""
+    with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
+        raw = cursor.cursor  # psycopg's own cursor, for COPY
+        raw.execute(sql.STAGE_DDL)
+        with raw.copy(sql.COPY_SESSIONS) as copy:
+            for session_id, meta, _, ctx, ir in snapshots:
+                row = (session_id, *meta, _json_object(ctx), _json_object(ir))
+                if clean:
+                    row = tuple(clean(v) if isinstance(v, str) else v for v in row)
+                copy.write_row(row)
+        with raw.copy("COPY archive_stage_event (session_id, seq, body) FROM STDIN") as copy:
+            # Preformatted lines: several times faster than write_row for the many events.
+            escape = _copy_text
+            for session_id, _, events, _, _ in snapshots:
+                if events:
+                    head = session_id + "\t"
+                    copy.write(
+                        "".join(
+                            f"{head}{seq}\t{escape(clean(body) if clean else body)}\n"
+                            for seq, body in enumerate(events)
+                        )
+                    )
+        raw.execute(sql.UPSERT_SESSIONS, [archived_at])
+        raw.execute(sql.INSERT_EVENTS)
+
+
+def _forget(client, snapshots: list) -> None:
+    """Delete archived sessions' keys and index entries in one MULTI."""
+    if not snapshots:
+        return
+    ids = [snapshot[0] for snapshot in snapshots]
+    by_user, by_type = defaultdict(list), defaultdict(list)
+    doomed = []
+    for session_id, meta, _, _, _ in snapshots:
+        by_user[meta[scripts.USER_ID] or ""].append(session_id)
+        by_type[meta[scripts.SESSION_TYPE] or ""].append(session_id)
+        base = key("s", session_id)
+        doomed += [base, f"{base}:ev", f"{base}:ctx", f"{base}:ir"]
+    pipe = client.pipeline(transaction=True)
+    pipe.unlink(*doomed)  # memory is freed off Redis' main thread
+    pipe.zrem(key("idx", "due"), *ids)
+    pipe.zrem(key("idx", "activity"), *ids)
+    for user_id, members in by_user.items():
+        pipe.zrem(key("idx", "user", user_id), *members)
+    for session_type, members in by_type.items():
+        pipe.zrem(key("idx", "type", session_type), *members)
+    pipe.execute()
+
+
+def _is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def _archive_snapshots(client, snapshots: list, archived_at: datetime) -> tuple[list, list]:
+    """Write then forget; returns (archived, failed) snapshots. Raises if Postgres is down."""
+    try:
+        _write(snapshots, archived_at)
+        archived, failed = snapshots, []
+    except DatabaseError as exc:
+        if _is_outage(exc):
+            raise
+        # Bad data in one session must not block the batch: retry one by one, then cleaned.
+        logger.warning("archive batch failed (%s); retrying session by session", exc)
+        archived, failed = [], []
+        for snapshot in snapshots:
+            try:
+                try:
+                    _write([snapshot], archived_at)
+                except DatabaseError as first:
+                    if _is_outage(first):
+                        raise
+                    _write([snapshot], archived_at, clean=_sanitize)
+                archived.append(snapshot)
+            except DatabaseError as second:
+                if _is_outage(second):
+                    raise
+                logger.error("cannot archive session %s: %s", snapshot[0], second)
+                failed.append(snapshot)
+    _forget(client, archived)
+    return archived, failed
+
+
+# ---- public services ------------------------------------------------------------------------
+
+
+def archive_session(session_id) -> bool:
+    """Archive one live session now (still active -> expired); False if it is not in Redis.
+
+    Raises DatabaseError when Postgres is unavailable; the session then stays in Redis, due.
+    """
+    session_id = str(uuid.UUID(str(session_id)))
+    client = get_redis()
+    meta = key("s", session_id)
+    status = _scripts(client)["freeze"](
+        keys=[meta, key("idx", "due"), key("idx", "activity")],
+        args=[settings.SESSION_REDIS_PREFIX, session_id],
+    )
+    if not status:
+        return False
+    snapshots = _snapshot(client, [session_id])
+    if not snapshots:
+        return False
+    archived, _ = _archive_snapshots(client, snapshots, timezone.now())
+    return bool(archived)
+
+
+def _idle_cutoffs(now: float) -> list[str]:
+    """[type, idle cutoff, ...]: active sessions of that type last active before it are idle."""
+    cutoffs = []
+    for session_type, policy in all_effective_policies().items():
+        cutoffs += [session_type, f"{now - policy.idle_timeout_minutes * 60:.6f}"]
+    return cutoffs
+
+
+def _claim(
+    client, now: float, batch_size: int, idle_offset: int, cutoffs: list[str] | None = None
+) -> tuple[int, bool, list[tuple[str, str]]]:
+    """Claim up to batch_size sessions: (next idle offset, idle scan done, [(id, outcome)])."""
+    cutoffs = _idle_cutoffs(now) if cutoffs is None else cutoffs
+    reply = _scripts(client)["claim"](
+        keys=[key("idx", "due"), key("idx", "activity")],
+        args=[
+            settings.SESSION_REDIS_PREFIX,
+            f"{now:.6f}",
+            batch_size,
+            f"{now + CLAIM_LEASE_SECONDS:.6f}",
+            idle_offset,
+            IDLE_SCAN_LIMIT,
+            len(cutoffs) // 2,
+            *cutoffs,
+        ],
+    )
+    pairs = list(zip(reply[2::2], reply[3::2], strict=True))
+    return int(reply[0]), bool(int(reply[1])), pairs
+
+
+@dataclass
+class _Batch:
+    outcomes: dict[str, str]  # claimed session id -> expired | abandoned | ended
+    missing: int
+    snapshots: list
+    idle_offset: int
+    last: bool  # nothing more was due when it was claimed
+
+
+def _next_batch(client, now: float, batch_size: int, idle_offset: int, cutoffs) -> _Batch:
+    """Claim a batch and snapshot it: Redis only, so it can run beside the Postgres write."""
+    idle_offset, idle_exhausted, claimed = _claim(client, now, batch_size, idle_offset, cutoffs)
+    outcomes = {session_id: outcome for session_id, outcome in claimed if outcome != "missing"}
+    return _Batch(
+        outcomes=outcomes,
+        missing=len(claimed) - len(outcomes),
+        snapshots=_snapshot(client, list(outcomes)) if outcomes else [],
+        idle_offset=idle_offset,
+        last=len(claimed) < batch_size and idle_exhausted,
+    )
+
+
+def archive_due_sessions(now: float | datetime | None = None, batch_size: int = 1000) -> dict:
+    """Archive every due (expired or ended) and idle session; returns what it did.
+
+    Counts: archived, expired, abandoned, ended (of those archived), missing (index entries
+    whose keys were already gone), failed (left in Redis for a later run), batches.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size: must be at least 1")
+    now = _epoch(now)
+    client = get_redis()
+    cutoffs = _idle_cutoffs(now)
+    counts = dict.fromkeys(
+        ("archived", "expired", "abandoned", "ended", "missing", "failed", "batches"), 0
+    )
+    # One helper thread claims and snapshots batch N+1 in Redis while this thread writes batch
+    # N to Postgres; it never touches the database, so the write stays on this connection.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-prefetch") as prefetch:
+        pending = prefetch.submit(_next_batch, client, now, batch_size, 0, cutoffs)
+        while pending is not None:
+            batch = pending.result()
+            pending = None
+            if not batch.last:
+                args = (client, now, batch_size, batch.idle_offset, cutoffs)
+                pending = prefetch.submit(_next_batch, *args)
+            counts["missing"] += batch.missing
+            if not batch.outcomes:
+                continue
+            counts["batches"] += 1
+            try:
+                archived, failed = _archive_snapshots(client, batch.snapshots, timezone.now())
+            except DatabaseError:
+                # Postgres down: make the claimed sessions due again so the next run retries
+                # them at once instead of after the lease.
+                held = list(batch.outcomes)
+                if pending is not None:
+                    held += list(pending.result().outcomes)
+                client.zadd(key("idx", "due"), dict.fromkeys(held, now))
+                raise
+            counts["archived"] += len(archived)
+            counts["failed"] += len(failed)
+            for snapshot in archived:
+                counts[batch.outcomes[snapshot[0]]] += 1
+    if counts["archived"] or counts["missing"]:
+        logger.info("archived sessions: %s", counts)
+    return counts

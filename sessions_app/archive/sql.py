@@ -1,0 +1,87 @@
+"""SQL of the archiver: stage a batch with COPY, then upsert sessions and insert events."""
+
+from sessions_app.archive.scripts import META_FIELDS
+
+# Everything is staged as text, straight from Redis; Postgres does the conversions.
+STAGE_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS archive_stage_session (
+    id uuid, FIELDS, context text, intermediate_results text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS archive_stage_event (session_id uuid, seq int, body text)
+    ON COMMIT DELETE ROWS;
+-- Inside a test's outer transaction nothing commits, so empty them explicitly.
+DELETE FROM archive_stage_session;
+DELETE FROM archive_stage_event;
+""".replace("FIELDS", ", ".join(f"{name} text" for name in META_FIELDS))
+COPY_SESSIONS = (
+    "COPY archive_stage_session (id, {}, context, intermediate_results) FROM STDIN".format(
+        ", ".join(META_FIELDS)
+    )
+)
+UPSERT_SESSIONS = """
+INSERT INTO sessions_app_session (
+    id, archived_at, user_id, session_type, status, assets, tags, purpose, source, device, ip,
+    created_at, last_activity_at, expires_at, ended_at, duration_seconds, context,
+    intermediate_results, preferences, metadata, query_count, cache_hits, error_count,
+    message_count, tool_call_count, total_execution_ms, tokens_in, tokens_out, cost)
+SELECT id, %s, COALESCE(user_id, ''), session_type, status,
+    ARRAY(SELECT jsonb_array_elements_text(COALESCE(NULLIF(assets, ''), '[]')::jsonb)),
+    ARRAY(SELECT jsonb_array_elements_text(COALESCE(NULLIF(tags, ''), '[]')::jsonb)),
+    COALESCE(purpose, ''), COALESCE(source, ''), COALESCE(device, ''), NULLIF(ip, '')::inet,
+    to_timestamp(created), to_timestamp(COALESCE(last_activity, created)),
+    to_timestamp(expires_at::float8), to_timestamp(ended),
+    GREATEST(COALESCE(ended, last_activity, created) - created, 0),
+    context::jsonb, intermediate_results::jsonb,
+    COALESCE(NULLIF(preferences, ''), '{}')::jsonb, COALESCE(NULLIF(metadata, ''), '{}')::jsonb,
+    COALESCE(NULLIF(query_count, ''), '0')::numeric::int,
+    COALESCE(NULLIF(cache_hits, ''), '0')::numeric::int,
+    COALESCE(NULLIF(error_count, ''), '0')::numeric::int,
+    COALESCE(NULLIF(message_count, ''), '0')::numeric::int,
+    COALESCE(NULLIF(tool_call_count, ''), '0')::numeric::int,
+    COALESCE(NULLIF(total_execution_ms, ''), '0')::float8,
+    COALESCE(NULLIF(tokens_in, ''), '0')::numeric::bigint,
+    COALESCE(NULLIF(tokens_out, ''), '0')::numeric::bigint,
+    COALESCE(NULLIF(cost, ''), '0')::numeric
+FROM (
+    SELECT *, created_at::float8 AS created, NULLIF(last_activity_at, '')::float8 AS last_activity,
+        NULLIF(ended_at, '')::float8 AS ended
+    FROM archive_stage_session
+) AS staged
+ON CONFLICT (id) DO UPDATE SET
+    user_id = EXCLUDED.user_id, session_type = EXCLUDED.session_type,
+    status = EXCLUDED.status, assets = EXCLUDED.assets, tags = EXCLUDED.tags,
+    purpose = EXCLUDED.purpose, source = EXCLUDED.source, device = EXCLUDED.device,
+    ip = EXCLUDED.ip, created_at = EXCLUDED.created_at,
+    last_activity_at = EXCLUDED.last_activity_at, expires_at = EXCLUDED.expires_at,
+    ended_at = EXCLUDED.ended_at, duration_seconds = EXCLUDED.duration_seconds,
+    context = EXCLUDED.context, intermediate_results = EXCLUDED.intermediate_results,
+    preferences = EXCLUDED.preferences, metadata = EXCLUDED.metadata,
+    query_count = EXCLUDED.query_count, cache_hits = EXCLUDED.cache_hits,
+    error_count = EXCLUDED.error_count, message_count = EXCLUDED.message_count,
+    tool_call_count = EXCLUDED.tool_call_count,
+    total_execution_ms = EXCLUDED.total_execution_ms, tokens_in = EXCLUDED.tokens_in,
+    tokens_out = EXCLUDED.tokens_out, cost = EXCLUDED.cost,
+    -- A re-run after a crash keeps the first archive time.
+    archived_at = COALESCE(sessions_app_session.archived_at, EXCLUDED.archived_at)
+"""
+# The timeline's JSON is parsed by Postgres, once per event (json_to_record), not by Python:
+# the archiver's hot loop stays thin.
+INSERT_EVENTS = """
+INSERT INTO sessions_app_sessionevent (
+    session_id, seq, kind, occurred_at, query_type, parameters, result_summary, execution_ms,
+    cache_hit, error, role, content, tool_name, invocation_id, duration_ms, tokens_in,
+    tokens_out, cost)
+SELECT s.session_id, COALESCE(e.seq, s.seq), e.kind, to_timestamp(e.occurred_at),
+    COALESCE(e.query_type, ''), COALESCE(e.parameters, '{}'::jsonb),
+    COALESCE(e.result_summary, ''), e.execution_ms, COALESCE(e.cache_hit, false),
+    COALESCE(e.error, ''), COALESCE(e.role, ''), COALESCE(e.content, ''),
+    COALESCE(e.tool_name, ''), COALESCE(e.invocation_id, ''), e.duration_ms,
+    COALESCE(e.tokens_in, 0), COALESCE(e.tokens_out, 0), COALESCE(e.cost, 0)
+FROM archive_stage_event AS s,
+    json_to_record(s.body::json) AS e(
+        seq int, kind text, occurred_at float8, query_type text, parameters jsonb,
+        result_summary text, execution_ms float8, cache_hit boolean, error text, role text,
+        content text, tool_name text, invocation_id text, duration_ms float8, tokens_in int,
+        tokens_out int, cost numeric)
+ON CONFLICT (session_id, seq) DO NOTHING
+"""

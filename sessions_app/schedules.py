@@ -1,0 +1,90 @@
+"""The django-celery-beat schedule of the three background jobs, kept in line with the policy.
+
+Cleanup runs every `cleanup_interval_minutes` of the global retention policy and follows it when
+an admin edits the policy (post_save below). The two daily jobs are created with their default
+times; once they exist their schedules are left to the admin (the beat admin edits them).
+"""
+
+import logging
+
+from django.db import transaction
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+from sessions_app.models import RetentionPolicy
+from sessions_app.policies import ensure_global_policy
+
+logger = logging.getLogger(__name__)
+
+CLEANUP_TASK_NAME = "Archive expired, idle and ended sessions"
+RETENTION_TASK_NAME = "Delete archived sessions past retention"
+METRICS_TASK_NAME = "Recompute daily session metrics"
+
+CLEANUP_TASK = "sessions_app.tasks.cleanup_expired_sessions"
+RETENTION_TASK = "sessions_app.tasks.delete_old_archived_sessions"
+METRICS_TASK = "sessions_app.tasks.generate_session_metrics"
+
+# (name, task, minute, hour) of the daily jobs, in UTC.
+DAILY_TASKS = (
+    (RETENTION_TASK_NAME, RETENTION_TASK, "30", "3"),
+    (METRICS_TASK_NAME, METRICS_TASK, "15", "0"),
+)
+
+
+def sync_cleanup_schedule(interval_minutes: int) -> PeriodicTask:
+    """Create or update the cleanup task to run every `interval_minutes`."""
+    interval, _ = IntervalSchedule.objects.get_or_create(
+        every=interval_minutes, period=IntervalSchedule.MINUTES
+    )
+    task = PeriodicTask.objects.filter(name=CLEANUP_TASK_NAME).first()
+    if task is None:
+        task = PeriodicTask.objects.create(
+            name=CLEANUP_TASK_NAME,
+            task=CLEANUP_TASK,
+            interval=interval,
+            description="Archives expired, idle and ended live sessions to PostgreSQL.",
+        )
+        logger.info("created schedule %r: every %s min", task.name, interval_minutes)
+    elif task.interval_id != interval.id or task.task != CLEANUP_TASK or task.crontab_id:
+        # Saving a PeriodicTask bumps django-celery-beat's change marker, so beat reloads it.
+        task.interval = interval
+        task.crontab = None
+        task.task = CLEANUP_TASK
+        task.save()
+        logger.info("updated schedule %r: every %s min", task.name, interval_minutes)
+    return task
+
+
+def sync_periodic_tasks() -> dict[str, PeriodicTask]:
+    """Create or update the three PeriodicTask rows; safe to call on every start."""
+    with transaction.atomic():
+        policy = ensure_global_policy()
+        tasks = {CLEANUP_TASK: sync_cleanup_schedule(policy.cleanup_interval_minutes)}
+        for name, task_path, minute, hour in DAILY_TASKS:
+            task = PeriodicTask.objects.filter(name=name).first()
+            if task is None:
+                crontab, _ = CrontabSchedule.objects.get_or_create(
+                    minute=minute,
+                    hour=hour,
+                    day_of_week="*",
+                    day_of_month="*",
+                    month_of_year="*",
+                    timezone="UTC",
+                )
+                task = PeriodicTask.objects.create(name=name, task=task_path, crontab=crontab)
+                logger.info("created schedule %r: daily at %s:%s UTC", name, hour, minute)
+            elif task.task != task_path:
+                task.task = task_path
+                task.save()
+            tasks[task_path] = task
+    return tasks
+
+
+@receiver(post_save, sender=RetentionPolicy)
+def _policy_saved(sender, instance: RetentionPolicy, raw: bool = False, **kwargs):
+    # Only the global row carries the cleanup interval that the schedule follows; `raw` is a
+    # fixture load, where the schedule tables may not be ready.
+    if raw or not instance.is_global or not instance.cleanup_interval_minutes:
+        return
+    sync_cleanup_schedule(instance.cleanup_interval_minutes)
