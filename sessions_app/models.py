@@ -114,7 +114,11 @@ class Session(models.Model):
 class SessionEvent(models.Model):
     """One entry of a session's timeline: a query, a message or a tool call."""
 
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: the unique (session, seq) index below serves every session_id lookup,
+    # and one index less per event is what archive and retention throughput hang on.
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     # Position in the timeline from 0; unique per session so the archive upsert is idempotent.
     seq = models.PositiveIntegerField()
     kind = models.CharField(max_length=16, choices=EventKind.choices)
@@ -145,10 +149,6 @@ class SessionEvent(models.Model):
         constraints = [
             # Also the index for the detail page's timeline and for retention deletes.
             models.UniqueConstraint(fields=["session", "seq"], name="event_session_seq_uniq"),
-        ]
-        indexes = [
-            # Daily metrics: query-type counts per day.
-            models.Index(fields=["occurred_at"], name="event_occurred_idx"),
         ]
 
     def __str__(self) -> str:

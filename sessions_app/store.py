@@ -119,7 +119,7 @@ if ARGV[3] == 'query' then
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'event_count', 1) - 1
 redis.call('RPUSH', KEYS[2], '{"seq":' .. seq .. ',' .. ARGV[5])
-redis.call('PEXPIREAT', KEYS[2], m[4])
+if seq == 0 then redis.call('PEXPIREAT', KEYS[2], m[4]) end  -- extend keeps it in step later
 local n = tonumber(ARGV[6])
 local i = 7
 for _ = 1, n do
@@ -995,10 +995,20 @@ _SCRIPTS = {
 }
 
 
+_limits_cache: dict[str, Any] = {}
+
+
 def _per_type_limits(field: str) -> str:
     """One policy field for every type as "equity=1000 crypto=1000 ...", read by the scripts."""
     policies = all_effective_policies()
-    return " ".join(f"{name}={getattr(policy, field)}" for name, policy in policies.items())
+    if _limits_cache.get("policies") is not policies:  # reloaded: start over
+        _limits_cache.clear()
+        _limits_cache["policies"] = policies
+    text = _limits_cache.get(field)
+    if text is None:
+        text = " ".join(f"{name}={getattr(policy, field)}" for name, policy in policies.items())
+        _limits_cache[field] = text
+    return text
 
 
 _store: SessionStore | None = None
