@@ -1,0 +1,156 @@
+"""Background-job throughput: archiving, retention deletes, daily metrics."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from django.db import connection
+from django.utils import timezone
+
+from sessions_app.benchmark.core import Row, RunContext, SectionResult, Unavailable
+
+TARGET_ARCHIVE_PER_MIN = 500_000
+TARGET_RETENTION_PER_MIN = 1_000_000
+
+
+def run_archive(ctx: RunContext, result: SectionResult) -> None:
+    """Live sessions with ~20 events each, all made due, archived by archive_due_sessions."""
+    try:
+        from sessions_app.archive import archive_due_sessions
+        from sessions_app.domain import QueryRecord
+        from sessions_app.store import get_session_store
+    except ImportError as exc:
+        raise Unavailable(f"sessions_app.archive: {exc}") from exc
+    config = ctx.config
+    store = get_session_store()
+    events = config.events_per_session
+    started = time.monotonic()
+    for i in range(config.archive_sessions):
+        session = store.create_session(
+            assets=["NVDA", "AMD"],
+            session_type="comparative" if i % 2 else "agent",
+            user_id=f"{ctx.user_prefix}archive{i % 50}",
+            tags=["bench"],
+            purpose="archive throughput",
+            metadata={"client_version": "2.4.1"},
+        )
+        store.update_context(session.id, "watchlist", ["NVDA", "AMD"])
+        for j in range(events):
+            if j % 4 == 3:
+                store.add_message(session.id, role="assistant", content="NVDA leads on margins.")
+            else:
+                store.add_query(
+                    session.id,
+                    QueryRecord(
+                        "fundamentals", {"symbol": "NVDA"}, "P/E 38.2", 212.5, j % 2 == 0, ""
+                    ),
+                )
+    result.setup["populate_seconds"] = round(time.monotonic() - started, 2)
+    # Every session is due once the clock passes the longest TTL; the archiver takes `now`.
+    future = time.time() + 400 * 24 * 3600
+    started = time.perf_counter()
+    counts = archive_due_sessions(now=future)
+    seconds = time.perf_counter() - started
+    archived = counts.get("archived", 0)
+    per_minute = archived / seconds * 60 if seconds else 0.0
+    result.rows.append(
+        Row(
+            "archive_due_sessions",
+            unit="sessions/min",
+            value=round(per_minute),
+            samples=archived,
+            target=f">= {TARGET_ARCHIVE_PER_MIN:,} sessions/min",
+            passed=per_minute >= TARGET_ARCHIVE_PER_MIN,
+            note=f"{archived:,} sessions, {archived * events:,} events in {seconds:.2f} s "
+            f"({archived * events / seconds:,.0f} events/s)",
+        )
+    )
+    result.setup.update(sessions=config.archive_sessions, events_per_session=events, counts=counts)
+
+
+def run_retention(ctx: RunContext, result: SectionResult) -> None:
+    """Archived sessions past every type's retention, deleted by delete_old_archived_sessions."""
+    try:
+        from sessions_app.archive import delete_old_archived_sessions, retention_cutoffs
+    except ImportError as exc:
+        raise Unavailable(f"sessions_app.archive: {exc}") from exc
+    from sessions_app.demo import ArchivePlan, write_archived
+
+    config = ctx.config
+    oldest_cutoff = min(retention_cutoffs().values())
+    until = oldest_cutoff - timedelta(days=2)
+    plan = ArchivePlan(
+        sessions=config.retention_sessions,
+        until=until.timestamp(),
+        days=1,
+        seed=int(ctx.run_id, 16) + 1,
+        user_prefix=ctx.user_prefix,
+        events_per_session=config.events_per_session,
+    )
+    written = write_archived(plan, workers=1 if config.quick else 2)
+    result.setup["populate_seconds"] = round(written["seconds"], 2)
+    # Other rows past retention would be deleted (and counted) too; count them first.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM sessions_app_session "
+            "WHERE archived_at < %s AND user_id NOT LIKE %s",
+            [max(retention_cutoffs().values()), f"{ctx.user_prefix}%"],
+        )
+        others = cursor.fetchone()[0]
+    started = time.perf_counter()
+    counts = delete_old_archived_sessions()
+    seconds = time.perf_counter() - started
+    deleted = counts.get("sessions", 0)
+    per_minute = deleted / seconds * 60 if seconds else 0.0
+    note = (
+        f"{deleted:,} sessions, {counts.get('events', 0):,} events in {seconds:.2f} s, "
+        f"{counts.get('batches', 0)} batches"
+    )
+    if others:
+        note += f" ({others:,} of them were older data already past retention)"
+    result.rows.append(
+        Row(
+            "delete_old_archived_sessions",
+            unit="sessions/min",
+            value=round(per_minute),
+            samples=deleted,
+            target=f">= {TARGET_RETENTION_PER_MIN:,} sessions/min with events",
+            passed=per_minute >= TARGET_RETENTION_PER_MIN,
+            note=note,
+        )
+    )
+    result.setup.update(sessions=written["sessions"], events=written["events"], counts=counts)
+
+
+def run_metrics(ctx: RunContext, result: SectionResult) -> None:
+    """compute_daily_metrics over the last days that hold archived sessions; time per day."""
+    try:
+        from sessions_app.metrics import compute_daily_metrics, day_bounds
+    except ImportError as exc:
+        raise Unavailable(f"sessions_app.metrics: {exc}") from exc
+    config = ctx.config
+    today = timezone.localdate()
+    start = today - timedelta(days=config.metrics_days - 1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM sessions_app_session WHERE created_at >= %s AND created_at < %s",
+            list(day_bounds(start, today)),
+        )
+        sessions = cursor.fetchone()[0]
+    started = time.perf_counter()
+    counts = compute_daily_metrics(start, today)
+    seconds = time.perf_counter() - started
+    per_day = seconds / config.metrics_days
+    result.rows.append(
+        Row(
+            "compute_daily_metrics, per day",
+            unit="s/day",
+            value=round(per_day, 3),
+            samples=config.metrics_days,
+            note=f"{config.metrics_days} days, {sessions:,} sessions "
+            f"(~{sessions // max(config.metrics_days, 1):,}/day) in {seconds:.2f} s; "
+            f"{counts.get('rows', 0)} rows",
+        )
+    )
+    result.setup.update(days=config.metrics_days, sessions=sessions)

@@ -1,0 +1,370 @@
+"""Server time of the dashboard pages, and API requests per second through gunicorn."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+from django.urls import NoReverseMatch, reverse
+
+from sessions_app.benchmark.core import Row, RunContext, SectionResult, Unavailable, time_calls
+
+TARGET_PAGE_P95_MS = 150.0
+BASE_DIR = Path(settings.BASE_DIR)
+
+
+# ---- dashboard ------------------------------------------------------------------------------
+
+
+def ensure_archived_sessions(ctx: RunContext, result: SectionResult) -> int:
+    """Top the archive up to `dashboard_sessions` with generated rows (deleted at cleanup)."""
+    from sessions_app.demo import ArchivePlan, analyze_tables, default_workers, write_archived
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM sessions_app_session")
+        existing = cursor.fetchone()[0]
+    missing = ctx.config.dashboard_sessions - existing
+    result.setup["existing_sessions"] = existing
+    if missing <= 0:
+        return existing
+    plan = ArchivePlan(
+        sessions=missing,
+        until=time.time(),
+        seed=int(ctx.run_id, 16) + 2,
+        user_prefix=ctx.user_prefix,
+    )
+    workers = 1 if ctx.config.quick else default_workers(missing)
+    written = write_archived(plan, workers=workers, progress=not ctx.config.quick)
+    analyze_tables()
+    ctx.topped_up = True
+    result.setup.update(
+        generated_sessions=written["sessions"],
+        generated_events=written["events"],
+        generate_seconds=round(written["seconds"], 1),
+    )
+    return existing + written["sessions"]
+
+
+def _bench_user(ctx: RunContext):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group, Permission
+
+    from sessions_app.roles import ANALYSTS, ensure_roles
+
+    ensure_roles(Group, Permission)
+    user = get_user_model().objects.create_user(f"{ctx.user_prefix}analyst"[:150])
+    user.groups.add(Group.objects.get(name=ANALYSTS))
+    ctx.cleanups.append(user.delete)
+    return user
+
+
+def _page_targets(ctx: RunContext) -> list[tuple[str, str, dict, str]]:
+    """(label, url name, kwargs, query string) of each page to time."""
+    with connection.cursor() as cursor:
+        # The busiest user and session, and a row deep in the default order for a keyset page.
+        cursor.execute(
+            "SELECT user_id FROM sessions_app_session GROUP BY user_id ORDER BY count(*) DESC "
+            "LIMIT 1"
+        )
+        top_user = (cursor.fetchone() or [""])[0]
+        cursor.execute(
+            "SELECT id FROM sessions_app_session ORDER BY query_count DESC, id DESC LIMIT 1"
+        )
+        busiest = (cursor.fetchone() or [None])[0]
+        cursor.execute("SELECT count(*) FROM sessions_app_session")
+        total = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT created_at, id FROM sessions_app_session ORDER BY created_at DESC, id DESC "
+            "OFFSET %s LIMIT 1",
+            [max(total // 2, 0)],
+        )
+        deep = cursor.fetchone()
+    pages = [
+        ("overview, 7 days", "dashboard:overview", {}, "range=7"),
+        ("overview, 30 days", "dashboard:overview", {}, "range=30"),
+        ("overview, 90 days", "dashboard:overview", {}, "range=90"),
+        ("history, default", "dashboard:history", {}, ""),
+        ("history, type=crypto", "dashboard:history", {}, "type=crypto"),
+        ("history, status=failed", "dashboard:history", {}, "status=failed"),
+        ("history, tag=earnings", "dashboard:history", {}, "tag=earnings"),
+        ("history, asset=NVDA", "dashboard:history", {}, "asset=NVDA"),
+        ("history, user (busiest)", "dashboard:history", {}, urlencode({"user": top_user})),
+        ("history, purpose text", "dashboard:history", {}, "q=earnings"),
+        ("history, sort by duration", "dashboard:history", {}, "sort=-duration"),
+        ("history, errors + min queries", "dashboard:history", {}, "has_errors=yes&min_queries=20"),
+    ]
+    if deep is not None:
+        try:
+            from sessions_app.history import DEFAULT_SORT, encode_cursor
+
+            cursor_value = encode_cursor(DEFAULT_SORT, "n", deep[0], deep[1])
+            label = f"history, keyset page at row {total // 2:,}"
+            pages.append((label, "dashboard:history", {}, urlencode({"cursor": cursor_value})))
+        except ImportError:
+            pass
+    if busiest is not None:
+        pages.append(("session detail (busiest)", "dashboard:session", {"session_id": busiest}, ""))
+    pages += [
+        ("live sessions", "dashboard:live", {}, ""),
+        ("user page (busiest)", "dashboard:user", {"user_id": top_user}, ""),
+        ("operations", "dashboard:operations", {}, ""),
+    ]
+    return pages
+
+
+def run_dashboard(ctx: RunContext, result: SectionResult) -> None:
+    """Each page requested in-process through Django's test client, as a logged-in analyst."""
+    try:
+        reverse("dashboard:overview")
+    except NoReverseMatch as exc:
+        raise Unavailable("dashboard URLs (sessions_app/urls.py) are not there yet") from exc
+    total = ensure_archived_sessions(ctx, result)
+    client = Client(SERVER_NAME="localhost")  # a host ALLOWED_HOSTS accepts outside tests
+    client.force_login(_bench_user(ctx))
+    repeats = ctx.config.page_repeats
+    for label, name, kwargs, query in _page_targets(ctx):
+        try:
+            url = reverse(name, kwargs=kwargs)
+        except NoReverseMatch:
+            result.rows.append(Row(label, note="not available (no such page yet)"))
+            continue
+        if query:
+            url = f"{url}?{query}"
+        statuses: set[int] = set()
+
+        def get(i, url=url, statuses=statuses):
+            statuses.add(client.get(url).status_code)
+
+        samples = time_calls(get, repeats, warmup=1)
+        row = Row.latency(label, samples)
+        row.target = f"p95 < {TARGET_PAGE_P95_MS:.0f} ms"
+        row.passed = row.p95 < TARGET_PAGE_P95_MS
+        if statuses != {200}:
+            row.passed = False
+            row.note = f"HTTP {', '.join(map(str, sorted(statuses)))}"
+        result.rows.append(row)
+    result.setup.update(archived_sessions=total, repeats=repeats)
+
+
+# ---- API through gunicorn -------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _database_url() -> str:
+    """The URL of the database this process uses (the test database under pytest)."""
+    db = connection.settings_dict
+    user = quote(db.get("USER") or "", safe="")
+    password = quote(db.get("PASSWORD") or "", safe="")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = db.get("HOST") or "localhost"
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{auth}{host}{port}/{quote(db['NAME'], safe='')}"
+
+
+def web_command(port: int, workers: int) -> list[str]:
+    """The Procfile's `web:` command with this port and worker count, run by this interpreter."""
+    procfile = BASE_DIR / "Procfile"
+    line = next(
+        (
+            row.split(":", 1)[1]
+            for row in procfile.read_text().splitlines()
+            if row.startswith("web:")
+        ),
+        "gunicorn fimlsessions.wsgi --bind 127.0.0.1:${PORT:-8000} --workers 3",
+    )
+    values = {"PORT": str(port), "WEB_CONCURRENCY": str(workers)}
+    line = re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: values.get(m[1], m[2] or ""), line)
+    args = shlex.split(line)
+    if args[0] != "gunicorn":
+        raise Unavailable(f"the Procfile's web process is not gunicorn: {args[0]}")
+    if "--bind" in args:  # loopback whatever the Procfile binds to
+        args[args.index("--bind") + 1] = f"127.0.0.1:{port}"
+    return [sys.executable, "-m", "gunicorn", *args[1:]]
+
+
+def _start_gunicorn(ctx: RunContext, port: int) -> subprocess.Popen:
+    """gunicorn as the Procfile starts it, on a loopback port, under the section's prefix."""
+    env = dict(
+        os.environ,
+        DATABASE_URL=_database_url(),
+        REDIS_URL=settings.REDIS_URL,
+        SESSION_REDIS_PREFIX=settings.SESSION_REDIS_PREFIX,  # the section's own prefix
+        SECRET_KEY=settings.SECRET_KEY,
+        DEBUG="false",
+    )
+    command = web_command(port, ctx.config.web_workers)
+    ctx.web_command = " ".join(command[3:])
+    process = subprocess.Popen(  # noqa: S603 - fixed command line, our own interpreter
+        command,
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise Unavailable(f"gunicorn exited: {process.stderr.read().decode()[-500:]}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            conn.close()
+            return process
+        except OSError:
+            time.sleep(0.2)
+    _stop(process)
+    raise Unavailable("gunicorn did not answer within 30 s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _load(port: int, seconds: float, threads: int, request) -> tuple[int, int, float]:
+    """Run request(connection, thread, i) from `threads` threads for `seconds`; (ok, failed,
+    elapsed). Each thread keeps one HTTP connection (gunicorn's sync workers close it after each
+    response; http.client reopens it)."""
+    ok = [0] * threads
+    failed = [0] * threads
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    def worker(t):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        i = 0
+        while time.perf_counter() < deadline:
+            try:
+                status = request(conn, t, i)
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                status = 0
+            if 200 <= status < 300:
+                ok[t] += 1
+            else:
+                failed[t] += 1
+            i += 1
+        conn.close()
+
+    pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return sum(ok), sum(failed), time.perf_counter() - start
+
+
+def run_api(ctx: RunContext, result: SectionResult) -> None:
+    """Create-session and track-query requests per second through gunicorn on loopback."""
+    try:
+        import gunicorn  # noqa: F401
+
+        from sessions_app.apikeys import create_api_key
+        from sessions_app.store import get_session_store
+    except ImportError as exc:
+        raise Unavailable(f"API or gunicorn: {exc}") from exc
+    try:
+        reverse("api-v1:create_session")
+    except NoReverseMatch as exc:
+        raise Unavailable("REST API routes are not there yet") from exc
+    config = ctx.config
+    key, secret = create_api_key(f"{ctx.user_prefix}api", ["read", "write"])
+    ctx.cleanups.append(key.delete)
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    create_path = reverse("api-v1:create_session")
+    create_body = json.dumps(
+        {
+            "session_type": "equity",
+            "user_id": f"{ctx.user_prefix}api",
+            "assets": ["AAPL", "MSFT"],
+            "tags": ["bench"],
+            "purpose": "API throughput",
+        }
+    )
+    store = get_session_store()
+    targets = [
+        store.create_session(
+            assets=["AAPL"], session_type="equity", user_id=f"{ctx.user_prefix}api"
+        )
+        for _ in range(200 if not config.quick else 10)
+    ]
+    query_paths = [reverse("api-v1:track_query", args=[s.id]) for s in targets]
+    query_body = json.dumps(
+        {
+            "query_type": "price",
+            "parameters": {"symbol": "AAPL", "interval": "1d"},
+            "result_summary": "AAPL 189.42 USD (+1.3% 1d)",
+            "execution_time_ms": 84.2,
+            "cache_hit": True,
+        }
+    )
+
+    def create(conn, t, i):
+        conn.request("POST", create_path, create_body, headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+
+    def track(conn, t, i):
+        path = query_paths[(t * 7919 + i) % len(query_paths)]
+        conn.request("POST", path, query_body, headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+
+    port = _free_port()
+    process = _start_gunicorn(ctx, port)
+    try:
+        for label, request in (("POST /sessions (create)", create), ("POST .../queries", track)):
+            _load(port, min(config.api_seconds, 1.0), config.api_threads, request)  # warm-up
+            runs = [
+                _load(port, config.api_seconds, config.api_threads, request)
+                for _ in range(config.api_runs)
+            ]
+            rates = [ok / elapsed for ok, _, elapsed in runs]
+            failed = sum(f for _, f, _ in runs)
+            note = "runs: " + ", ".join(f"{rate:,.0f}" for rate in rates) + " req/s"
+            if failed:
+                note += f"; {failed} non-2xx or failed requests"
+            result.rows.append(
+                Row(
+                    label,
+                    unit="req/s",
+                    value=round(statistics.median(rates)),
+                    samples=sum(ok for ok, _, _ in runs),
+                    note=note,
+                )
+            )
+    finally:
+        _stop(process)
+    result.setup.update(
+        command=f"gunicorn {ctx.web_command}",
+        workers=config.web_workers,
+        client_threads=config.api_threads,
+        seconds_per_run=config.api_seconds,
+        runs=config.api_runs,
+    )
