@@ -78,7 +78,9 @@ def analyst_client(client, analyst):
     return client
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an asyncio loop running in the main thread while the
+# browser is open, which breaks later tests that run their own loop (the MCP tests).
+@pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium, headless, driven by Playwright (no browser download)."""
     from playwright.sync_api import sync_playwright

@@ -1,0 +1,224 @@
+"""DailyMetric rollups computed in SQL from archived sessions and their events.
+
+A session belongs to the day (in TIME_ZONE) and type it was created with. One SQL statement
+aggregates a range of raw rows into DailyMetric-shaped rows; `compute_daily_metrics` stores them
+and `analytics` reuses the same statement for data the rollups do not hold yet.
+"""
+
+import time
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from sessions_app.models import DailyMetric, SessionType
+
+# Per (day, type) only the most frequent assets and tags are kept, so rows stay small whatever the
+# cardinality; range totals built from them are exact for anything that is in every day's top.
+TOP_ASSETS_PER_DAY = 25
+TOP_TAGS_PER_DAY = 25
+TOP_QUERY_TYPES_PER_DAY = 50
+
+# The DailyMetric columns the aggregate statement yields, in order.
+METRIC_COLUMNS = (
+    "day",
+    "session_type",
+    "sessions_started",
+    "sessions_completed",
+    "sessions_failed",
+    "sessions_abandoned",
+    "sessions_expired",
+    "queries",
+    "cache_hits",
+    "errors",
+    "messages",
+    "tool_calls",
+    "total_duration_seconds",
+    "avg_duration_seconds",
+    "p50_duration_seconds",
+    "p95_duration_seconds",
+    "avg_queries_per_session",
+    "tokens_in",
+    "tokens_out",
+    "cost",
+    "top_assets",
+    "query_type_counts",
+    "tag_counts",
+)
+
+_SESSION = "sessions_app_session"
+_METRIC = "sessions_app_dailymetric"
+
+
+def day_bounds(start_day: date, end_day: date) -> tuple[datetime, datetime]:
+    """[start of start_day, start of the day after end_day) as aware datetimes in TIME_ZONE."""
+    tz = timezone.get_current_timezone()
+    start = timezone.make_aware(datetime.combine(start_day, dtime.min), tz)
+    end = timezone.make_aware(datetime.combine(end_day + timedelta(days=1), dtime.min), tz)
+    return start, end
+
+
+def _top_json(cte: str, item_sql: str, source: str, limit: int, where: str = "") -> str:
+    """CTE `cte(day, session_type, counts jsonb)`: each group's `limit` most frequent items."""
+    return f"""
+    {cte} AS (
+        SELECT day, session_type, jsonb_object_agg(item, n) AS counts
+        FROM (
+            SELECT day, session_type, item, n,
+                   row_number() OVER (PARTITION BY day, session_type ORDER BY n DESC, item) AS rank
+            FROM (
+                SELECT r.day, r.session_type, {item_sql} AS item, count(*) AS n
+                FROM {source} {where}
+                GROUP BY 1, 2, 3
+            ) grouped
+        ) ranked
+        WHERE rank <= {limit}
+        GROUP BY day, session_type
+    )"""  # noqa: S608 - SQL from constants; values are bound parameters
+
+
+def aggregate_sql(session_filter: str, query_types: bool = True) -> tuple[str, str]:
+    """(CTE definitions, SELECT) aggregating sessions matching `session_filter` per (day, type).
+
+    `session_filter` is an SQL condition on the session table `s`; parameters are named
+    (`%(tz)s` plus whatever the filter uses). The SELECT yields METRIC_COLUMNS. Query-type
+    counts read the sessions' events, by far the costliest part; `query_types=False` skips them
+    (`query_type_counts` is then empty).
+    """
+    assets = _top_json(
+        "r_assets",
+        "a.item",
+        "r_s r CROSS JOIN LATERAL unnest(r.assets) AS a(item)",
+        TOP_ASSETS_PER_DAY,
+    )
+    tags = _top_json(
+        "r_tags", "t.item", "r_s r CROSS JOIN LATERAL unnest(r.tags) AS t(item)", TOP_TAGS_PER_DAY
+    )
+    # LATERAL keeps the plan an index lookup per matched session: a hash join would read the
+    # whole event table (tens of millions of rows) to aggregate one day or one user.
+    qtypes = (
+        _top_json(
+            "r_qtypes",
+            "coalesce(nullif(e.query_type, ''), 'other')",
+            "r_s r CROSS JOIN LATERAL (SELECT query_type FROM sessions_app_sessionevent "
+            "WHERE session_id = r.id AND kind = 'query') e",
+            TOP_QUERY_TYPES_PER_DAY,
+        )
+        if query_types
+        else "r_qtypes AS (SELECT NULL::date AS day, NULL::text AS session_type, "
+        "NULL::jsonb AS counts WHERE false)"
+    )
+    ctes = f"""
+    r_s AS MATERIALIZED (
+        SELECT s.id, (s.created_at AT TIME ZONE %(tz)s)::date AS day, s.session_type, s.status,
+               s.assets, s.tags, s.duration_seconds, s.query_count, s.cache_hits, s.error_count,
+               s.message_count, s.tool_call_count, s.tokens_in, s.tokens_out, s.cost
+        FROM {_SESSION} s
+        WHERE {session_filter}
+    ),
+    r_base AS (
+        SELECT day, session_type,
+               count(*) AS sessions_started,
+               count(*) FILTER (WHERE status = 'completed') AS sessions_completed,
+               count(*) FILTER (WHERE status = 'failed') AS sessions_failed,
+               count(*) FILTER (WHERE status = 'abandoned') AS sessions_abandoned,
+               count(*) FILTER (WHERE status = 'expired') AS sessions_expired,
+               sum(query_count) AS queries,
+               sum(cache_hits) AS cache_hits,
+               sum(error_count) AS errors,
+               sum(message_count) AS messages,
+               sum(tool_call_count) AS tool_calls,
+               sum(duration_seconds) AS total_duration_seconds,
+               avg(duration_seconds) AS avg_duration_seconds,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_seconds) AS p50,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_seconds) AS p95,
+               avg(query_count)::float AS avg_queries_per_session,
+               sum(tokens_in) AS tokens_in,
+               sum(tokens_out) AS tokens_out,
+               sum(cost) AS cost
+        FROM r_s
+        GROUP BY day, session_type
+    ),
+    {assets},
+    {tags},
+    {qtypes}"""  # noqa: S608 - SQL from constants; values are bound parameters
+    select = """
+    SELECT b.day, b.session_type, b.sessions_started, b.sessions_completed, b.sessions_failed,
+           b.sessions_abandoned, b.sessions_expired, b.queries, b.cache_hits, b.errors,
+           b.messages, b.tool_calls, b.total_duration_seconds, b.avg_duration_seconds,
+           b.p50 AS p50_duration_seconds, b.p95 AS p95_duration_seconds,
+           b.avg_queries_per_session, b.tokens_in, b.tokens_out, b.cost,
+           coalesce(a.counts, '{}'::jsonb) AS top_assets,
+           coalesce(q.counts, '{}'::jsonb) AS query_type_counts,
+           coalesce(t.counts, '{}'::jsonb) AS tag_counts
+    FROM r_base b
+    LEFT JOIN r_assets a USING (day, session_type)
+    LEFT JOIN r_qtypes q USING (day, session_type)
+    LEFT JOIN r_tags t USING (day, session_type)"""
+    return ctes, select
+
+
+def _insert_day_sql() -> str:
+    ctes, select = aggregate_sql("s.created_at >= %(start)s AND s.created_at < %(end)s")
+    columns = ", ".join(METRIC_COLUMNS)
+    # Every type gets a row, zero when it had no sessions: a row says "this day was computed",
+    # which analytics relies on to know which days the rollups cover. computed_at is when this
+    # statement's snapshot was taken (not the transaction's start): analytics adds sessions
+    # archived after it on top of the rollup.
+    return f"""
+    WITH {ctes}
+    INSERT INTO {_METRIC} ({columns}, computed_at)
+    SELECT %(day)s::date, t.session_type,
+           coalesce(r.sessions_started, 0), coalesce(r.sessions_completed, 0),
+           coalesce(r.sessions_failed, 0), coalesce(r.sessions_abandoned, 0),
+           coalesce(r.sessions_expired, 0), coalesce(r.queries, 0), coalesce(r.cache_hits, 0),
+           coalesce(r.errors, 0), coalesce(r.messages, 0), coalesce(r.tool_calls, 0),
+           coalesce(r.total_duration_seconds, 0), coalesce(r.avg_duration_seconds, 0),
+           coalesce(r.p50_duration_seconds, 0), coalesce(r.p95_duration_seconds, 0),
+           coalesce(r.avg_queries_per_session, 0),
+           coalesce(r.tokens_in, 0), coalesce(r.tokens_out, 0), coalesce(r.cost, 0),
+           coalesce(r.top_assets, '{{}}'::jsonb), coalesce(r.query_type_counts, '{{}}'::jsonb),
+           coalesce(r.tag_counts, '{{}}'::jsonb), statement_timestamp()
+    FROM unnest(%(types)s::text[]) AS t(session_type)
+    LEFT JOIN ({select}) r ON r.session_type = t.session_type
+    """  # noqa: S608 - SQL from constants; values are bound parameters
+
+
+def compute_daily_metrics(start_day: date, end_day: date) -> dict:
+    """Recompute the DailyMetric rows of every (day, type) from start_day to end_day inclusive.
+
+    Replaces the range's rows in one transaction, so running it twice gives the same rows. Only
+    recompute days whose sessions are still kept: retention deletes raw sessions, not rollups.
+    """
+    if end_day < start_day:
+        raise ValueError(f"end_day {end_day} is before start_day {start_day}")
+    started = time.monotonic()
+    sql = _insert_day_sql()
+    tz = timezone.get_current_timezone_name()
+    types = list(SessionType.values)
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Postgres would JIT-compile these big-looking statements for longer than they run.
+        cursor.execute("SET LOCAL jit = off")
+        DailyMetric.objects.filter(day__gte=start_day, day__lte=end_day).delete()
+        # One statement per day keeps each sort and hash small however long the range is.
+        day = start_day
+        while day <= end_day:
+            start, end = day_bounds(day, day)
+            cursor.execute(sql, {"tz": tz, "start": start, "end": end, "day": day, "types": types})
+            day += timedelta(days=1)
+        cursor.execute(
+            "SELECT count(*), coalesce(sum(sessions_started), 0) "
+            "FROM sessions_app_dailymetric WHERE day >= %s AND day <= %s",
+            [start_day, end_day],
+        )
+        rows, sessions = cursor.fetchone()
+    days = (end_day - start_day).days + 1
+    return {
+        "start_day": start_day.isoformat(),
+        "end_day": end_day.isoformat(),
+        "days": days,
+        "rows": rows,
+        "sessions": int(sessions),
+        "seconds": round(time.monotonic() - started, 3),
+    }
