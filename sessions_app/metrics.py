@@ -198,8 +198,6 @@ def compute_daily_metrics(start_day: date, end_day: date) -> dict:
     tz = timezone.get_current_timezone_name()
     types = list(SessionType.values)
     with transaction.atomic(), connection.cursor() as cursor:
-        # Postgres would JIT-compile these big-looking statements for longer than they run.
-        cursor.execute("SET LOCAL jit = off")
         DailyMetric.objects.filter(day__gte=start_day, day__lte=end_day).delete()
         # One statement per day keeps each sort and hash small however long the range is.
         day = start_day

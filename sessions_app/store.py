@@ -750,7 +750,7 @@ class SessionStore:
         if reply:
             meta_values, ctx, ir = (_pairs(part) for part in reply[:3])
             return self._session_from_meta(meta_values, LazyEvents(reply[3]), ctx, ir)
-        return self._archived_session(session_id, recent_events)
+        return self.get_archived_session(session_id, recent_events)
 
     def _session_from_meta(
         self, meta: dict[str, str], recent: list[TimelineEvent], ctx: dict, ir: dict
@@ -791,7 +791,11 @@ class SessionStore:
             **counters,
         )
 
-    def _archived_session(self, session_id: str, recent_events: int) -> AnalysisSession | None:
+    def get_archived_session(
+        self, session_id: Any, recent_events: int = 20
+    ) -> AnalysisSession | None:
+        """The session from Postgres only (also when Redis is down), else None."""
+        session_id = _session_id(session_id)
         row = ArchivedSession.objects.filter(id=session_id).first()
         if row is None:
             return None

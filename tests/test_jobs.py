@@ -209,7 +209,7 @@ def test_sync_periodic_tasks_is_idempotent_and_uses_the_policy():
     retention = PeriodicTask.objects.get(task=schedules.RETENTION_TASK).crontab
     metrics = PeriodicTask.objects.get(task=schedules.METRICS_TASK).crontab
     assert (retention.hour, retention.minute, str(retention.timezone)) == ("3", "30", "UTC")
-    assert (metrics.hour, metrics.minute, str(metrics.timezone)) == ("0", "15", "UTC")
+    assert (metrics.hour, metrics.minute, str(metrics.timezone)) == ("*", "*/15", "UTC")
 
 
 def test_schedule_follows_the_policy_when_an_admin_changes_it():

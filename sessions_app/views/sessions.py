@@ -24,7 +24,7 @@ def _load(session_id: UUID):
         return store.get_session(session_id, recent_events=0), False
     except StoreUnavailable:
         # Redis is down: the archived copy (if any) is still worth showing.
-        return store._archived_session(str(session_id), 0), True
+        return store.get_archived_session(session_id, 0), True
 
 
 def _timeline(session_id: UUID, page: int, live_unavailable: bool):

@@ -245,7 +245,7 @@ def test_redis_sigkill_keeps_writes_acknowledged_before_the_fsync_window(own_red
 
 def send_cleanup(broker_url: str) -> None:
     """What beat does each slot: queue the cleanup task on the broker."""
-    app = Celery("reliability-beat", broker=broker_url)
+    app = Celery("reliability-beat", broker=broker_url, set_as_current=False)
     try:
         app.send_task("sessions_app.tasks.cleanup_expired_sessions")
     finally:
