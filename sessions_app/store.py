@@ -933,20 +933,7 @@ class SessionStore:
             query = query.filter(Q(created_at__lt=before) | Q(created_at=before, id__lt=after_id))
         archived = [
             SessionSummary(**row, is_live=False)
-            for row in query.order_by("-created_at", "-id").values(
-                "id",
-                "user_id",
-                "session_type",
-                "status",
-                "assets",
-                "tags",
-                "purpose",
-                "created_at",
-                "last_activity_at",
-                "expires_at",
-                "ended_at",
-                "query_count",
-            )[: limit + 1]
+            for row in query.order_by("-created_at", "-id").values(*SUMMARY_FIELDS)[: limit + 1]
         ]
         live_ids = {item.id for item in live}
         merged = live + [item for item in archived if item.id not in live_ids]
