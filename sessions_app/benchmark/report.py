@@ -31,12 +31,12 @@ MISS_NOTES = {
     "events in Python; decoding is most of the gap to the floor.",
     "list_user_sessions": "One Lua call: ZREVRANGEBYSCORE on the user's index and HMGET per "
     "row, O(log n + limit); building 50 summaries in Python dominates.",
-    "archive_due_sessions": "Bounded by Postgres: COPY into staging tables, then an upsert "
-    "that parses every event's JSON and maintains four event indexes and the FK check. "
-    "Moving it: bigger batches, dropping the redundant session_id index on events (the "
-    "(session_id, seq) unique index serves the same lookups), or time-partitioned event tables.",
+    "archive_due_sessions": "Bounded by Postgres writing one row per event (~45,000 "
+    "events/s here: heap, primary key and (session_id, seq) index, FK check). COPY straight into "
+    "the event table measured no faster than the staged upsert. Moving it: the timeline as one "
+    "JSON row per session (measured 6x faster to write, 25x smaller) or parallel writers.",
     "delete_old_archived_sessions": "Bounded by row-by-row DELETE of the events (heap and "
-    "four indexes) in batches of 5,000 sessions. Moving it: time-partitioned session and event "
+    "two indexes) in batches of 5,000 sessions. Moving it: time-partitioned session and event "
     "tables, where a day past retention is one DROP/DETACH PARTITION instead of millions of "
     "row deletes.",
     "page": "Each page is a handful of indexed queries plus template rendering in one "
