@@ -4,6 +4,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from sessions_app import archive, jobs
@@ -15,6 +16,8 @@ def recompute_recent_metrics(days: int = 2) -> dict:
 
     if days < 1:
         raise ValueError("days: must be at least 1")
+    if not settings.SESSION_ENABLE_ANALYTICS:
+        return {"skipped": "SESSION_ENABLE_ANALYTICS is off"}
     today = timezone.localdate()
     return compute_daily_metrics(today - timedelta(days=days - 1), today)
 

@@ -195,6 +195,14 @@ def test_metrics_task_recomputes_recent_days():
     assert JobRun.objects.filter(job=jobs.METRICS, outcome="success").count() == 2
 
 
+def test_metrics_task_does_nothing_with_analytics_disabled(settings):
+    settings.SESSION_ENABLE_ANALYTICS = False
+    archived_sessions([{"created_at": timezone.now() - timedelta(minutes=30), "queries": [{}]}])
+    result = tasks.generate_session_metrics.apply(kwargs={"days": 2}).get()
+    assert result["counts"] == {"skipped": "SESSION_ENABLE_ANALYTICS is off"}
+    assert not DailyMetric.objects.exists()
+
+
 # ---- schedules ---------------------------------------------------------------------------
 
 
