@@ -550,26 +550,11 @@ def get_overview(
 
 # ---- export -------------------------------------------------------------------------------------
 
-EXPORT_COLUMNS = (
-    "day",
-    "session_type",
-    "sessions_started",
-    "sessions_completed",
-    "sessions_failed",
-    "sessions_abandoned",
-    "sessions_expired",
-    "queries",
-    "cache_hits",
-    "errors",
-    "messages",
-    "tool_calls",
-    "avg_duration_seconds",
-    "p50_duration_seconds",
-    "p95_duration_seconds",
-    "avg_queries_per_session",
-    "tokens_in",
-    "tokens_out",
-    "cost",
+# The rollup's columns less the internal total and the JSON breakdowns, in the same order.
+EXPORT_COLUMNS = tuple(
+    column
+    for column in METRIC_COLUMNS
+    if column not in {"total_duration_seconds", "top_assets", "query_type_counts", "tag_counts"}
 )
 
 _EXPORT_SQL = """
