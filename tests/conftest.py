@@ -42,6 +42,14 @@ def redis_prefix(settings):
 
 
 @pytest.fixture
+def store():
+    """The process-wide live store (the per-test Redis prefix above keeps tests apart)."""
+    from sessions_app.store import get_session_store
+
+    return get_session_store()
+
+
+@pytest.fixture
 def make_user(db, django_user_model):
     """make_user("analyst") -> a user in that role; roles: analyst, retention_admin, staff,
     superuser, none."""

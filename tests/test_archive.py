@@ -13,7 +13,7 @@ from sessions_app import archive
 from sessions_app.models import RetentionPolicy, Session, SessionEvent
 from sessions_app.policies import clear_policy_cache
 from sessions_app.redis_client import get_redis, key
-from sessions_app.store import QueryRecord, get_session_store
+from sessions_app.store import QueryRecord
 from tests.factories import archived_sessions
 
 pytestmark = pytest.mark.django_db
@@ -27,11 +27,6 @@ def fresh_policies():
     clear_policy_cache()
     yield
     clear_policy_cache()
-
-
-@pytest.fixture
-def store():
-    return get_session_store()
 
 
 def live_keys(prefix):

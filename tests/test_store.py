@@ -23,15 +23,9 @@ from sessions_app.exceptions import (
 from sessions_app.models import RetentionPolicy, Session
 from sessions_app.policies import clear_policy_cache
 from sessions_app.redis_client import get_redis, key, make_redis_client
-from sessions_app.store import QueryRecord, SessionStore, SessionType, get_session_store
+from sessions_app.store import QueryRecord, SessionStore, SessionType
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def store():
-    clear_policy_cache()
-    return get_session_store()
 
 
 def _prefix_keys(prefix):

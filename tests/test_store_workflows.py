@@ -8,16 +8,9 @@ import pytest
 
 from sessions_app.exceptions import InvalidTTL, SessionNotActive
 from sessions_app.models import Session, SessionEvent
-from sessions_app.policies import clear_policy_cache
-from sessions_app.store import QueryRecord, SessionType, get_session_store
+from sessions_app.store import QueryRecord, SessionType
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def store():
-    clear_policy_cache()
-    return get_session_store()
 
 
 def test_track_queries(store):
