@@ -58,8 +58,6 @@ INT_COUNTERS = (
     "tokens_out",
     "event_count",
 )
-FLOAT_COUNTERS = ("total_execution_ms", "cost")
-JSON_FIELDS = ("assets", "tags", "preferences", "metadata")
 SUMMARY_FIELDS = (
     "id",
     "user_id",
