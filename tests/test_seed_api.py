@@ -320,3 +320,50 @@ def test_async_store_reads_archived_sessions_and_policies_natively(store):
     assert archived.status == "completed" and not archived.is_live
     assert [s.id for s in summaries] == [live.id, "archived-1"]
     assert summaries.next_cursor is None
+
+
+# ---- policy: SESSION_* defaults and caps -------------------------------------------------------
+
+
+def test_blank_global_fields_follow_the_session_settings(settings):
+    from sessions_app.models import RetentionPolicy
+    from sessions_app.policies import get_effective_policy
+
+    RetentionPolicy.objects.update_or_create(
+        session_type="", defaults=dict.fromkeys(RetentionPolicy.POLICY_FIELDS)
+    )
+    settings.SESSION_DEFAULT_TTL_HOURS = 6
+    clear_policy_cache()
+    policy = get_effective_policy("equity")
+    assert policy.default_ttl_hours == 6
+    assert dict(policy.sources)["default_ttl_hours"] == "SESSION_DEFAULT_TTL_HOURS"
+    RetentionPolicy.objects.create(session_type="equity", default_ttl_hours=2)
+    policy = get_effective_policy("equity")
+    assert policy.default_ttl_hours == 2 and dict(policy.sources)["default_ttl_hours"] == "type"
+
+
+def test_policy_caps_are_typed_errors_and_change_nothing(store):
+    from sessions_app.exceptions import EventLimitExceeded, SessionLimitExceeded, StateTooLarge
+    from sessions_app.models import RetentionPolicy
+
+    RetentionPolicy.objects.create(
+        session_type="agent",
+        max_events_per_session=2,
+        max_state_bytes=40,
+        max_live_sessions_per_user=2,
+    )
+    first = store.create_session(user_id="capped")
+    store.create_session(user_id="capped")
+    with pytest.raises(SessionLimitExceeded) as excinfo:
+        store.create_session(user_id="capped")
+    assert excinfo.value.scope == "user" and excinfo.value.limit == 2
+    store.add_message(first.id, role="user", content="one")
+    store.add_message(first.id, role="user", content="two")
+    with pytest.raises(EventLimitExceeded):
+        store.add_message(first.id, role="user", content="three")
+    store.update_context(first.id, "a", "x" * 20)
+    with pytest.raises(StateTooLarge):
+        store.store_intermediate_result(first.id, "b", "y" * 30)
+    store.update_context(first.id, "a", "x" * 30)  # replacing a value counts the new size only
+    final = store.get_session(first.id)
+    assert final.event_count == 2 and final.state.intermediate_results == {}

@@ -18,10 +18,14 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 
 from sessions_app.exceptions import (
+    EventLimitExceeded,
     InvalidInput,
     QueryLimitExceeded,
+    SessionAlreadyExists,
+    SessionLimitExceeded,
     SessionNotActive,
     SessionNotFound,
+    StateTooLarge,
     StoreUnavailable,
 )
 from sessions_app.ratelimit import RateLimited
@@ -164,6 +168,15 @@ def _query_limit(request, exc: QueryLimitExceeded):
     return error_response(409, exc.code, str(exc), "session_id")
 
 
+def _status(status: int, field: str | None):
+    """A handler answering `status` with the store error's own code and message."""
+
+    def handler(request, exc):
+        return error_response(status, exc.code, str(exc), field)
+
+    return handler
+
+
 def _invalid_input(request, exc: InvalidInput):
     return error_response(422, exc.code, exc.reason, exc.field)
 
@@ -212,6 +225,10 @@ def install(api) -> None:
         SessionNotFound: _not_found,
         SessionNotActive: _not_active,
         QueryLimitExceeded: _query_limit,
+        SessionAlreadyExists: _status(409, "session_id"),
+        EventLimitExceeded: _status(409, "session_id"),
+        StateTooLarge: _status(413, "value"),
+        SessionLimitExceeded: _status(429, None),
         InvalidInput: _invalid_input,
         StoreUnavailable: _store_unavailable,
         DatabaseError: _database_error,
