@@ -15,11 +15,11 @@ from typing import Any
 
 import redis
 import redis.asyncio as aredis
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
 from sessions_app import policies
 from sessions_app.store import archived
