@@ -263,7 +263,10 @@ local events, queries = {}, {}
 if n > 0 then events = redis.call('LRANGE', KEYS[4], -n, -1) end
 if q > 0 then
   local tail = events
-  if n < 200 then tail = redis.call('LRANGE', KEYS[4], -200, -1) end
+  -- Read further back only when the recent events are not the whole timeline already.
+  if n < 200 and redis.call('LLEN', KEYS[4]) > n then
+    tail = redis.call('LRANGE', KEYS[4], -200, -1)
+  end
   for i = #tail, 1, -1 do
     if string.find(tail[i], '"kind":"query"', 1, true) then
       queries[#queries + 1] = tail[i]
