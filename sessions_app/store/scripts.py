@@ -139,11 +139,11 @@ for e = 1, n do
   end
   i = i + 5
 end
-if added > 0 then
-  redis.call('HSET', KEYS[1], 'event_count', seq)
-  redis.call('PEXPIREAT', KEYS[2], expire)
-end
-if has_ids then redis.call('PEXPIREAT', KEYS[6], expire) end
+if added > 0 then redis.call('HSET', KEYS[1], 'event_count', seq) end
+-- The timeline and the id set expire with the session: set once, when they are created
+-- (extend moves them later).
+if added > 0 and tonumber(m[6] or 0) == 0 then redis.call('PEXPIREAT', KEYS[2], expire) end
+if has_ids and redis.call('PTTL', KEYS[6]) == -1 then redis.call('PEXPIREAT', KEYS[6], expire) end
 local targets = {KEYS[3], KEYS[3], KEYS[4], KEYS[4], KEYS[1]}
 for s = 1, 5 do
   local first, count, width = sections[s][1], sections[s][2], sections[s][3]
