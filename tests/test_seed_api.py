@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+import redis
 from asgiref.sync import sync_to_async
 from django.db import connection, connections
 
@@ -17,9 +18,12 @@ from sessions_app.exceptions import (
     InvalidTTL,
     SessionAlreadyExists,
     SessionNotActive,
+    StoreUnavailable,
 )
 from sessions_app.policies import clear_policy_cache
 from sessions_app.store import QueryRecord, Session, SessionStatus
+from sessions_app.store.aio import AsyncSessionStore
+from sessions_app.store.errors import unavailable
 
 pytestmark = pytest.mark.django_db
 
@@ -367,3 +371,36 @@ def test_policy_caps_are_typed_errors_and_change_nothing(store):
     store.update_context(first.id, "a", "x" * 30)  # replacing a value counts the new size only
     final = store.get_session(first.id)
     assert final.event_count == 2 and final.state.intermediate_results == {}
+
+
+# ---- Redis errors ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.ConnectionError("refused"),
+        redis.exceptions.TimeoutError("timed out"),
+        redis.exceptions.BusyLoadingError("LOADING Redis is loading the dataset in memory"),
+        redis.exceptions.ReadOnlyError("READONLY You can't write against a read only replica."),
+        redis.exceptions.ResponseError("NOREPLICAS Not enough good replicas to write."),
+    ],
+)
+def test_redis_outages_are_store_unavailable(error):
+    assert isinstance(unavailable(error), StoreUnavailable)
+
+
+def test_a_script_bug_is_not_an_outage():
+    assert unavailable(redis.exceptions.ResponseError("ERR user_script:1: bad")) is None
+
+
+def test_async_store_with_redis_down_is_store_unavailable():
+    async def scenario():
+        session_store = AsyncSessionStore(url="redis://127.0.0.1:1/0")
+        try:
+            await session_store.get_session("anything")
+        finally:
+            await session_store.close()
+
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(scenario())
