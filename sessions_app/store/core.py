@@ -879,6 +879,7 @@ class StoreCore:
             rows = yield Call("list_idle", [keys.activity()], [f"{cutoff:.6f}", LIST_SCAN])
             if not rows:
                 return ended
+            before = ended
             for session_id in rows:
                 try:
                     yield from StoreCore.end_session(
@@ -887,7 +888,9 @@ class StoreCore:
                     ended += 1
                 except (SessionNotActive, SessionNotFound):
                     pass  # ended or archived meanwhile
-            if len(rows) < LIST_SCAN:
+            # A full batch of entries that could not be ended (left for the archiver) would
+            # come back forever: stop.
+            if len(rows) < LIST_SCAN or ended == before:
                 return ended
 
     def cleanup_old_sessions(self, max_age_days: float = 30) -> Op:
