@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
@@ -192,9 +193,15 @@ def decode_cursor(cursor: str, sort: str) -> tuple[str, Any, str]:
             if value.tzinfo is None:
                 raise ValueError
         elif column_type == "integer":
-            if isinstance(value, bool) or not isinstance(value, int):
+            # Within Postgres' integer range: a crafted 1e30 must not become a 500.
+            if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 2**31:
                 raise ValueError
-        elif isinstance(value, bool) or not isinstance(value, int | float):
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)  # json.loads accepts NaN and Infinity
+            or abs(value) > 1e300
+        ):
             raise ValueError
     except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput(

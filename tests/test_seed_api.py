@@ -404,3 +404,20 @@ def test_async_store_with_redis_down_is_store_unavailable():
 
     with pytest.raises(StoreUnavailable):
         asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("sort", "value"),
+    [("-duration", "NaN"), ("-duration", "Infinity"), ("-queries", "1" + "0" * 30)],
+)
+def test_crafted_history_cursors_are_invalid_input(sort, value):
+    from sessions_app import history
+
+    raw = f'["{sort}","n",{value},"abc"]'
+    cursor = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    with pytest.raises(InvalidInput) as excinfo:
+        history.decode_cursor(cursor, sort)
+    assert excinfo.value.field == "cursor"
+    # A cursor this code made still decodes.
+    good = history.encode_cursor(sort, "n", 5, "abc")
+    assert history.decode_cursor(good, sort) == ("n", 5, "abc")
