@@ -14,17 +14,15 @@ SessionTypeName = Literal[tuple(SessionType.values)]
 EndStatus = Literal[tuple(str(status) for status in END_STATUSES)]
 Role = Literal[tuple(MessageRole.values)]
 
-# Bounds beyond which numbers stop meaning anything (and would overflow Redis float counters).
-MAX_MS = 1e9  # about 11.6 days
-MAX_COST = 1e6
-MAX_TOKENS = 2**31 - 1
+# Numeric bounds come from validation.py, which derives them from the archive's columns.
+MAX_MS = v.MAX_DURATION_MS
+MAX_COST = v.MAX_COST
+MAX_TOKENS = v.MAX_TOKENS
 MAX_TTL_HOURS = 24 * 365  # the policy's max TTL (usually 168) is checked by the store
 
 Asset = Annotated[
     str,
-    StringConstraints(
-        min_length=1, max_length=v.MAX_ASSET_LENGTH, pattern=r"^[A-Za-z0-9][A-Za-z0-9.\-_/^=:]*$"
-    ),
+    StringConstraints(min_length=1, max_length=v.MAX_ASSET_LENGTH, pattern=v.ASSET_PATTERN),
 ]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=v.MAX_TAG_LENGTH, pattern=r"\S")]
 JsonObject = dict[str, Any]

@@ -74,7 +74,7 @@ class ExtendArgs(SessionArgs):
 
 
 class AnalyticsArgs(Args):
-    user_id: str | None = Field(None, alias="userId", min_length=1, max_length=128)
+    user_id: str | None = Field(None, alias="userId", min_length=1, max_length=v.MAX_USER_ID_LENGTH)
     session_type: SessionTypeName | None = Field(None, alias="sessionType")
     days: int = Field(30, ge=1, le=365)
 

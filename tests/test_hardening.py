@@ -1,0 +1,171 @@
+"""Hardening (issue 11): limits derived from the columns, storable text and JSON, bounded dates,
+neutralised CSV cells, and path/query input checked at the boundary. Each test reproduced a
+defect found by hostile testing."""
+
+import time
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from sessions_app import archive
+from sessions_app import validation as v
+from sessions_app.exceptions import InvalidInput, InvalidPayload
+from sessions_app.models import Session, SessionEvent
+from sessions_app.store import QueryRecord
+
+pytestmark = pytest.mark.django_db
+
+HOUR = 3600
+
+
+def _column_max(model, name) -> Decimal:
+    field = model._meta.get_field(name)
+    whole = field.max_digits - field.decimal_places
+    return Decimal(10) ** whole - Decimal(1).scaleb(-field.decimal_places)
+
+
+# ---- 1: every accepted value fits its column ------------------------------------------------
+
+
+def test_limits_are_read_from_the_model_columns():
+    assert Session._meta.get_field("user_id").max_length == v.MAX_USER_ID_LENGTH
+    assert Session._meta.get_field("assets").base_field.max_length == v.MAX_ASSET_LENGTH
+    assert Session._meta.get_field("tags").base_field.max_length == v.MAX_TAG_LENGTH
+    assert SessionEvent._meta.get_field("tool_name").max_length == v.MAX_TOOL_NAME_LENGTH
+    assert SessionEvent._meta.get_field("query_type").max_length == v.MAX_QUERY_TYPE_LENGTH
+    # One event's cost fits the event column; a full session's sum fits the session column.
+    assert Decimal(str(v.MAX_COST)) <= _column_max(SessionEvent, "cost")
+    assert Decimal(str(v.MAX_COST)) * v.MAX_EVENTS_PER_SESSION <= _column_max(Session, "cost")
+    _, bigint_max = connection.ops.integer_field_range("BigIntegerField")
+    assert bigint_max >= v.MAX_TOKENS * v.MAX_EVENTS_PER_SESSION
+    # The public mapping the REST and MCP schemas derive theirs from.
+    assert v.LIMITS["cost"] == v.MAX_COST and v.LIMITS["user_id_length"] == v.MAX_USER_ID_LENGTH
+
+
+def test_rest_and_mcp_schemas_use_the_derived_limits():
+    from sessions_app.api import schemas
+    from sessions_app.mcp import tools
+
+    assert schemas.MAX_MS == v.MAX_DURATION_MS
+    assert schemas.ToolCallIn.model_fields["cost"].metadata[-1].le == v.MAX_COST
+    user_field = tools.AnalyticsArgs.model_fields["user_id"]
+    assert any(getattr(m, "max_length", None) == v.MAX_USER_ID_LENGTH for m in user_field.metadata)
+
+
+def test_ipv6_zone_ids_are_refused_not_stored(store):
+    with pytest.raises(InvalidInput) as excinfo:
+        store.create_session(session_type="agent", ip="fe80::1%eth0")
+    assert excinfo.value.field == "ip" and "zone" in excinfo.value.reason
+    # A plain link-local address is fine (and normalised).
+    assert v.ip_address(" FE80::1 ") == "fe80::1"
+
+
+def test_costs_past_the_column_are_refused(store):
+    session = store.create_session(session_type="agent")
+    with pytest.raises(InvalidInput) as excinfo:
+        store.record_tool_call(session.id, tool_name="t", cost=1_000_000)
+    assert excinfo.value.field == "cost"
+
+
+def test_a_session_at_every_limit_is_archived(store):
+    """The largest values validation accepts all reach Postgres (101 max-cost calls included)."""
+    session = store.create_session(
+        session_type="agent",
+        user_id="u" * v.MAX_USER_ID_LENGTH,
+        assets=["A" * v.MAX_ASSET_LENGTH],
+        tags=["t" * v.MAX_TAG_LENGTH],
+        purpose="p" * v.MAX_PURPOSE_LENGTH,
+        source="s" * v.MAX_SOURCE_LENGTH,
+        device="d" * v.MAX_DEVICE_LENGTH,
+        ip="ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    )
+    for _ in range(101):
+        store.record_tool_call(
+            session.id,
+            tool_name="t" * v.MAX_TOOL_NAME_LENGTH,
+            invocation_id="i" * v.MAX_INVOCATION_ID_LENGTH,
+            duration_ms=v.MAX_DURATION_MS,
+            tokens_in=v.MAX_TOKENS,
+            tokens_out=v.MAX_TOKENS,
+            cost=v.MAX_COST,
+        )
+    store.add_query(
+        session.id,
+        QueryRecord(
+            query_type="q" * v.MAX_QUERY_TYPE_LENGTH,
+            execution_time_ms=v.MAX_DURATION_MS,
+            result_summary="r" * v.MAX_SUMMARY_LENGTH,
+        ),
+    )
+    counts = archive.archive_due_sessions(now=time.time() + 10 * 24 * HOUR)
+    assert counts["failed"] == 0 and counts["archived"] == 1
+    row = Session.objects.get(id=session.id)
+    assert row.cost == Decimal(str(v.MAX_COST)) * 101
+    assert row.events.count() == 102
+
+
+def test_limit_sums_fit_for_a_full_session():
+    # The per-session sum at the event cap, as the archiver writes it, fits numeric(p, s).
+    total = Decimal(str(v.MAX_COST)) * v.MAX_EVENTS_PER_SESSION
+    with connection.cursor() as cursor:
+        field = Session._meta.get_field("cost")
+        cursor.execute(
+            f"SELECT %s::numeric({field.max_digits},{field.decimal_places})", [str(total)]
+        )
+        assert cursor.fetchone()[0] == total
+
+
+# ---- 12, 16: text and JSON that PostgreSQL and our readers cannot take ----------------------
+
+
+def test_lone_surrogates_are_refused_naming_the_field(store):
+    with pytest.raises(InvalidInput) as excinfo:
+        store.create_session(session_type="agent", purpose="bad \ud800 text")
+    assert excinfo.value.field == "purpose" and "surrogate" in excinfo.value.reason
+    with pytest.raises(InvalidInput) as excinfo:
+        store.create_session(session_type="agent", tags=["ok", "bad\udfff"])
+    assert excinfo.value.field == "tags"
+    session = store.create_session(session_type="agent")
+    with pytest.raises(InvalidPayload) as excinfo:
+        store.update_context(session.id, "k", {"deep": ["fine", "bad \ud800"]})
+    assert excinfo.value.field == "value" and "deep.1" in excinfo.value.reason
+    with pytest.raises(InvalidPayload) as excinfo:
+        store.create_session(session_type="agent", metadata={"bad\ud800key": 1})
+    assert excinfo.value.field == "metadata"
+
+
+def test_nul_in_tags_is_refused(store):
+    with pytest.raises(InvalidInput) as excinfo:
+        store.create_session(session_type="agent", tags=["a\x00b"])
+    assert excinfo.value.field == "tags" and "NUL" in excinfo.value.reason
+
+
+def nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("field", ["preferences", "metadata"])
+def test_json_nesting_is_limited_at_input(store, field):
+    store.create_session(session_type="agent", **{field: nested(v.MAX_JSON_DEPTH)})
+    with pytest.raises(InvalidPayload) as excinfo:
+        store.create_session(session_type="agent", **{field: nested(v.MAX_JSON_DEPTH + 1)})
+    assert excinfo.value.field == field and "nested" in excinfo.value.reason
+    # Far deeper than Python's recursion limit: still a clear error, not a RecursionError.
+    with pytest.raises(InvalidPayload):
+        store.create_session(session_type="agent", **{field: nested(5000)})
+
+
+def test_json_nesting_is_limited_for_context_results_and_parameters(store):
+    session = store.create_session(session_type="agent")
+    too_deep = nested(900)
+    with pytest.raises(InvalidPayload):
+        store.update_context(session.id, "k", too_deep)
+    with pytest.raises(InvalidPayload):
+        store.store_intermediate_result(session.id, "k", [too_deep])
+    with pytest.raises(InvalidPayload) as excinfo:
+        store.add_query(session.id, QueryRecord(query_type="q", parameters=too_deep))
+    assert excinfo.value.field == "parameters"
