@@ -4,6 +4,7 @@ import ipaddress
 import json
 import math
 import re
+from datetime import date
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
@@ -103,6 +104,9 @@ ASSET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.\-_/^=:]*$"
 QUERY_TYPE_PATTERN = r"^[a-z][a-z0-9_.\-]*$"
 # No NUL anywhere text goes to PostgreSQL (text columns and JSONB refuse it).
 NO_NUL_PATTERN = r"^[^\x00]*$"
+
+# The user id rule as schema constraints, for REST query parameters and REST/MCP bodies.
+USER_ID_SCHEMA: dict[str, Any] = {"max_length": MAX_USER_ID_LENGTH, "pattern": NO_NUL_PATTERN}
 
 LIMITS: dict[str, int | float] = {
     "assets": MAX_ASSETS,
@@ -370,3 +374,24 @@ def role(value: Any) -> str:
 
 def text(field: str, value: Any, max_length: int, *, required: bool = False) -> str:
     return _text(field, value, max_length, required=required)
+
+
+# ---- Days from query strings ---------------------------------------------------------------------
+
+# The days a filter may name: wide enough for any real data, narrow enough that a day's bounds
+# (its midnight and the next, in any time zone) stay inside Python's datetime range.
+MIN_DAY = date(1900, 1, 1)
+MAX_DAY = date(9998, 12, 31)
+
+
+def day(field: str, value: Any) -> date | None:
+    """A filter day between MIN_DAY and MAX_DAY, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, date):
+        raise InvalidInput(field, "must be a date (YYYY-MM-DD)")
+    if not MIN_DAY <= value <= MAX_DAY:
+        raise InvalidInput(
+            field, f"must be between {MIN_DAY.isoformat()} and {MAX_DAY.isoformat()}"
+        )
+    return value

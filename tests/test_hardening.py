@@ -169,3 +169,83 @@ def test_json_nesting_is_limited_for_context_results_and_parameters(store):
     with pytest.raises(InvalidPayload) as excinfo:
         store.add_query(session.id, QueryRecord(query_type="q", parameters=too_deep))
     assert excinfo.value.field == "parameters"
+
+
+# ---- 3: open-ended and extreme history dates --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "start=2024-01-01",  # "From" without "To"
+        "end=2024-01-01",
+        "start=1900-01-01&end=9998-12-31",
+    ],
+)
+def test_history_open_and_wide_date_ranges_work(client, analyst, query):
+    client.force_login(analyst)
+    assert client.get(f"/history/?{query}").status_code == 200
+    assert client.get(f"/history/export.csv?{query}").status_code == 200
+
+
+@pytest.mark.parametrize("query", ["end=9999-12-31", "start=0001-01-01", "start=1899-12-31"])
+def test_history_dates_out_of_range_are_a_clear_400(client, analyst, query):
+    client.force_login(analyst)
+    response = client.get(f"/history/?{query}")
+    assert response.status_code == 400
+    assert "between 1900-01-01 and 9998-12-31" in response.content.decode()
+    assert client.get(f"/history/export.csv?{query}").status_code == 400
+
+
+def test_day_bounds_clamp_open_ends():
+    from datetime import date
+
+    from sessions_app.metrics import day_bounds
+
+    start, end = day_bounds(date.min, date.max)
+    assert start.date() == v.MIN_DAY and end.date() == date(9999, 1, 1)
+
+
+# ---- 14, 15, 17: path and query input checked at the boundary ---------------------------------
+
+
+@pytest.mark.parametrize("user_id", ["x" * (v.MAX_USER_ID_LENGTH + 1), "%00", "a%00b"])
+def test_user_page_with_an_impossible_user_id_is_404(client, analyst, user_id):
+    client.force_login(analyst)
+    assert client.get(f"/users/{user_id}/").status_code == 404
+
+
+def test_user_page_at_the_longest_user_id_works(client, analyst):
+    client.force_login(analyst)
+    assert client.get(f"/users/{'x' * v.MAX_USER_ID_LENGTH}/").status_code == 200
+
+
+def test_session_page_number_past_any_integer_is_clamped(client, analyst, store):
+    session = store.create_session(session_type="agent")
+    client.force_login(analyst)
+    response = client.get(f"/sessions/{session.id}/?page=99999999999999999999")
+    assert response.status_code == 200
+    assert v.page_number("99999999999999999999") == v.MAX_EVENTS_PER_SESSION
+    assert v.page_number("-3") == 1 and v.page_number("x") == 1
+
+
+@pytest.fixture
+def bearer(db):
+    from sessions_app import apikeys
+
+    _, secret = apikeys.create_api_key("hardening", ["read", "write"])
+    return {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/stats?user_id=%00",
+        "/api/v1/user-summary?user_id=a%00",
+        "/api/v1/sessions?user_id=%00",
+    ],
+)
+def test_nul_in_a_user_id_query_parameter_is_422(client, bearer, url):
+    response = client.get(url, **bearer)
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "user_id"
