@@ -249,3 +249,70 @@ def test_nul_in_a_user_id_query_parameter_is_422(client, bearer, url):
     response = client.get(url, **bearer)
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "user_id"
+
+
+# ---- 7: CSV formula injection -------------------------------------------------------------------
+
+
+def test_csv_cells_that_spreadsheets_would_run_are_neutralised():
+    from sessions_app import csvsafe
+
+    for text in ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"]:
+        assert csvsafe.cell(text) == "'" + text
+    assert (
+        csvsafe.cell("plain") == "plain" and csvsafe.cell(-3) == -3 and csvsafe.cell(None) is None
+    )
+
+
+def test_history_csv_export_neutralises_user_content(client, make_user):
+    import csv
+    import io
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    Session.objects.create(
+        user_id='=HYPERLINK("http://evil","x")',
+        session_type="agent",
+        status="completed",
+        purpose="+cmd|' /C calc'!A0",
+        tags=["-2+3", "@SUM(1)"],
+        source="@source",
+        device="=device",
+        created_at=now,
+        last_activity_at=now,
+        expires_at=now,
+        archived_at=now,
+    )
+    client.force_login(make_user("superuser"))
+    response = client.get("/history/export.csv")
+    assert response.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["user_id"] == '\'=HYPERLINK("http://evil","x")'
+    assert row["purpose"].startswith("'+cmd")
+    assert row["tags"] == "'-2+3 @SUM(1)"
+    assert row["source"] == "'@source" and row["device"] == "'=device"
+    for value in row.values():
+        assert not value.startswith(csvsafe_prefixes())
+
+
+def csvsafe_prefixes():
+    from sessions_app import csvsafe
+
+    return csvsafe.FORMULA_PREFIXES
+
+
+def test_dict_writer_used_by_the_analytics_export_neutralises_rows():
+    import io
+
+    from sessions_app import csvsafe
+
+    out = io.StringIO()
+    writer = csvsafe.DictWriter(
+        out, fieldnames=["day", "session_type", "cost"], lineterminator="\n"
+    )
+    writer.writeheader()
+    writer.writerow({"day": "=cmd", "session_type": "-x", "cost": -1.5})
+    assert out.getvalue() == "day,session_type,cost\n'=cmd,'-x,-1.5\n"
