@@ -186,7 +186,7 @@ def unstorable_json(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> tuple[str
                 if isinstance(key, str):
                     problem = storable_text(key)
                     if problem:
-                        return path or "(key)", f"has a key that {problem}"
+                        return path, f"has a key that {problem}"
                 stack.append((child, child_path, depth + 1))
         elif isinstance(item, str):
             problem = storable_text(item)

@@ -2,6 +2,7 @@
 neutralised CSV cells, and path/query input checked at the boundary. Each test reproduced a
 defect found by hostile testing."""
 
+import json
 import time
 from decimal import Decimal
 
@@ -316,3 +317,69 @@ def test_dict_writer_used_by_the_analytics_export_neutralises_rows():
     writer.writeheader()
     writer.writerow({"day": "=cmd", "session_type": "-x", "cost": -1.5})
     assert out.getvalue() == "day,session_type,cost\n'=cmd,'-x,-1.5\n"
+
+
+# ---- 12, 16 over REST and MCP -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"session_type":"agent","metadata":{"k":"\xed\xa0\x80"}}', "metadata"),
+        (b'{"session_type":"agent","preferences":{"\xed\xb0\x80":1}}', "preferences"),
+        (b'{"session_type":"agent","purpose":"\xed\xa0\x80"}', "purpose"),
+        (b'{"session_type":"agent","purpose":"\\udc00"}', "purpose"),
+    ],
+)
+def test_rest_raw_surrogates_are_422_naming_the_field(client, bearer, body, field):
+    response = client.post("/api/v1/sessions", data=body, content_type="application/json", **bearer)
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == field
+
+
+def test_rest_deep_json_is_refused_at_input(client, bearer, store):
+    body = {"session_type": "agent", "metadata": nested(900)}
+    response = client.post(
+        "/api/v1/sessions", data=json.dumps(body), content_type="application/json", **bearer
+    )
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["field"] == "metadata" and "nested" in error["reason"]
+    # Within the limit it is accepted (and the body's own level does not count).
+    body["metadata"] = nested(v.MAX_JSON_DEPTH)
+    response = client.post(
+        "/api/v1/sessions", data=json.dumps(body), content_type="application/json", **bearer
+    )
+    assert response.status_code == 201
+    session_id = response.json()["id"]
+    for path in ("context", "results"):
+        response = client.put(
+            f"/api/v1/sessions/{session_id}/{path}",
+            data=json.dumps({"key": "k", "value": nested(900)}),
+            content_type="application/json",
+            **bearer,
+        )
+        assert response.status_code == 422 and response.json()["error"]["field"] == "value"
+
+
+def mcp_call(name: str, arguments: dict):
+    from asgiref.sync import async_to_sync
+
+    from sessions_app.mcp import tools
+
+    return async_to_sync(tools.call_tool)(name, arguments)
+
+
+def test_mcp_surrogates_and_deep_json_are_argument_errors(store):
+    result = mcp_call("create-analysis-session", {"sessionType": "agent", "userId": "a\ud800"})
+    assert result.is_error
+    assert result.structured_content["error"]["field"] == "userId"
+    assert result.structured_content["error"]["code"] == "invalid_argument"
+    session = store.create_session(session_type="agent")
+    result = mcp_call(
+        "track-query",
+        {"sessionId": str(session.id), "queryType": "q", "parameters": nested(900)},
+    )
+    assert result.is_error
+    assert result.structured_content["error"]["field"] == "parameters"
+    assert "nested" in result.structured_content["error"]["reason"]

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sessions_app import apikeys
 from sessions_app import validation as v
-from sessions_app.api.errors import unstorable_text
+from sessions_app.api.errors import unstorable_field
 from sessions_app.api.schemas import (
     MAX_MS,
     MAX_TTL_HOURS,
@@ -322,9 +322,9 @@ async def call_tool(name: str, arguments: dict | None, api_key=None) -> types.Ca
     if api_key is not None and not apikeys.has_scope(api_key, spec.scope):
         return _error("forbidden", f"this API key lacks the '{spec.scope}' scope")
     arguments = arguments or {}
-    problem = unstorable_text(arguments)
+    problem = unstorable_field(arguments)
     if problem:
-        return _error("invalid_argument", problem)
+        return _error("invalid_argument", problem[1], problem[0])
     try:
         args = spec.args.model_validate(arguments)
     except ValidationError as exc:
