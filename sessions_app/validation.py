@@ -179,20 +179,25 @@ def unstorable_json(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> tuple[str
         item, path, depth = stack.pop()
         if isinstance(item, dict | list):
             if depth >= max_depth:
-                return path, f"is nested more than {max_depth} levels deep"
+                return _clip(path), f"is nested more than {max_depth} levels deep"
             pairs = item.items() if isinstance(item, dict) else enumerate(item)
             for key, child in pairs:
                 child_path = f"{path}.{key}" if path else str(key)
                 if isinstance(key, str):
                     problem = storable_text(key)
                     if problem:
-                        return path, f"has a key that {problem}"
+                        return _clip(path), f"has a key that {problem}"
                 stack.append((child, child_path, depth + 1))
         elif isinstance(item, str):
             problem = storable_text(item)
             if problem:
-                return path, problem
+                return _clip(path), problem
     return None
+
+
+def _clip(path: str, limit: int = 80) -> str:
+    # Error messages echo the path; keep a hostile 900-level path short.
+    return path if len(path) <= limit else path[: limit - 1] + "…"
 
 
 def session_type(value: Any) -> str:
@@ -298,7 +303,7 @@ def ip_address(value: Any) -> str | None:
     if not isinstance(value, str):
         raise InvalidInput("ip", "must be a string")
     try:
-        address = ipaddress.ip_address(value.strip())
+        address = ipaddress.ip_address(value)
     except ValueError:
         raise InvalidInput("ip", f"{value[:60]!r} is not an IP address") from None
     if getattr(address, "scope_id", None):
