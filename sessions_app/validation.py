@@ -102,6 +102,8 @@ MAX_IP_LENGTH = int(_field(Session, "ip").max_length)
 
 ASSET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.\-_/^=:]*$"
 QUERY_TYPE_PATTERN = r"^[a-z][a-z0-9_.\-]*$"
+# What a client may send as a query type: the pattern above, any case, surrounding blanks trimmed.
+QUERY_TYPE_INPUT_PATTERN = r"^\s*[A-Za-z][A-Za-z0-9_.\-]*\s*$"
 # No NUL anywhere text goes to PostgreSQL (text columns and JSONB refuse it).
 NO_NUL_PATTERN = r"^[^\x00]*$"
 

@@ -180,8 +180,8 @@ class TimelinePageOut(Schema):
 class QueryIn(StrictIn):
     query_type: str = Field(
         min_length=1,
-        max_length=v.MAX_SHORT_TEXT,
-        pattern=r"^\s*[A-Za-z][A-Za-z0-9_.\-]*\s*$",
+        max_length=v.MAX_QUERY_TYPE_LENGTH,
+        pattern=v.QUERY_TYPE_INPUT_PATTERN,
         examples=["price_history"],
     )
     parameters: JsonObject = Field(default_factory=dict, examples=[{"symbol": "AAPL"}])

@@ -83,8 +83,8 @@ class TrackQueryArgs(SessionArgs):
     query_type: str = Field(
         alias="queryType",
         min_length=1,
-        max_length=v.MAX_SHORT_TEXT,
-        pattern=r"^\s*[A-Za-z][A-Za-z0-9_.\-]*\s*$",
+        max_length=v.MAX_QUERY_TYPE_LENGTH,
+        pattern=v.QUERY_TYPE_INPUT_PATTERN,
     )
     parameters: dict[str, Any] = Field(default_factory=dict)
     result_summary: str = Field("", alias="resultSummary", max_length=v.MAX_SUMMARY_LENGTH)
