@@ -43,6 +43,12 @@ class OverviewFilterForm(forms.Form):
     end = forms.DateField(required=False, widget=DateInput, label="To")
     type = forms.ChoiceField(choices=_type_choices(), required=False, label="Type")
 
+    def clean_start(self):
+        return _valid(validation.day, "start", self.cleaned_data["start"])
+
+    def clean_end(self):
+        return _valid(validation.day, "end", self.cleaned_data["end"])
+
     def clean(self):
         data = super().clean()
         today = timezone.localdate()

@@ -198,6 +198,13 @@ def test_history_dates_out_of_range_are_a_clear_400(client, analyst, query):
     assert client.get(f"/history/export.csv?{query}").status_code == 400
 
 
+def test_overview_dates_out_of_range_are_a_clear_400(client, analyst):
+    client.force_login(analyst)
+    response = client.get("/?range=custom&start=0001-01-01&end=0001-01-02")
+    assert response.status_code == 400
+    assert "between 1900-01-01" in response.content.decode()
+
+
 def test_day_bounds_clamp_open_ends():
     from datetime import date
 
