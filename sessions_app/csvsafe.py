@@ -7,7 +7,7 @@ Numbers are left alone: -3 stays a number.
 """
 
 import csv
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -23,11 +23,11 @@ def cell(value: Any) -> Any:
 class _SafeWriter:
     """Wraps a csv writer: each row's cells go through cell() first."""
 
-    def __init__(self, writer):
+    def __init__(self, writer: Any):
         self._writer = writer
         self.dialect = writer.dialect
 
-    def writerow(self, row: Iterable[Any]):
+    def writerow(self, row: Iterable[Any]) -> Any:
         return self._writer.writerow([cell(value) for value in row])
 
     def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
@@ -35,14 +35,17 @@ class _SafeWriter:
             self.writerow(row)
 
 
-def writer(out, *args, **kwargs) -> _SafeWriter:
+def writer(out: Any, *args: Any, **kwargs: Any) -> _SafeWriter:
     """csv.writer(out, ...) whose rows are neutralised."""
     return _SafeWriter(csv.writer(out, *args, **kwargs))
 
 
 class DictWriter(csv.DictWriter):
-    """csv.DictWriter whose rows are neutralised."""
+    """csv.DictWriter whose rows are neutralised (the header is ours, not user content)."""
 
-    def __init__(self, out, fieldnames, *args, **kwargs):
-        super().__init__(out, fieldnames, *args, **kwargs)
-        self.writer = _SafeWriter(self.writer)
+    def writerow(self, rowdict: Mapping[str, Any]) -> Any:
+        return super().writerow({name: cell(value) for name, value in rowdict.items()})
+
+    def writerows(self, rowdicts: Iterable[Mapping[str, Any]]) -> None:
+        for rowdict in rowdicts:
+            self.writerow(rowdict)

@@ -107,8 +107,8 @@ QUERY_TYPE_INPUT_PATTERN = r"^\s*[A-Za-z][A-Za-z0-9_.\-]*\s*$"
 # No NUL anywhere text goes to PostgreSQL (text columns and JSONB refuse it).
 NO_NUL_PATTERN = r"^[^\x00]*$"
 
-# The user id rule as schema constraints, for REST query parameters and REST/MCP bodies.
-USER_ID_SCHEMA: dict[str, Any] = {"max_length": MAX_USER_ID_LENGTH, "pattern": NO_NUL_PATTERN}
+# The user id rule as a schema pattern (with MAX_USER_ID_LENGTH), for REST and MCP schemas.
+USER_ID_PATTERN = NO_NUL_PATTERN
 
 LIMITS: dict[str, int | float] = {
     "assets": MAX_ASSETS,

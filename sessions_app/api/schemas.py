@@ -70,7 +70,9 @@ class ErrorOut(Schema):
 
 class SessionCreateIn(StrictIn):
     session_type: SessionTypeName = Field(examples=["equity"])
-    user_id: str = Field("", **v.USER_ID_SCHEMA, examples=["analyst-42"])
+    user_id: str = Field(
+        "", max_length=v.MAX_USER_ID_LENGTH, pattern=v.USER_ID_PATTERN, examples=["analyst-42"]
+    )
     assets: list[Asset] = Field(default_factory=list, max_length=v.MAX_ASSETS, examples=[["AAPL"]])
     tags: list[Tag] = Field(default_factory=list, max_length=v.MAX_TAGS, examples=[["earnings"]])
     ttl_hours: float | None = Field(

@@ -51,7 +51,9 @@ class CreateArgs(Args):
         default_factory=list, max_length=v.MAX_ASSETS, description="Symbols, e.g. AAPL, BTC-USD."
     )
     session_type: SessionTypeName = Field(alias="sessionType")
-    user_id: str = Field("", alias="userId", **v.USER_ID_SCHEMA)
+    user_id: str = Field(
+        "", alias="userId", max_length=v.MAX_USER_ID_LENGTH, pattern=v.USER_ID_PATTERN
+    )
     ttl_hours: float | None = Field(
         None, alias="ttlHours", gt=0, le=MAX_TTL_HOURS, description="Default from the policy."
     )
@@ -63,7 +65,9 @@ class SessionArgs(Args):
 
 
 class ListArgs(Args):
-    user_id: str = Field(alias="userId", min_length=1, **v.USER_ID_SCHEMA)
+    user_id: str = Field(
+        alias="userId", min_length=1, max_length=v.MAX_USER_ID_LENGTH, pattern=v.USER_ID_PATTERN
+    )
     include_archived: bool = Field(False, alias="includeArchived")
     limit: int = Field(20, ge=1, le=200)
     cursor: str | None = Field(None, max_length=200, description="nextCursor of a previous call.")
@@ -74,7 +78,13 @@ class ExtendArgs(SessionArgs):
 
 
 class AnalyticsArgs(Args):
-    user_id: str | None = Field(None, alias="userId", min_length=1, **v.USER_ID_SCHEMA)
+    user_id: str | None = Field(
+        None,
+        alias="userId",
+        min_length=1,
+        max_length=v.MAX_USER_ID_LENGTH,
+        pattern=v.USER_ID_PATTERN,
+    )
     session_type: SessionTypeName | None = Field(None, alias="sessionType")
     days: int = Field(30, ge=1, le=365)
 
