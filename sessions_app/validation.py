@@ -106,6 +106,8 @@ QUERY_TYPE_PATTERN = r"^[a-z][a-z0-9_.\-]*$"
 QUERY_TYPE_INPUT_PATTERN = r"^\s*[A-Za-z][A-Za-z0-9_.\-]*\s*$"
 # No NUL anywhere text goes to PostgreSQL (text columns and JSONB refuse it).
 NO_NUL_PATTERN = r"^[^\x00]*$"
+# Required text: the store trims it, so it needs one non-blank character (a search pattern).
+NOT_BLANK_PATTERN = r"\S"
 
 # The user id rule as a schema pattern (with MAX_USER_ID_LENGTH), for REST and MCP schemas.
 USER_ID_PATTERN = NO_NUL_PATTERN

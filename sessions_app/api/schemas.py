@@ -24,7 +24,9 @@ Asset = Annotated[
     str,
     StringConstraints(min_length=1, max_length=v.MAX_ASSET_LENGTH, pattern=v.ASSET_PATTERN),
 ]
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=v.MAX_TAG_LENGTH, pattern=r"\S")]
+Tag = Annotated[
+    str, StringConstraints(min_length=1, max_length=v.MAX_TAG_LENGTH, pattern=v.NOT_BLANK_PATTERN)
+]
 # Checked by validation.ip_address ("" means none); the schema says so, so generated clients
 # send addresses.
 IpAddress = Annotated[
@@ -195,13 +197,23 @@ class QueryIn(StrictIn):
 
 class MessageIn(StrictIn):
     role: Role = Field(examples=["user"])
-    content: str = Field(min_length=1, max_length=v.MAX_CONTENT_LENGTH, examples=["Compare AAPL"])
+    content: str = Field(
+        min_length=1,
+        max_length=v.MAX_CONTENT_LENGTH,
+        pattern=v.NOT_BLANK_PATTERN,
+        examples=["Compare AAPL"],
+    )
     tool_name: str = Field("", max_length=v.MAX_NAME_LENGTH)
     invocation_id: str = Field("", max_length=v.MAX_NAME_LENGTH)
 
 
 class ToolCallIn(StrictIn):
-    tool_name: str = Field(min_length=1, max_length=v.MAX_NAME_LENGTH, examples=["get_quote"])
+    tool_name: str = Field(
+        min_length=1,
+        max_length=v.MAX_NAME_LENGTH,
+        pattern=v.NOT_BLANK_PATTERN,
+        examples=["get_quote"],
+    )
     invocation_id: str = Field("", max_length=v.MAX_NAME_LENGTH, examples=["call-1"])
     duration_ms: float | None = Field(None, ge=0, le=MAX_MS, examples=[85.0])
     tokens_in: Count = Field(0, ge=0, le=MAX_TOKENS, examples=[120])
@@ -217,7 +229,10 @@ class EventCreatedOut(Schema):
 
 class EntryIn(StrictIn):
     key: str = Field(
-        min_length=1, max_length=v.MAX_CONTEXT_KEY_LENGTH, pattern=r"\S", examples=["watchlist"]
+        min_length=1,
+        max_length=v.MAX_CONTEXT_KEY_LENGTH,
+        pattern=v.NOT_BLANK_PATTERN,
+        examples=["watchlist"],
     )
     value: Any = Field(description="Any JSON value, <= 32 KiB encoded.", examples=[["AAPL"]])
 

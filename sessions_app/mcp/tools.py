@@ -105,7 +105,7 @@ class TrackQueryArgs(SessionArgs):
 
 class AddMessageArgs(SessionArgs):
     role: Role
-    content: str = Field(min_length=1, max_length=v.MAX_CONTENT_LENGTH)
+    content: str = Field(min_length=1, max_length=v.MAX_CONTENT_LENGTH, pattern=v.NOT_BLANK_PATTERN)
     tool_name: str = Field("", alias="toolName", max_length=v.MAX_NAME_LENGTH)
     invocation_id: str = Field("", alias="invocationId", max_length=v.MAX_NAME_LENGTH)
 
