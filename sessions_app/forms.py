@@ -166,7 +166,9 @@ class HistoryFilterForm(forms.Form):
 
 
 class ExtendForm(forms.Form):
-    hours = forms.FloatField(min_value=0.1, max_value=24 * 365, initial=24, label="Hours")
+    hours = forms.FloatField(
+        min_value=0.1, max_value=validation.MAX_TTL_HOURS, initial=24, label="Hours"
+    )
 
 
 class EndForm(forms.Form):

@@ -77,6 +77,9 @@ MAX_JSON_BYTES = 32_768
 MAX_JSON_DEPTH = 32
 MAX_CONTEXT_KEY_LENGTH = 128
 MAX_DURATION_MS = 86_400_000.0  # one day
+# Hours a TTL or an extension may ask for at most; the type's policy max TTL (usually 168) is
+# checked by the store on top.
+MAX_TTL_HOURS = 24 * 365
 
 # Per-session sums must fit the session's columns too. A session holds at most
 # MAX_EVENTS_PER_SESSION events (the store's per-session event cap must not exceed it), so each
@@ -130,6 +133,7 @@ LIMITS: dict[str, int | float] = {
     "json_depth": MAX_JSON_DEPTH,
     "context_key_length": MAX_CONTEXT_KEY_LENGTH,
     "duration_ms": MAX_DURATION_MS,
+    "ttl_hours": MAX_TTL_HOURS,
     "events_per_session": MAX_EVENTS_PER_SESSION,
     "cost": MAX_COST,
     "tokens": MAX_TOKENS,

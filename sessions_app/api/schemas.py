@@ -18,7 +18,7 @@ Role = Literal[tuple(MessageRole.values)]
 MAX_MS = v.MAX_DURATION_MS
 MAX_COST = v.MAX_COST
 MAX_TOKENS = v.MAX_TOKENS
-MAX_TTL_HOURS = 24 * 365  # the policy's max TTL (usually 168) is checked by the store
+MAX_TTL_HOURS = v.MAX_TTL_HOURS  # the policy's max TTL (usually 168) is checked by the store
 
 Asset = Annotated[
     str,
