@@ -6,7 +6,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # Wraps a command: starts embedded Postgres/Redis when DATABASE_URL/REDIS_URL are unset.
 WITH_SERVICES := $(PY) -m fimlsessions.embedded exec --
 
-.PHONY: install run test lint format migrate shell bench seed demo clean-data
+.PHONY: install run test lint typecheck format migrate shell bench seed demo clean-data
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=python3"; exit 1; }
@@ -30,6 +30,10 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+## mypy with django-stubs over sessions_app/ and fimlsessions/ (config in pyproject.toml).
+typecheck: install
+	$(WITH_SERVICES) $(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff check --fix .

@@ -16,7 +16,6 @@ stats compute them exactly from the raw rows.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from django.db import connection
 from django.db.models import Min
 from django.utils import timezone
 
+from sessions_app import csvsafe
 from sessions_app.exceptions import InvalidInput, StoreUnavailable
 from sessions_app.metrics import METRIC_COLUMNS, aggregate_sql, day_bounds
 from sessions_app.models import DailyMetric, SessionStatus, SessionType
@@ -620,7 +620,7 @@ def export_session_metrics(
         stats = get_session_stats(user_id, session_type, days, start=start, end=end)
         return json.dumps({"stats": stats, "daily": rows}, indent=2, default=str)
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+    writer = csvsafe.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()

@@ -6,7 +6,7 @@ Each error names the field and the reason; a view shows them and runs no query w
 from django import forms
 from django.utils import timezone
 
-from sessions_app import history
+from sessions_app import history, validation
 from sessions_app.exceptions import InvalidInput
 from sessions_app.models import END_STATUSES, SessionStatus, SessionType
 
@@ -15,6 +15,14 @@ CUSTOM = "custom"
 MAX_CUSTOM_DAYS = 366
 PER_PAGE_CHOICES = [(10, "10"), (25, "25"), (50, "50"), (100, "100")]
 DEFAULT_PER_PAGE = 50
+
+
+def _valid(check, *args):
+    """Run a validation.py check; its reason becomes the form field's error."""
+    try:
+        return check(*args)
+    except InvalidInput as error:
+        raise forms.ValidationError(error.reason) from None
 
 
 def _type_choices(label: str = "All types"):
@@ -34,6 +42,12 @@ class OverviewFilterForm(forms.Form):
     start = forms.DateField(required=False, widget=DateInput, label="From")
     end = forms.DateField(required=False, widget=DateInput, label="To")
     type = forms.ChoiceField(choices=_type_choices(), required=False, label="Type")
+
+    def clean_start(self):
+        return _valid(validation.day, "start", self.cleaned_data["start"])
+
+    def clean_end(self):
+        return _valid(validation.day, "end", self.cleaned_data["end"])
 
     def clean(self):
         data = super().clean()
@@ -68,15 +82,15 @@ class OverviewFilterForm(forms.Form):
 class HistoryFilterForm(forms.Form):
     """Filters, sort, page size and cursor of the history browser (all from the query string)."""
 
-    user = forms.CharField(required=False, max_length=128, label="User")
+    user = forms.CharField(required=False, max_length=validation.MAX_USER_ID_LENGTH, label="User")
     type = forms.ChoiceField(choices=_type_choices(), required=False, label="Type")
     status = forms.ChoiceField(
         choices=[("", "Any status"), *[(s, s.label) for s in SessionStatus if s != "active"]],
         required=False,
         label="Status",
     )
-    tag = forms.CharField(required=False, max_length=64, label="Tag")
-    asset = forms.CharField(required=False, max_length=32, label="Asset")
+    tag = forms.CharField(required=False, max_length=validation.MAX_TAG_LENGTH, label="Tag")
+    asset = forms.CharField(required=False, max_length=validation.MAX_ASSET_LENGTH, label="Asset")
     start = forms.DateField(required=False, widget=DateInput, label="From")
     end = forms.DateField(required=False, widget=DateInput, label="To")
     q = forms.CharField(required=False, max_length=200, label="Purpose contains")
@@ -98,7 +112,13 @@ class HistoryFilterForm(forms.Form):
     cursor = forms.CharField(required=False, max_length=400)
 
     def clean_user(self):
-        return self.cleaned_data["user"].strip()
+        return _valid(validation.user_id, self.cleaned_data["user"])
+
+    def clean_start(self):
+        return _valid(validation.day, "start", self.cleaned_data["start"])
+
+    def clean_end(self):
+        return _valid(validation.day, "end", self.cleaned_data["end"])
 
     def clean_tag(self):
         return self.cleaned_data["tag"].strip()
@@ -146,7 +166,9 @@ class HistoryFilterForm(forms.Form):
 
 
 class ExtendForm(forms.Form):
-    hours = forms.FloatField(min_value=0.1, max_value=24 * 365, initial=24, label="Hours")
+    hours = forms.FloatField(
+        min_value=0.1, max_value=validation.MAX_TTL_HOURS, initial=24, label="Hours"
+    )
 
 
 class EndForm(forms.Form):
@@ -154,10 +176,10 @@ class EndForm(forms.Form):
 
 
 class UserLookupForm(forms.Form):
-    user = forms.CharField(max_length=128, label="User id")
+    user = forms.CharField(max_length=validation.MAX_USER_ID_LENGTH, label="User id")
 
     def clean_user(self):
-        value = self.cleaned_data["user"].strip()
+        value = _valid(validation.user_id, self.cleaned_data["user"])
         if not value:
             raise forms.ValidationError("Enter a user id.")
         return value

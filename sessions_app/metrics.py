@@ -12,6 +12,7 @@ from datetime import time as dtime
 from django.db import connection, transaction
 from django.utils import timezone
 
+from sessions_app import validation
 from sessions_app.models import DailyMetric, SessionType
 
 # Per (day, type) only the most frequent assets and tags are kept, so rows stay small whatever the
@@ -52,7 +53,12 @@ _METRIC = "sessions_app_dailymetric"
 
 
 def day_bounds(start_day: date, end_day: date) -> tuple[datetime, datetime]:
-    """[start of start_day, start of the day after end_day) as aware datetimes in TIME_ZONE."""
+    """[start of start_day, start of the day after end_day) as aware datetimes in TIME_ZONE.
+
+    Days are clamped to validation's MIN_DAY..MAX_DAY, so open ends (date.min, date.max) work.
+    """
+    start_day = max(start_day, validation.MIN_DAY)
+    end_day = min(end_day, validation.MAX_DAY)
     tz = timezone.get_current_timezone()
     start = timezone.make_aware(datetime.combine(start_day, dtime.min), tz)
     end = timezone.make_aware(datetime.combine(end_day + timedelta(days=1), dtime.min), tz)

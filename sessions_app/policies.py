@@ -9,6 +9,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from sessions_app.models import RetentionPolicy, SessionType
+from sessions_app.validation import MAX_EVENTS_PER_SESSION
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,13 @@ class EffectivePolicy:
     max_live_sessions: int = 0
     # Where each field's value comes from: "type", "global" or the SESSION_* setting's name.
     sources: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        # A session's cost and token sums must fit their columns, which validation sizes for
+        # at most MAX_EVENTS_PER_SESSION events: no policy (nor "no cap") may allow more.
+        cap = self.max_events_per_session
+        if not cap or cap > MAX_EVENTS_PER_SESSION:
+            object.__setattr__(self, "max_events_per_session", MAX_EVENTS_PER_SESSION)
 
 
 def ensure_global_policy() -> RetentionPolicy:

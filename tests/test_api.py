@@ -276,8 +276,8 @@ def test_create_with_idempotency_key_returns_the_same_session(api):
         ({"session_type": "equity", "ip": "999.1.1.1"}, "ip"),
         ({"session_type": "equity", "preferences": [1, 2]}, "preferences"),
         ({"session_type": "equity", "metadata": {"blob": "x" * 40_000}}, "metadata"),
-        ({"session_type": "equity", "metadata": {"bad": "nul\u0000"}}, "body"),
-        ({"session_type": "equity", "user_id": "a\u0000b"}, "body"),
+        ({"session_type": "equity", "metadata": {"bad": "nul\u0000"}}, "metadata"),
+        ({"session_type": "equity", "user_id": "a\u0000b"}, "user_id"),
     ],
 )
 def test_create_rejects_bad_input_and_creates_nothing(api, body, field):
@@ -309,7 +309,7 @@ def test_huge_numbers_and_lone_surrogates_are_rejected_not_500(api):
     response = api.post("/sessions", raw='{"session_type": "equity", "ttl_hours": 1e999}')
     assert_error(response, 422, "invalid_payload")
     response = api.post("/sessions", raw='{"session_type": "equity", "purpose": "\\ud800"}')
-    assert_error(response, 422, "invalid_payload", "body")
+    assert_error(response, 422, "invalid_payload", "purpose")
     response = api.post("/sessions", raw="[" * 100_000 + "]" * 100_000)
     assert response.status_code in (400, 422)
     assert live_total() == 0

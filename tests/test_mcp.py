@@ -301,7 +301,11 @@ BAD_ARGUMENTS = [
         "executionTimeMs",
     ),
     ("track-query", {"sessionId": "SID", "queryType": "p", "parameters": "x"}, "parameters"),
-    ("track-query", {"sessionId": "SID", "queryType": "p", "parameters": {"a": "\x00"}}, None),
+    (
+        "track-query",
+        {"sessionId": "SID", "queryType": "p", "parameters": {"a": "\x00"}},
+        "parameters",
+    ),
     ("add-message", {"sessionId": "SID", "role": "robot", "content": "x"}, "role"),
     ("add-message", {"sessionId": "SID", "role": "user", "content": ""}, "content"),
     ("end-session", {"sessionId": "SID", "status": "paused"}, "status"),

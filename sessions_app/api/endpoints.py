@@ -114,7 +114,9 @@ def create_session(
 )
 def list_sessions(
     request,
-    user_id: str = Query(..., min_length=1, max_length=v.MAX_USER_ID_LENGTH),
+    user_id: str = Query(
+        ..., min_length=1, max_length=v.MAX_USER_ID_LENGTH, pattern=v.USER_ID_PATTERN
+    ),
     include_archived: bool = Query(False, description="Also list ended and expired sessions."),
     limit: int = Query(50, ge=1, le=200),
     cursor: str | None = Query(None, max_length=200, description="`next_cursor` of a page."),
@@ -274,7 +276,9 @@ def end_session(request, session_id: SessionId, payload: EndIn):
 )
 def session_stats(
     request,
-    user_id: str | None = Query(None, min_length=1, max_length=v.MAX_USER_ID_LENGTH),
+    user_id: str | None = Query(
+        None, min_length=1, max_length=v.MAX_USER_ID_LENGTH, pattern=v.USER_ID_PATTERN
+    ),
     session_type: SessionTypeName | None = Query(None, description="Only this type."),  # noqa: B008
     days: int = Query(30, ge=1, le=365),
 ):
@@ -292,7 +296,9 @@ def session_stats(
 )
 def user_summary(
     request,
-    user_id: str = Query(..., min_length=1, max_length=v.MAX_USER_ID_LENGTH),
+    user_id: str = Query(
+        ..., min_length=1, max_length=v.MAX_USER_ID_LENGTH, pattern=v.USER_ID_PATTERN
+    ),
     days: int = Query(30, ge=1, le=365),
 ):
     """What one user did over the last `days`: sessions, types, assets, queries."""

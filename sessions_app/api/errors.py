@@ -17,6 +17,7 @@ from django.http import Http404, HttpResponse, JsonResponse
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 
+from sessions_app import validation as v
 from sessions_app.exceptions import (
     EventLimitExceeded,
     InvalidInput,
@@ -34,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 # Where ninja puts a parameter's source; dropped from the field name we report.
 _SOURCES = {"body", "query", "path", "header", "cookie", "form", "file"}
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# A surrogate as a JSON escape, or as raw (CESU-8) bytes, which json.loads also lets through.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
 class ScopeDenied(Exception):
@@ -46,8 +48,9 @@ class ScopeDenied(Exception):
 
 
 class UnstorableText(ValueError):
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, field: str = "body"):
         self.reason = reason
+        self.field = field
         super().__init__(reason)
 
 
@@ -59,24 +62,16 @@ def error_response(status: int, code: str, reason: str, field: str | None = None
     return JsonResponse(error_body(code, reason, field), status=status)
 
 
-def unstorable_text(value) -> str | None:
-    """Why `value` (decoded JSON) cannot be stored as text, or None: NUL or lone surrogates."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str):
-            if "\x00" in item:
-                return "text must not contain NUL (\\u0000) characters"
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return "text must not contain unpaired UTF-16 surrogates"
-    return None
+def unstorable_field(value) -> tuple[str, str] | None:
+    """(field, reason) if decoded JSON holds text that cannot be stored (NUL, lone surrogates)
+    or nests deeper than any payload may; the rule is validation.unstorable_json."""
+    # One level more than a payload may nest: the body object holding the payload fields.
+    problem = v.unstorable_json(value, max_depth=v.MAX_JSON_DEPTH + 1)
+    if problem is None:
+        return None
+    path, reason = problem
+    field, _, inner = path.partition(".")
+    return (field or "body"), (f"{inner} {reason}" if inner else reason)
 
 
 def _reject_constant(name: str):
@@ -98,10 +93,14 @@ class StrictJSONParser(Parser):
         data = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
         # The full walk only runs when the raw body hints at a problem, so it costs nothing
         # for ordinary requests.
-        if b"\\u0000" in body or _SURROGATE_ESCAPE.search(body):
-            reason = unstorable_text(data)
-            if reason:
-                raise UnstorableText(reason)
+        if (
+            b"\\u0000" in body
+            or _SURROGATE_ESCAPE.search(body)
+            or body.count(b"{") + body.count(b"[") > v.MAX_JSON_DEPTH
+        ):
+            problem = unstorable_field(data)
+            if problem:
+                raise UnstorableText(problem[1], problem[0])
         return data
 
 
@@ -128,7 +127,7 @@ def _http_error(request, exc: HttpError):
     if exc.status_code == 400:
         cause = exc.__cause__
         if isinstance(cause, UnstorableText):
-            return error_response(422, "invalid_payload", cause.reason, "body")
+            return error_response(422, "invalid_payload", cause.reason, cause.field)
         if isinstance(cause, json.JSONDecodeError):
             return error_response(400, "malformed_json", f"request body is not JSON: {cause}")
         if isinstance(cause, RecursionError):

@@ -4,7 +4,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
-from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints, WithJsonSchema
 
 from sessions_app import validation as v
 from sessions_app.models import END_STATUSES, MessageRole, SessionType
@@ -16,19 +16,32 @@ SessionTypeName = Literal[tuple(SessionType.values)]
 EndStatus = Literal[tuple(str(status) for status in END_STATUSES)]
 Role = Literal[tuple(MessageRole.values)]
 
-# Bounds beyond which numbers stop meaning anything (and would overflow Redis float counters).
-MAX_MS = 1e9  # about 11.6 days
-MAX_COST = 1e6
-MAX_TOKENS = 2**31 - 1
-MAX_TTL_HOURS = 24 * 365  # the policy's max TTL (usually 168) is checked by the store
+# Numeric bounds come from validation.py, which derives them from the archive's columns.
+MAX_MS = v.MAX_DURATION_MS
+MAX_COST = v.MAX_COST
+MAX_TOKENS = v.MAX_TOKENS
+MAX_TTL_HOURS = v.MAX_TTL_HOURS  # the policy's max TTL (usually 168) is checked by the store
 
 Asset = Annotated[
     str,
-    StringConstraints(
-        min_length=1, max_length=v.MAX_ASSET_LENGTH, pattern=r"^[A-Za-z0-9][A-Za-z0-9.\-_/^=:]*$"
+    StringConstraints(min_length=1, max_length=v.MAX_ASSET_LENGTH, pattern=v.ASSET_PATTERN),
+]
+Tag = Annotated[
+    str, StringConstraints(min_length=1, max_length=v.MAX_TAG_LENGTH, pattern=v.NOT_BLANK_PATTERN)
+]
+# Checked by validation.ip_address ("" means none); the schema says so, so generated clients
+# send addresses.
+IpAddress = Annotated[
+    str,
+    StringConstraints(max_length=45),  # the longest textual form: IPv4-mapped IPv6
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": 45,
+            "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}, {"maxLength": 0}],
+        }
     ),
 ]
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=v.MAX_TAG_LENGTH, pattern=r"\S")]
 JsonObject = dict[str, Any]
 # JSON Schema counts 3.0 as an integer; strict pydantic would not.
 Count = Annotated[
@@ -61,7 +74,9 @@ class ErrorOut(Schema):
 
 class SessionCreateIn(StrictIn):
     session_type: SessionTypeName = Field(examples=["equity"])
-    user_id: str = Field("", max_length=v.MAX_USER_ID_LENGTH, examples=["analyst-42"])
+    user_id: str = Field(
+        "", max_length=v.MAX_USER_ID_LENGTH, pattern=v.USER_ID_PATTERN, examples=["analyst-42"]
+    )
     assets: list[Asset] = Field(default_factory=list, max_length=v.MAX_ASSETS, examples=[["AAPL"]])
     tags: list[Tag] = Field(default_factory=list, max_length=v.MAX_TAGS, examples=[["earnings"]])
     ttl_hours: float | None = Field(
@@ -75,7 +90,7 @@ class SessionCreateIn(StrictIn):
     purpose: str = Field("", max_length=v.MAX_PURPOSE_LENGTH, examples=["Q3 earnings review"])
     source: str = Field("", max_length=v.MAX_SHORT_TEXT, examples=["web"])
     device: str = Field("", max_length=v.MAX_SHORT_TEXT, examples=["desktop"])
-    ip: str | None = Field(None, max_length=45, description="Client IP address.")
+    ip: IpAddress | None = Field(None, description="Client IP address (no IPv6 zone id).")
     preferences: JsonObject = Field(default_factory=dict, description="JSON object, <= 32 KiB.")
     metadata: JsonObject = Field(default_factory=dict, description="JSON object, <= 32 KiB.")
 
@@ -171,8 +186,8 @@ class TimelinePageOut(Schema):
 class QueryIn(StrictIn):
     query_type: str = Field(
         min_length=1,
-        max_length=v.MAX_SHORT_TEXT,
-        pattern=r"^\s*[A-Za-z][A-Za-z0-9_.\-]*\s*$",
+        max_length=v.MAX_QUERY_TYPE_LENGTH,
+        pattern=v.QUERY_TYPE_INPUT_PATTERN,
         examples=["price_history"],
     )
     parameters: JsonObject = Field(default_factory=dict, examples=[{"symbol": "AAPL"}])
@@ -184,13 +199,23 @@ class QueryIn(StrictIn):
 
 class MessageIn(StrictIn):
     role: Role = Field(examples=["user"])
-    content: str = Field(min_length=1, max_length=v.MAX_CONTENT_LENGTH, examples=["Compare AAPL"])
+    content: str = Field(
+        min_length=1,
+        max_length=v.MAX_CONTENT_LENGTH,
+        pattern=v.NOT_BLANK_PATTERN,
+        examples=["Compare AAPL"],
+    )
     tool_name: str = Field("", max_length=v.MAX_NAME_LENGTH)
     invocation_id: str = Field("", max_length=v.MAX_NAME_LENGTH)
 
 
 class ToolCallIn(StrictIn):
-    tool_name: str = Field(min_length=1, max_length=v.MAX_NAME_LENGTH, examples=["get_quote"])
+    tool_name: str = Field(
+        min_length=1,
+        max_length=v.MAX_NAME_LENGTH,
+        pattern=v.NOT_BLANK_PATTERN,
+        examples=["get_quote"],
+    )
     invocation_id: str = Field("", max_length=v.MAX_NAME_LENGTH, examples=["call-1"])
     duration_ms: float | None = Field(None, ge=0, le=MAX_MS, examples=[85.0])
     tokens_in: Count = Field(0, ge=0, le=MAX_TOKENS, examples=[120])
@@ -206,7 +231,10 @@ class EventCreatedOut(Schema):
 
 class EntryIn(StrictIn):
     key: str = Field(
-        min_length=1, max_length=v.MAX_CONTEXT_KEY_LENGTH, pattern=r"\S", examples=["watchlist"]
+        min_length=1,
+        max_length=v.MAX_CONTEXT_KEY_LENGTH,
+        pattern=v.NOT_BLANK_PATTERN,
+        examples=["watchlist"],
     )
     value: Any = Field(description="Any JSON value, <= 32 KiB encoded.", examples=[["AAPL"]])
 

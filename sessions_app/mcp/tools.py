@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sessions_app import apikeys
 from sessions_app import validation as v
-from sessions_app.api.errors import unstorable_text
+from sessions_app.api.errors import unstorable_field
 from sessions_app.api.schemas import (
     MAX_MS,
     MAX_TTL_HOURS,
@@ -51,7 +51,9 @@ class CreateArgs(Args):
         default_factory=list, max_length=v.MAX_ASSETS, description="Symbols, e.g. AAPL, BTC-USD."
     )
     session_type: SessionTypeName = Field(alias="sessionType")
-    user_id: str = Field("", alias="userId", max_length=v.MAX_USER_ID_LENGTH)
+    user_id: str = Field(
+        "", alias="userId", max_length=v.MAX_USER_ID_LENGTH, pattern=v.USER_ID_PATTERN
+    )
     ttl_hours: float | None = Field(
         None, alias="ttlHours", gt=0, le=MAX_TTL_HOURS, description="Default from the policy."
     )
@@ -65,7 +67,9 @@ class SessionArgs(Args):
 
 
 class ListArgs(Args):
-    user_id: str = Field(alias="userId", min_length=1, max_length=v.MAX_USER_ID_LENGTH)
+    user_id: str = Field(
+        alias="userId", min_length=1, max_length=v.MAX_USER_ID_LENGTH, pattern=v.USER_ID_PATTERN
+    )
     include_archived: bool = Field(False, alias="includeArchived")
     limit: int = Field(20, ge=1, le=200)
     cursor: str | None = Field(None, max_length=200, description="nextCursor of a previous call.")
@@ -76,7 +80,13 @@ class ExtendArgs(SessionArgs):
 
 
 class AnalyticsArgs(Args):
-    user_id: str | None = Field(None, alias="userId", min_length=1, max_length=128)
+    user_id: str | None = Field(
+        None,
+        alias="userId",
+        min_length=1,
+        max_length=v.MAX_USER_ID_LENGTH,
+        pattern=v.USER_ID_PATTERN,
+    )
     session_type: SessionTypeName | None = Field(None, alias="sessionType")
     days: int = Field(30, ge=1, le=365)
 
@@ -85,8 +95,8 @@ class TrackQueryArgs(SessionArgs):
     query_type: str = Field(
         alias="queryType",
         min_length=1,
-        max_length=v.MAX_SHORT_TEXT,
-        pattern=r"^\s*[A-Za-z][A-Za-z0-9_.\-]*\s*$",
+        max_length=v.MAX_QUERY_TYPE_LENGTH,
+        pattern=v.QUERY_TYPE_INPUT_PATTERN,
     )
     parameters: dict[str, Any] = Field(default_factory=dict)
     result_summary: str = Field("", alias="resultSummary", max_length=v.MAX_SUMMARY_LENGTH)
@@ -97,7 +107,7 @@ class TrackQueryArgs(SessionArgs):
 
 class AddMessageArgs(SessionArgs):
     role: Role
-    content: str = Field(min_length=1, max_length=v.MAX_CONTENT_LENGTH)
+    content: str = Field(min_length=1, max_length=v.MAX_CONTENT_LENGTH, pattern=v.NOT_BLANK_PATTERN)
     tool_name: str = Field("", alias="toolName", max_length=v.MAX_NAME_LENGTH)
     invocation_id: str = Field("", alias="invocationId", max_length=v.MAX_NAME_LENGTH)
 
@@ -324,9 +334,9 @@ async def call_tool(name: str, arguments: dict | None, api_key=None) -> types.Ca
     if api_key is not None and not apikeys.has_scope(api_key, spec.scope):
         return _error("forbidden", f"this API key lacks the '{spec.scope}' scope")
     arguments = arguments or {}
-    problem = unstorable_text(arguments)
+    problem = unstorable_field(arguments)
     if problem:
-        return _error("invalid_argument", problem)
+        return _error("invalid_argument", problem[1], problem[0])
     try:
         args = spec.args.model_validate(arguments)
     except ValidationError as exc:

@@ -1,6 +1,5 @@
 """History browser: filtered, sorted, keyset-paginated archived sessions and their export."""
 
-import csv
 import json
 from collections.abc import Iterator
 from datetime import date, datetime
@@ -10,7 +9,7 @@ from uuid import UUID
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 
-from sessions_app import history
+from sessions_app import csvsafe, history
 from sessions_app.forms import HistoryFilterForm, error_list
 from sessions_app.views.common import EXPORT, dashboard_view, render_page
 
@@ -91,7 +90,7 @@ class _Echo:
 
 
 def _csv_stream(rows: Iterator[dict]) -> Iterator[str]:
-    writer = csv.writer(_Echo())
+    writer = csvsafe.writer(_Echo())
     yield writer.writerow(history.EXPORT_FIELDS)
     for row in rows:
         yield writer.writerow(

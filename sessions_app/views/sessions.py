@@ -6,7 +6,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from sessions_app import history
+from sessions_app import history, validation
 from sessions_app.exceptions import SessionNotFound, StoreError, StoreUnavailable
 from sessions_app.forms import EndForm, ExtendForm, error_list
 from sessions_app.store import get_session_store
@@ -37,10 +37,7 @@ def _timeline(session_id: str, page: int, live_unavailable: bool):
 
 
 def _page_number(request) -> int:
-    try:
-        return max(int(request.GET.get("page", "1")), 1)
-    except ValueError:
-        return 1
+    return validation.page_number(request.GET.get("page", "1"))
 
 
 @dashboard_view()

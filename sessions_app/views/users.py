@@ -2,9 +2,10 @@
 
 from collections import Counter
 
+from django.http import Http404
 from django.shortcuts import redirect, render
 
-from sessions_app import analytics, history
+from sessions_app import analytics, history, validation
 from sessions_app.exceptions import InvalidInput, StoreUnavailable
 from sessions_app.forms import UserLookupForm
 from sessions_app.store import get_session_store
@@ -40,6 +41,10 @@ def user_lookup(request):
 @dashboard_view()
 def user_detail(request, user_id: str):
     """One user's stats over 30 days, their live sessions and their latest archived sessions."""
+    try:
+        user_id = validation.user_id(user_id)
+    except InvalidInput as error:
+        raise Http404(f"No such user: the user id {error.reason}.") from None
     # The page shows no query-type breakdown; skipping it spares reading the user's events.
     summary = analytics.get_user_session_summary(user_id, days=30, query_types=False)
     try:
