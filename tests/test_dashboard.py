@@ -680,10 +680,18 @@ def test_duration_filter(value, text):
 def test_number_percent_money_and_when():
     from sessions_app.templatetags.dashboard import millis, money, number, percent, when
 
-    assert number(1234567) == "1,234,567"
-    assert number(12_345_678) == "12.3 M"
+    # One compact format for every count: exact below 10,000, then three significant digits.
+    assert number(9999) == "9,999"
+    assert number(12_345) == "12.3k"
+    assert number(999_999) == "1.00M"
+    assert number(1_275_995) == "1.28M"
+    assert number(11_800_000) == "11.8M"
     assert percent(0.4286) == "42.9 %"
-    assert money(0.0012) == "$0.0012"
+    # One currency format: two decimals; non-zero amounts under a cent stay visible.
+    assert money(0.2879) == "$0.29"
+    assert money(50.64) == "$50.64"
+    assert money(0.0012) == "<$0.01"
+    assert money(0) == "$0.00"
     assert money(1234.5) == "$1,234.50"
     assert millis(840.4) == "840 ms"
     assert millis(31153) == "31s"
