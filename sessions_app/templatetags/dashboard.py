@@ -78,7 +78,10 @@ def number(value) -> str:
     """A count: "9,876" up to 9,999, then three significant digits: "12.3k", "1.28M", "11.8M"."""
     if value in (None, ""):
         return EMPTY
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):  # not a count (a job counter may be a date): as it is
+        return str(value)
     if abs(value) < COMPACT_FROM:
         return intcomma(int(value)) if value.is_integer() else intcomma(f"{value:.2f}")
     for size, suffix in _COMPACT:
@@ -192,6 +195,12 @@ def get(mapping, key):
         return mapping.get(key)
     except AttributeError:
         return None
+
+
+@register.filter
+def counter_label(name: str) -> str:
+    """A job counter's key as words: "archived_sessions" -> "Archived sessions"."""
+    return str(name).replace("_", " ").capitalize()
 
 
 @register.filter
