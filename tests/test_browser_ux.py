@@ -235,3 +235,26 @@ def test_run_now_updates_the_page_in_place(page, live_server, retention_admin, d
     assert page.evaluate("window.notReloaded === true")  # swapped in, no reload
     assert page.url.endswith("/operations/")
     assert page.locator("tr[data-job=metrics] table.counts, tr[data-job=metrics]").count() >= 1
+
+
+def test_admin_pages_run_under_the_csp(page, live_server, make_user, csp_violations):
+    sync_periodic_tasks()
+    ensure_global_policy()
+    admin = make_user("superuser")
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", admin.get_username())
+    page.fill("#id_password", "correct-horse-battery-staple")
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/")
+    assert "FIML Sessions administration" in page.title()
+    shoot(page, "admin", 1440)
+    page.goto(f"{live_server.url}/admin/django_celery_beat/periodictask/add/")
+    page.select_option("#id_crontab", index=1)
+    assert "undefined" not in page.inner_text("form")
+    page.goto(f"{live_server.url}/admin/django_celery_beat/periodictask/")
+    page.click("#result_list tbody tr a >> nth=0")
+    page.wait_for_selector(".field-crontab_translation, .field-interval")
+    shoot(page, "admin-periodictask", 1440)
+    page.goto(f"{live_server.url}/admin/sessions_app/retentionpolicy/add/")
+    page.select_option("#id_session_type", "crypto")  # admin widgets' scripts still run
+    assert csp_violations == []
