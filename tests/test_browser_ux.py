@@ -258,3 +258,19 @@ def test_admin_pages_run_under_the_csp(page, live_server, make_user, csp_violati
     page.goto(f"{live_server.url}/admin/sessions_app/retentionpolicy/add/")
     page.select_option("#id_session_type", "crypto")  # admin widgets' scripts still run
     assert csp_violations == []
+
+
+def test_overview_custom_range_waits_for_both_dates(page, live_server, analyst, data):
+    login(page, live_server, analyst)
+    page.goto(f"{live_server.url}/")
+    assert page.locator("select[name=range]").input_value() == "30"  # what the data shows
+    requests = []
+    page.on("request", lambda r: requests.append(r.url) if "range=" in r.url else None)
+    page.select_option("select[name=range]", "custom")
+    page.fill("input[name=start]", (timezone.localdate() - timedelta(days=3)).isoformat())
+    page.wait_for_timeout(300)
+    assert requests == [] and page.locator("#overview-body .flash-error").count() == 0
+    page.fill("input[name=end]", timezone.localdate().isoformat())
+    page.wait_for_url("**/?*range=custom*")
+    page.wait_for_function("() => document.querySelector('#overview-body .period')")
+    assert "(4 days)" in page.inner_text("#overview-body .period")

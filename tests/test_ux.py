@@ -199,8 +199,16 @@ def test_postgres_down_every_dashboard_page_says_history_unavailable(analyst, po
     client = Client(raise_request_exception=False)
     # The login session itself lives in Postgres: a cookie is all a browser would send.
     client.cookies["sessionid"] = "x" * 32
-    for name in ("overview", "history", "live", "users", "operations"):
-        response = client.get(reverse(f"dashboard:{name}"))
+    urls = [
+        *(reverse(f"dashboard:{name}") for name in ("overview", "history", "live", "users")),
+        reverse("dashboard:operations"),
+        reverse("dashboard:user", args=["u1"]),
+        reverse("dashboard:session", args=["00000000-0000-4000-8000-000000000000"]),
+        "/accounts/login/",
+        "/admin/",
+    ]
+    for name in urls:
+        response = client.get(name)
         assert response.status_code == 503, name
         body = response.content.decode()
         assert "History unavailable" in body and 'class="topbar"' in body, name
