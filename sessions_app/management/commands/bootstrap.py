@@ -72,8 +72,8 @@ class Command(BaseCommand):
         """Create the first admin if there is none; return the login hint for the ready line."""
         user_model = get_user_model()
         existing = (
-            user_model.objects.filter(is_superuser=True, is_active=True)
-            .order_by("pk")
+            user_model.objects.filter(is_superuser=True)
+            .order_by("-is_active", "pk")
             .values_list(user_model.USERNAME_FIELD, flat=True)
             .first()
         )
