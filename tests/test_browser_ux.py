@@ -184,13 +184,15 @@ def test_skip_link_and_focus_ring(page, live_server, analyst, data):
     assert float(ring.rstrip("px")) >= 2
 
 
-@pytest.mark.parametrize("path", ["/", "/history/", "/operations/"])
-def test_text_contrast_is_at_least_4_5(page, live_server, retention_admin, data, path):
+@pytest.mark.parametrize(
+    "path", ["/", "/history/", "/operations/", "/live/", "/users/", "/users/analyst-1/", "/nope/"]
+)
+def test_text_contrast_is_at_least_4_5_with_margin(page, live_server, retention_admin, data, path):
     login(page, live_server, retention_admin)
     page.goto(live_server.url + path)
     page.wait_for_load_state("networkidle")
     worst = page.evaluate(MIN_CONTRAST)
-    assert worst["ratio"] >= 4.5, worst
+    assert worst["ratio"] >= 5.0, worst  # 4.5:1 (WCAG AA) with margin
 
 
 def test_favicon(page, live_server, analyst):
