@@ -5,8 +5,12 @@ PYTHON ?= python3.11
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 # Wraps a command: starts embedded Postgres/Redis when DATABASE_URL/REDIS_URL are unset.
 WITH_SERVICES := $(PY) -m fimlsessions.embedded exec --
+# Reads .env (if any) once, before the wrapper, so bootstrap, web, worker and beat all see it.
+LOAD_ENV := set -a; if [ -f .env ]; then . ./.env; fi; set +a;
+# Whose password `make password` resets.
+ADMIN_USER ?= $(or $(DJANGO_SUPERUSER_USERNAME),admin)
 
-.PHONY: install run test lint typecheck format migrate shell bench seed demo clean-data
+.PHONY: install run password test lint typecheck format migrate shell bench seed demo clean-data
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=python3"; exit 1; }
@@ -19,7 +23,11 @@ install: $(VENV)/.installed
 
 ## Run web (gunicorn on 127.0.0.1:$${PORT:-8000}), Celery worker and beat; Ctrl-C stops all.
 run: install
-	$(WITH_SERVICES) sh scripts/serve.sh
+	@$(LOAD_ENV) $(WITH_SERVICES) sh scripts/serve.sh
+
+## Set a new password for the admin account (ADMIN_USER=name for another account).
+password: install
+	@$(LOAD_ENV) $(WITH_SERVICES) $(PY) manage.py changepassword $(ADMIN_USER)
 
 ## Lint, format check, migrations check, then every test.
 test: install

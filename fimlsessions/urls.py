@@ -18,3 +18,8 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("", include("sessions_app.urls")),
 ]
+
+# Error pages in the dashboard layout (sessions_app.views.errors).
+handler403 = "sessions_app.views.errors.permission_denied"
+handler404 = "sessions_app.views.errors.page_not_found"
+handler500 = "sessions_app.views.errors.server_error"

@@ -3,6 +3,8 @@
 Each error names the field and the reason; a view shows them and runs no query with bad input.
 """
 
+from datetime import timedelta
+
 from django import forms
 from django.utils import timezone
 
@@ -11,6 +13,8 @@ from sessions_app.exceptions import InvalidInput
 from sessions_app.models import END_STATUSES, SessionStatus, SessionType
 
 RANGE_CHOICES = [("7", "Last 7 days"), ("30", "Last 30 days"), ("90", "Last 90 days")]
+# The overview's period when none is chosen: the dropdown shows it and the data uses it.
+DEFAULT_RANGE = "30"
 CUSTOM = "custom"
 MAX_CUSTOM_DAYS = 366
 PER_PAGE_CHOICES = [(10, "10"), (25, "25"), (50, "50"), (100, "100")]
@@ -37,7 +41,10 @@ class OverviewFilterForm(forms.Form):
     """Date range (7/30/90 days or custom) and session type of the overview."""
 
     range = forms.ChoiceField(
-        choices=[*RANGE_CHOICES, (CUSTOM, "Custom range")], required=False, label="Period"
+        choices=[*RANGE_CHOICES, (CUSTOM, "Custom range")],
+        required=False,
+        initial=DEFAULT_RANGE,
+        label="Period",
     )
     start = forms.DateField(required=False, widget=DateInput, label="From")
     end = forms.DateField(required=False, widget=DateInput, label="To")
@@ -72,7 +79,7 @@ class OverviewFilterForm(forms.Form):
         data = self.cleaned_data if self.is_bound and self.is_valid() else {}
         if data.get("range") == CUSTOM:
             return {"start": data["start"], "end": data["end"]}
-        return {"days": int(data.get("range") or 30)}
+        return {"days": int(data.get("range") or DEFAULT_RANGE)}
 
     def session_type(self) -> str | None:
         data = self.cleaned_data if self.is_bound and self.is_valid() else {}
@@ -166,9 +173,37 @@ class HistoryFilterForm(forms.Form):
 
 
 class ExtendForm(forms.Form):
+    """Hours to add to a live session; at most what its type's max TTL still allows."""
+
     hours = forms.FloatField(
         min_value=0.1, max_value=validation.MAX_TTL_HOURS, initial=24, label="Hours"
     )
+
+    def __init__(self, *args, limit: "ExtendLimit | None" = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.limit = limit
+
+    def clean_hours(self):
+        hours = self.cleaned_data["hours"]
+        if self.limit is not None and hours > self.limit.allowed_hours:
+            raise forms.ValidationError(self.limit.text)
+        return hours
+
+
+class ExtendLimit:
+    """How much longer a live session may live: its type's max TTL counts from its start."""
+
+    def __init__(self, session, max_ttl_hours: int):
+        self.max_ttl_hours = max_ttl_hours
+        latest = session.created_at + timedelta(hours=max_ttl_hours)
+        # Floor to a tenth of an hour, the form's step, so the offered maximum is accepted.
+        seconds = max((latest - session.expires_at).total_seconds(), 0)
+        self.allowed_hours = int(seconds / 360) / 10
+        self.suggested = f"{min(24, self.allowed_hours):g}"
+        self.text = (
+            f"At most {self.allowed_hours:g} more hours: "
+            f"{session.session_type} sessions live at most {max_ttl_hours} h (max TTL)."
+        )
 
 
 class EndForm(forms.Form):

@@ -16,6 +16,8 @@ from tests.factories import archived_sessions, live_session
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
+# Functions, not expressions: Playwright evals a bare expression, which the CSP forbids.
+ROW_COUNT_IS = "(n) => document.querySelectorAll('table.sessions tbody tr').length === n"
 CHARTS = ("sessions", "queries", "duration", "cache", "status", "assets", "tags")
 
 # True when the canvas holds at least one painted pixel.
@@ -69,12 +71,12 @@ def test_history_filter_updates_url_and_rows_then_open_a_timeline(
 
     page.select_option("#id_type", "crypto")
     page.wait_for_url("**/history/?*type=crypto*")
-    page.wait_for_function("document.querySelectorAll('table.sessions tbody tr').length === 10")
+    page.wait_for_function(ROW_COUNT_IS, arg=10)
     assert "10 sessions match" in page.inner_text("#history-count")
 
     page.fill("#id_q", "note 4")
-    page.wait_for_function("new URLSearchParams(location.search).get('q') === 'note 4'")
-    page.wait_for_function("document.querySelectorAll('table.sessions tbody tr').length === 1")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('q') === 'note 4'")
+    page.wait_for_function(ROW_COUNT_IS, arg=1)
     screenshot("history-filtered")
 
     page.click("table.sessions tbody tr a.mono")
@@ -112,7 +114,7 @@ def test_every_overview_chart_is_drawn(page, live_server, analyst, screenshot, d
     page.select_option("select[name=type]", "crypto")
     page.wait_for_url("**/?*type=crypto*")
     page.wait_for_function(
-        "document.querySelector('#overview-body .period').textContent.includes('Crypto')"
+        "() => document.querySelector('#overview-body .period').textContent.includes('Crypto')"
     )
     for chart in CHARTS:
         page.wait_for_function(CANVAS_PAINTED, arg=f"chart-{chart}")

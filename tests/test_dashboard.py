@@ -629,7 +629,10 @@ def test_operations_shows_jobs_schedules_and_policy(analyst_client):
     assert jobs["cleanup"]["last_run"].counts == {"archived": 42}
     assert jobs["cleanup"]["next_run"] is not None
     assert jobs["metrics"]["last_failure"].error == "disk full"
-    assert "archived: <strong>42</strong>" in body and "disk full" in body
+    # Counts as a table; schedules in words, the raw cron on hover.
+    assert '<th scope="row">Archived</th><td class="num">42</td>' in body and "disk full" in body
+    assert "At 03:30 AM UTC" in body and 'title="30 3 * * * (m/h/dM/MY/d) UTC"' in body
+    assert ">Every 60 minutes<" in body and ">Every 15 minutes<" in body
     assert 'hx-trigger="load"' in body  # health loads lazily
     assert "Run now" not in body  # analysts cannot run jobs
     assert [row["type"] for row in response.context["policies"]][:2] == ["equity", "crypto"]
@@ -660,6 +663,17 @@ def test_run_now_queues_the_task(admin_client, analyst_client, settings):
     assert "Queued" in response.content.decode()
     run = JobRun.objects.get(job="generate_session_metrics")
     assert run.outcome == "success"
+    # Through HTMX, "Run now" swaps in the jobs panel with the message and the run.
+    app.conf.task_always_eager = True
+    try:
+        response = admin_client.post(reverse("dashboard:run_job", args=["metrics"]), **HTMX)
+    finally:
+        app.conf.task_always_eager = previous
+    body = response.content.decode()
+    assert response.status_code == 200 and "<html" not in body
+    assert body.startswith("\n") or 'id="operations-jobs"' in body
+    assert "Queued" in body and 'id="job-watch"' not in body  # eager: already recorded
+    assert 'tr data-job="metrics"' in body
     assert admin_client.post(reverse("dashboard:run_job", args=["nope"])).status_code == 404
     assert admin_client.get(reverse("dashboard:run_job", args=["metrics"])).status_code == 405
 
@@ -689,10 +703,18 @@ def test_duration_filter(value, text):
 def test_number_percent_money_and_when():
     from sessions_app.templatetags.dashboard import millis, money, number, percent, when
 
-    assert number(1234567) == "1,234,567"
-    assert number(12_345_678) == "12.3 M"
+    # One compact format for every count: exact below 10,000, then three significant digits.
+    assert number(9999) == "9,999"
+    assert number(12_345) == "12.3k"
+    assert number(999_999) == "1.00M"
+    assert number(1_275_995) == "1.28M"
+    assert number(11_800_000) == "11.8M"
     assert percent(0.4286) == "42.9 %"
-    assert money(0.0012) == "$0.0012"
+    # One currency format: two decimals; non-zero amounts under a cent stay visible.
+    assert money(0.2879) == "$0.29"
+    assert money(50.64) == "$50.64"
+    assert money(0.0012) == "<$0.01"
+    assert money(0) == "$0.00"
     assert money(1234.5) == "$1,234.50"
     assert millis(840.4) == "840 ms"
     assert millis(31153) == "31s"

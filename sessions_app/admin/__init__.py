@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 
+from sessions_app.admin import schedules  # noqa: F401 - tidies django-celery-beat's admin
 from sessions_app.admin.operations import (
     ApiKeyAdmin,
     DailyMetricAdmin,
@@ -24,3 +25,7 @@ admin.site.register(RetentionPolicy, RetentionPolicyAdmin)
 admin.site.register(DailyMetric, DailyMetricAdmin)
 admin.site.register(JobRun, JobRunAdmin)
 admin.site.register(ApiKey, ApiKeyAdmin)
+
+admin.site.site_header = "FIML Sessions administration"
+admin.site.site_title = "FIML Sessions administration"
+admin.site.index_title = "Sessions, retention and schedules"

@@ -1,11 +1,17 @@
-"""Template helpers for readable numbers, durations, times and pretty JSON (always escaped)."""
+"""Template helpers for readable numbers, durations, times and pretty JSON (always escaped).
+
+The one place for number and time formats: every page shows counts with `number`, costs with
+`money`, durations with `duration`/`millis`, moments with `when` or `at`.
+"""
 
 import json
 from datetime import datetime
 from decimal import Decimal
+from urllib.parse import quote
 
 from django import template
 from django.contrib.humanize.templatetags.humanize import intcomma, naturaltime
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -52,26 +58,49 @@ def percent(fraction, digits: int = 1) -> str:
 
 @register.filter
 def money(value) -> str:
-    """A cost as "$1,234.56" (four decimals under a dollar, so small costs stay visible)."""
+    """A cost as "$1,234.56": always two decimals; a non-zero cost under a cent is "<$0.01"."""
     if value in (None, ""):
         return EMPTY
     value = Decimal(str(value))
-    places = 4 if abs(value) < 1 and value != 0 else 2
-    whole = f"{value:,.{places}f}"
-    return f"${whole}"
+    if value and abs(value) < Decimal("0.005"):
+        return "<$0.01" if value > 0 else "-<$0.01"
+    sign = "-" if value < 0 else ""
+    return f"{sign}${abs(value):,.2f}"
+
+
+# Units of the compact number format, smallest first.
+_COMPACT = ((1_000, "k"), (1_000_000, "M"), (1_000_000_000, "B"))
+COMPACT_FROM = 10_000
 
 
 @register.filter
 def number(value) -> str:
-    """An integer with thousands separators; large values in a short form ("1.2 M")."""
+    """A count: "9,876" up to 9,999, then three significant digits: "12.3k", "1.28M", "11.8M"."""
     if value in (None, ""):
         return EMPTY
-    value = float(value)
-    if abs(value) >= 10_000_000:
-        return f"{value / 1_000_000:.1f} M"
-    if value.is_integer():
-        return intcomma(int(value))
-    return intcomma(f"{value:.2f}")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):  # not a count (a job counter may be a date): as it is
+        return str(value)
+    if abs(value) < COMPACT_FROM:
+        return intcomma(int(value)) if value.is_integer() else intcomma(f"{value:.2f}")
+    for size, suffix in _COMPACT:
+        scaled = value / size
+        digits = 0 if abs(scaled) >= 100 else 1 if abs(scaled) >= 10 else 2
+        text = f"{scaled:.{digits}f}"
+        if abs(float(text)) < 1000 or suffix == "B":  # 999,999 rounds to 1000k: use M
+            return text + suffix
+    return intcomma(int(value))
+
+
+@register.filter
+def tracked(session_or_stats) -> bool:
+    """Whether tokens and cost were recorded at all (only tool calls carry them): a session or
+    period without any shows "not tracked" instead of "0 / $0.00"."""
+    get = getattr(session_or_stats, "get", None)
+    read = get if callable(get) else lambda name, default=0: getattr(session_or_stats, name, 0)
+    names = ("tokens_in", "tokens_out", "cost", "total_tokens", "total_cost", "tool_call_count")
+    return any(read(name, 0) for name in names)
 
 
 @register.simple_tag
@@ -84,6 +113,60 @@ def when(moment: datetime | None, empty: str = EMPTY):
     return format_html(
         '<time datetime="{}" title="{}">{}</time>', local.isoformat(), exact, naturaltime(moment)
     )
+
+
+def _exact(moment: datetime) -> str:
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@register.filter
+def offset(moment: datetime | None, start: datetime | None) -> str:
+    """Time since `start` as "+0s", "+3m 5s", "+2h 4m" (a timeline event after session start)."""
+    if moment is None or start is None:
+        return ""
+    seconds = max((moment - start).total_seconds(), 0.0)
+    return "+" + (f"{seconds:.1f}s" if 0 < seconds < 10 else duration(seconds))
+
+
+@register.simple_tag
+def at(moment: datetime | None, start: datetime | None = None):
+    """<time> with the exact local time, then the offset from `start` when given."""
+    if moment is None:
+        return EMPTY
+    local = timezone.localtime(moment)
+    if start is None:
+        return format_html('<time datetime="{}">{}</time>', local.isoformat(), _exact(moment))
+    return format_html(
+        '<time datetime="{}">{}</time> <span class="offset" title="since the session started">'
+        "{}</span>",
+        local.isoformat(),
+        _exact(moment),
+        offset(moment, start),
+    )
+
+
+@register.filter
+def session_duration(session) -> str:
+    """How long a session ran; a live, running one counts up to now ("12m so far")."""
+    if getattr(session, "is_live", False) and getattr(session, "ended_at", None) is None:
+        seconds = (timezone.now() - session.created_at).total_seconds()
+        return f"{duration(max(seconds, 0))} so far"
+    return duration(getattr(session, "duration_seconds", None))
+
+
+def user_path(user_id: str) -> str:
+    """The dashboard URL of a user, every character of the id percent-encoded (a "/" or ".."
+    in an id stays inside the one path segment and never leads elsewhere)."""
+    if user_id in (".", ".."):
+        # Browsers resolve a lone dot segment even when encoded; ask the lookup form instead.
+        return reverse("dashboard:users") + "?user=" + quote(user_id, safe="")
+    return reverse("dashboard:user", args=["-"]).replace("/-/", "/" + quote(user_id, safe="") + "/")
+
+
+@register.filter
+def user_url(user_id) -> str:
+    """user_path() for templates: `href="{{ row.user_id|user_url }}"`."""
+    return user_path(str(user_id))
 
 
 @register.filter
@@ -112,6 +195,12 @@ def get(mapping, key):
         return mapping.get(key)
     except AttributeError:
         return None
+
+
+@register.filter
+def counter_label(name: str) -> str:
+    """A job counter's key as words: "archived_sessions" -> "Archived sessions"."""
+    return str(name).replace("_", " ").capitalize()
 
 
 @register.filter

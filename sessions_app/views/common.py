@@ -4,9 +4,11 @@ from collections.abc import Callable
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.shortcuts import render
 from django.utils.cache import patch_vary_headers
+
+from sessions_app.roles import ROLE_PERMISSIONS
+from sessions_app.views.errors import RoleRequired
 
 VIEW = "sessions_app.view_dashboard"
 EXPORT = "sessions_app.export_sessions"
@@ -14,16 +16,27 @@ MANAGE = "sessions_app.manage_sessions"
 RUN_JOBS = "sessions_app.run_jobs"
 
 
+def role_for(permissions: tuple[str, ...]) -> str:
+    """The first dashboard role (roles.py) that holds all of `permissions`."""
+    codenames = {name.split(".", 1)[1] for name in permissions}
+    for role, granted in ROLE_PERMISSIONS.items():
+        if codenames <= set(granted):
+            return role
+    return "a superuser"
+
+
 def dashboard_view(*permissions: str) -> Callable:
-    """Anonymous users go to the login page; logged-in users without the permissions get 403."""
+    """Anonymous users go to the login page; logged-in users without the permissions get a 403
+    page naming the role they need."""
     required = (VIEW, *permissions)
+    role = role_for(required)
 
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         @login_required
         def wrapped(request, *args, **kwargs):
             if not request.user.has_perms(required):
-                raise PermissionDenied("You do not have access to this part of the dashboard.")
+                raise RoleRequired(role, f"This needs the {role} role.")
             return view(request, *args, **kwargs)
 
         return wrapped

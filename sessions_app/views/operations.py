@@ -36,6 +36,19 @@ JOBS = {
     ),
 }
 RECENT_RUNS = 15
+# After "Run now" the jobs panel refreshes itself until the run is recorded, at most this long.
+WATCH_SECONDS = 120
+
+
+def schedule_text(task: PeriodicTask) -> tuple[str, str]:
+    """(readable schedule, raw form): ("At 03:30 AM UTC", "30 3 * * * (m/h/dM/MY/d) UTC")."""
+    raw = str(task.interval or task.crontab or "")
+    if task.crontab is not None:
+        text = task.crontab.human_readable
+        if text.startswith("Every"):  # "Every 15 minutes UTC": the zone says nothing there
+            text = text.removesuffix(f" {task.crontab.timezone}")
+        return text, raw
+    return raw[:1].upper() + raw[1:], raw
 
 
 def _next_run(task: PeriodicTask, now) -> object:
@@ -74,13 +87,15 @@ def job_rows() -> list[dict]:
     rows = []
     for short, (job, task_name, _, description) in JOBS.items():
         task = tasks.get(task_name)
+        schedule, schedule_raw = schedule_text(task) if task else (None, None)
         rows.append(
             {
                 "short": short,
                 "job": job,
                 "description": description,
                 "task": task,
-                "schedule": str(task.interval or task.crontab) if task else None,
+                "schedule": schedule,
+                "schedule_raw": schedule_raw,
                 "next_run": _next_run(task, now) if task else None,
                 "last_run": last_runs.get(job),
                 "last_failure": last_failures.get(job),
@@ -98,17 +113,43 @@ def policy_rows() -> list[dict]:
     ]
 
 
+def _watch(rows: list[dict], job: str, since: str) -> dict | None:
+    """The job "Run now" queued (?watch=JOB&since=EPOCH), while its run is not recorded yet."""
+    try:
+        started = float(since)
+    except ValueError:
+        return None
+    now = timezone.now().timestamp()
+    row = next((row for row in rows if row["short"] == job), None)
+    if row is None or not 0 <= now - started <= WATCH_SECONDS:
+        return None
+    last = row["last_run"]
+    if last is not None and last.started_at.timestamp() >= started - 1 and last.finished_at:
+        return None  # recorded: stop refreshing
+    return {"job": job, "since": since}
+
+
+def _jobs_context(request, watch: str = "", since: str = "") -> dict:
+    rows = job_rows()
+    watch = watch or request.GET.get("watch", "")
+    since = since or request.GET.get("since", "")
+    return {
+        "active_nav": "operations",
+        "jobs": rows,
+        "recent_runs": JobRun.objects.all()[:RECENT_RUNS],
+        "can_run": request.user.has_perm(RUN_JOBS),
+        "watch": _watch(rows, watch, since),
+    }
+
+
 @dashboard_view()
 def operations(request):
-    """Jobs, schedules and policies; the health panel loads lazily (a worker ping takes ~1 s)."""
-    context = {
-        "active_nav": "operations",
-        "jobs": job_rows(),
-        "recent_runs": JobRun.objects.all()[:RECENT_RUNS],
-        "policies": policy_rows(),
-        "policy_fields": RetentionPolicy.POLICY_FIELDS,
-        "can_run": request.user.has_perm(RUN_JOBS),
-    }
+    """Jobs, schedules and policies; the health panel loads lazily (a worker ping takes ~1 s).
+    An HTMX request gets the jobs panel only (it refreshes itself after "Run now")."""
+    context = _jobs_context(request)
+    if wants_partial(request):
+        return render(request, "partials/operations_jobs.html", {**context, "is_partial": True})
+    context.update(policies=policy_rows(), policy_fields=RetentionPolicy.POLICY_FIELDS)
     return render(request, "dashboard/operations.html", context)
 
 
@@ -129,12 +170,18 @@ def run_job_now(request, job: str):
     from sessions_app import tasks  # the worker's module; only needed when a job is queued
 
     _, _, function, description = JOBS[job]
+    queued_at = timezone.now().timestamp()
     try:
         getattr(tasks, function).delay()
     except Exception as error:  # noqa: BLE001 - the broker's errors vary; say what happened
         messages.error(request, f"Could not queue “{description}”: {error}")
+        queued = False
     else:
         messages.success(
             request, f"Queued “{description}”. Its run appears below once a worker picks it up."
         )
-    return redirect("dashboard:operations")
+        queued = True
+    if not wants_partial(request):
+        return redirect("dashboard:operations")
+    context = _jobs_context(request, job, f"{queued_at:.3f}") if queued else _jobs_context(request)
+    return render(request, "partials/operations_jobs.html", {**context, "is_partial": True})

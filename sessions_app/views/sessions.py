@@ -8,7 +8,8 @@ from django.views.decorators.http import require_POST
 
 from sessions_app import history, validation
 from sessions_app.exceptions import SessionNotFound, StoreError, StoreUnavailable
-from sessions_app.forms import EndForm, ExtendForm, error_list
+from sessions_app.forms import EndForm, ExtendForm, ExtendLimit, error_list
+from sessions_app.policies import get_effective_policy
 from sessions_app.store import get_session_store
 from sessions_app.views.common import MANAGE, dashboard_view, render_page
 
@@ -50,7 +51,8 @@ def session_detail(request, session_id: str):
     events, total = _timeline(session_id, page, live_unavailable)
     pages = max((total + TIMELINE_PAGE - 1) // TIMELINE_PAGE, 1)
     context = {
-        "active_nav": "history",
+        # A live session is reached from the Live page, an archived one from History.
+        "active_nav": "live" if session.is_live else "history",
         "session": session,
         "live_unavailable": live_unavailable,
         "events": events,
@@ -59,10 +61,14 @@ def session_detail(request, session_id: str):
         "pages": pages,
         "first_seq": (page - 1) * TIMELINE_PAGE,
         "can_manage": request.user.has_perm(MANAGE),
-        "extend_form": ExtendForm(),
+        "extend_limit": _extend_limit(session) if session.is_live else None,
         "end_form": EndForm(),
     }
     return render_page(request, "dashboard/session_detail.html", "partials/timeline.html", context)
+
+
+def _extend_limit(session) -> ExtendLimit:
+    return ExtendLimit(session, get_effective_policy(session.session_type).max_ttl_hours)
 
 
 def _back(session_id: str):
@@ -81,7 +87,9 @@ def _run(request, verb: str, action):
 @dashboard_view(MANAGE)
 @require_POST
 def session_extend(request, session_id: str):
-    form = ExtendForm(request.POST)
+    session, _ = _load(session_id)
+    limit = _extend_limit(session) if session is not None and session.is_live else None
+    form = ExtendForm(request.POST, limit=limit)
     if not form.is_valid():
         messages.error(request, "Could not extend the session: " + "; ".join(error_list(form)))
         return _back(session_id)

@@ -9,6 +9,7 @@ from sessions_app import analytics, history, validation
 from sessions_app.exceptions import InvalidInput, StoreUnavailable
 from sessions_app.forms import UserLookupForm
 from sessions_app.store import get_session_store
+from sessions_app.templatetags.dashboard import user_path
 from sessions_app.views.common import dashboard_view, render_page
 
 USER_PAGE = 25
@@ -32,7 +33,10 @@ def user_lookup(request):
     """Find a user by id (GET ?user=...), then go to their page; lists users active now."""
     form = UserLookupForm(request.GET or None)
     if form.is_bound and form.is_valid():
-        return redirect("dashboard:user", user_id=form.cleaned_data["user"])
+        user_id = form.cleaned_data["user"]
+        if user_id in (".", ".."):  # no URL path can carry a lone dot segment: answer here
+            return user_detail(request, user_id)
+        return redirect(user_path(user_id))
     context = {"form": form, "active_nav": "users", "active_users": active_users()}
     status = 400 if form.is_bound else 200
     return render(request, "dashboard/user_lookup.html", context, status=status)

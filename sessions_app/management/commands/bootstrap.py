@@ -17,6 +17,7 @@ from sessions_app import jobs
 from sessions_app.models import JobRun, Session
 
 SEED_ARGS = ("--sessions", "3000", "--live", "30", "--no-progress")
+RESET_HINT = "password set earlier; reset with make password"
 
 
 class Command(BaseCommand):
@@ -24,11 +25,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--no-seed", action="store_true", help="never load demo data")
+        parser.add_argument(
+            "--login-note",
+            metavar="FILE",
+            help="write the admin login hint (user / password or how to reset it) to FILE, "
+            "for the ready line of `make run`",
+        )
 
     def say(self, message: str) -> None:
         self.stdout.write(f"bootstrap: {message}")
 
-    def handle(self, *args, no_seed: bool = False, **options):
+    def handle(self, *args, no_seed: bool = False, login_note: str | None = None, **options):
         self.migrate()
         call_command("collectstatic", interactive=False, verbosity=0)
         self.say("static files collected")
@@ -45,7 +52,11 @@ class Command(BaseCommand):
         )
         tasks = sync_periodic_tasks()
         self.say(f"schedules: {', '.join(task.name for task in tasks.values())}")
-        self.ensure_superuser()
+        hint = self.ensure_superuser()
+        if login_note:
+            # The file is mktemp's (mode 0600); scripts/ready.py reads and deletes it.
+            with open(login_note, "w") as fh:
+                fh.write(hint)
         if no_seed or not env_bool("SEED_DEMO", True):
             self.say("demo data: skipped (SEED_DEMO=false or --no-seed)")
         else:
@@ -57,29 +68,36 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         self.say(f"database migrated ({len(pending)} migrations applied)")
 
-    def ensure_superuser(self) -> None:
+    def ensure_superuser(self) -> str:
+        """Create the first admin if there is none; return the login hint for the ready line."""
         user_model = get_user_model()
-        if user_model.objects.filter(is_superuser=True).exists():
+        existing = (
+            user_model.objects.filter(is_superuser=True)
+            .order_by("-is_active", "pk")
+            .values_list(user_model.USERNAME_FIELD, flat=True)
+            .first()
+        )
+        if existing:
             self.say("admin user: exists")
-            return
+            return f"{existing} / {RESET_HINT}"
         username = env_str("DJANGO_SUPERUSER_USERNAME") or "admin"
         password = env_str("DJANGO_SUPERUSER_PASSWORD")
         email = env_str("DJANGO_SUPERUSER_EMAIL") or ""
         if user_model.objects.filter(username=username).exists():
             self.say(f"admin user: {username!r} exists but is not a superuser; left as it is")
-            return
+            return f"{username} / {RESET_HINT}"
         generated = not password
         password = password or secrets.token_urlsafe(12)
         user_model.objects.create_superuser(username=username, email=email, password=password)
         if not generated:
             self.say(f"admin user: created {username!r} (password from DJANGO_SUPERUSER_PASSWORD)")
-            return
+            return f"{username} / password from DJANGO_SUPERUSER_PASSWORD"
         # Printed once, on the run that created the account; it is not stored anywhere else.
         lines = [
             "Admin account created (shown only this once):",
             f"  username: {username}",
             f"  password: {password}",
-            "Change it at /admin/password_change/ after logging in.",
+            "Change it at /admin/password_change/ after logging in, or: make password",
         ]
         width = max(len(line) for line in lines)
         border = "+" + "-" * (width + 2) + "+"
@@ -87,6 +105,7 @@ class Command(BaseCommand):
         for line in lines:
             self.stdout.write(f"| {line.ljust(width)} |")
         self.stdout.write(border)
+        return f"{username} / {password}"
 
     def seed_once(self) -> None:
         if "seed_demo" not in get_commands():
