@@ -36,6 +36,7 @@ from sessions_app.archive.retention import (
 )
 from sessions_app.policies import all_effective_policies
 from sessions_app.redis_client import get_redis, key
+from sessions_app.rollups import fold_sessions
 
 __all__ = [
     "CLAIM_LEASE_SECONDS",
@@ -148,8 +149,10 @@ def _write(snapshots: list, archived_at: datetime, clean=None) -> None:
                             for seq, body in enumerate(events)
                         )
                     )
-        raw.execute(sql.UPSERT_SESSIONS, [archived_at])
-        raw.execute(sql.INSERT_EVENTS)
+        raw.execute(sql.ARCHIVE_BATCH, {"archived_at": archived_at})
+        inserted = [row[0] for row in raw.fetchall()]
+        # Same transaction: the rollups count a session exactly when it commits.
+        fold_sessions(inserted, cursor=raw)
 
 
 def _forget(client, snapshots: list) -> None:
