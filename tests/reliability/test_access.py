@@ -160,9 +160,9 @@ def admin_objects():
         "sessions_app.session": session,
         "sessions_app.sessionevent": session.events.first(),
         "sessions_app.retentionpolicy": ensure_global_policy(),
-        "sessions_app.dailymetric": DailyMetric.objects.create(
+        "sessions_app.dailymetric": DailyMetric.objects.get_or_create(
             day=timezone.localdate(), session_type="equity"
-        ),
+        )[0],
         "sessions_app.jobrun": JobRun.objects.create(
             job="cleanup_expired_sessions", started_at=timezone.now()
         ),
