@@ -172,6 +172,48 @@ class SessionEvent(models.Model):
         return f"{self.kind} #{self.seq} of {self.session_id}"
 
 
+class QuarantinedSession(models.Model):
+    """A session the archiver could not write to Postgres, kept with its snapshot and the error.
+
+    It left Redis (so it is neither retried forever nor lost at expiry); an operator reads the
+    database's error here and in the operations page, fixes the cause and re-imports it.
+    """
+
+    session_id = models.CharField(max_length=Session._meta.pk.max_length, unique=True)
+    user_id = models.CharField(max_length=128, blank=True, default="")
+    session_type = models.CharField(max_length=16, blank=True, default="")
+    # JSON text (not jsonb, which refuses some of what can make a write fail, e.g. \u0000):
+    # {"meta": {field: value}, "events": [event JSON text], "context": {...}, "results": {...}}
+    snapshot = models.TextField()
+    error = models.TextField()
+    quarantined_at = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["-quarantined_at"]
+        indexes = [models.Index(fields=["-quarantined_at"], name="quarantine_at_idx")]
+
+    def __str__(self) -> str:
+        return f"quarantined session {self.session_id}"
+
+
+class DeletedSession(models.Model):
+    """Tombstone of a deleted session: the archiver checks it in its write transaction, so a
+    delete racing an end or an archive wins (the snapshot taken before it is not written).
+
+    Kept for TOMBSTONE_DAYS (an archive write takes seconds), then pruned by the retention job.
+    """
+
+    session_id = models.CharField(max_length=Session._meta.pk.max_length, primary_key=True)
+    deleted_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["deleted_at"], name="tombstone_deleted_idx")]
+
+    def __str__(self) -> str:
+        return f"deleted session {self.session_id}"
+
+
 class RetentionPolicy(models.Model):
     """Retention settings: one global row (session_type blank) plus optional per-type overrides.
 

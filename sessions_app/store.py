@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError
 
 from sessions_app import validation
 from sessions_app.domain import (
@@ -731,11 +731,12 @@ class SessionStore:
             keys=[meta, events, context, results, key("idx", "due"), key("idx", "activity")],
             args=[session_id, settings.SESSION_REDIS_PREFIX],
         )
-        with transaction.atomic():
-            # Events first, by the (session, seq) index; no Python-level cascade.
-            ArchivedEvent.objects.filter(session_id=session_id).delete()
-            archived, _ = ArchivedSession.objects.filter(id=session_id).delete()
-        return bool(live) or bool(archived)
+        # A tombstone first, checked by the archive transaction: a snapshot taken before the
+        # Redis delete above is never written after it (archive/tombstones.py).
+        from sessions_app.archive.tombstones import delete_archived_session
+
+        archived = delete_archived_session(session_id)
+        return bool(live) or archived
 
     # ---- reads ------------------------------------------------------------------------------
 

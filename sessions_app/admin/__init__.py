@@ -6,6 +6,7 @@ from sessions_app.admin.operations import (
     ApiKeyAdmin,
     DailyMetricAdmin,
     JobRunAdmin,
+    QuarantinedSessionAdmin,
     RetentionPolicyAdmin,
 )
 from sessions_app.admin.sessions import SessionAdmin, SessionEventAdmin
@@ -13,6 +14,7 @@ from sessions_app.models import (
     ApiKey,
     DailyMetric,
     JobRun,
+    QuarantinedSession,
     RetentionPolicy,
     Session,
     SessionEvent,
@@ -24,3 +26,4 @@ admin.site.register(RetentionPolicy, RetentionPolicyAdmin)
 admin.site.register(DailyMetric, DailyMetricAdmin)
 admin.site.register(JobRun, JobRunAdmin)
 admin.site.register(ApiKey, ApiKeyAdmin)
+admin.site.register(QuarantinedSession, QuarantinedSessionAdmin)

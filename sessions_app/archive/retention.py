@@ -29,13 +29,18 @@ def delete_archived_sessions(session_ids: Iterable, batch_size: int = DELETE_BAT
     return deleted
 
 
+def delete_rows(cursor, ids: list) -> tuple[int, int]:
+    """Delete these sessions' events, then the sessions, in the caller's transaction."""
+    cursor.execute("DELETE FROM sessions_app_sessionevent WHERE session_id = ANY(%s)", [ids])
+    events = cursor.rowcount
+    cursor.execute("DELETE FROM sessions_app_session WHERE id = ANY(%s)", [ids])
+    return cursor.rowcount, events
+
+
 def _delete_batch(ids: list) -> tuple[int, int]:
     """Delete one batch (events first, then sessions) in its own short transaction."""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("DELETE FROM sessions_app_sessionevent WHERE session_id = ANY(%s)", [ids])
-        events = cursor.rowcount
-        cursor.execute("DELETE FROM sessions_app_session WHERE id = ANY(%s)", [ids])
-        return cursor.rowcount, events
+        return delete_rows(cursor, ids)
 
 
 def retention_cutoffs(now: datetime | None = None) -> dict[str, datetime]:
@@ -83,6 +88,9 @@ def delete_old_archived_sessions(
             counts["batches"] += 1
         if len(rows) < batch_size:
             break
+    from sessions_app.archive.tombstones import prune_tombstones
+
+    counts["tombstones"] = prune_tombstones(now)
     if counts["sessions"]:
         logger.info("deleted archived sessions past retention: %s", counts)
     return counts
