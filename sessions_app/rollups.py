@@ -39,6 +39,8 @@ def _fold_sql() -> str:
     WITH {ctes}
     INSERT INTO sessions_app_dailymetric AS d ({columns}, computed_at)
     SELECT {columns}, statement_timestamp() FROM ({select}) batch
+    -- One lock order for every writer: concurrent folds wait for each other, never deadlock.
+    ORDER BY day, session_type
     ON CONFLICT (day, session_type) DO UPDATE SET
         {added},
         duration_hist = {hist},

@@ -379,10 +379,15 @@ def _agent_events(rng, assets, n_events, error_rate):
 
 
 def write_chunk(raw_connection, chunk: Chunk) -> None:
-    """COPY one chunk's sessions, then its events, on a psycopg connection."""
+    """COPY one chunk's sessions, then its events, on a psycopg connection; then fold them
+    into the daily rollups in the same transaction, as the archiver does."""
+    from sessions_app.rollups import fold_sessions
+
     with raw_connection.cursor() as cursor:
         with cursor.copy(SESSION_COPY) as copy:
             copy.write(chunk.session_text)
         if chunk.event_text:
             with cursor.copy(EVENT_COPY) as copy:
                 copy.write(chunk.event_text)
+        ids = [line.split("\t", 1)[0] for line in chunk.session_text.splitlines()]
+        fold_sessions(ids, cursor=cursor)
