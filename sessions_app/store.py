@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from sessions_app import validation
+from sessions_app.archive import timeline as archived_timeline
 from sessions_app.domain import (
     AnalysisHistory,
     AnalysisSession,
@@ -43,7 +44,6 @@ from sessions_app.exceptions import (
 )
 from sessions_app.models import EventKind, SessionStatus, SessionType
 from sessions_app.models import Session as ArchivedSession
-from sessions_app.models import SessionEvent as ArchivedEvent
 from sessions_app.policies import all_effective_policies, get_effective_policy
 from sessions_app.redis_client import get_redis, key
 
@@ -272,28 +272,6 @@ def _event_from_json(raw: str) -> TimelineEvent:
     data = json.loads(raw)
     data["occurred_at"] = _ts(data["occurred_at"])
     return TimelineEvent(**data)
-
-
-def _event_from_row(row: ArchivedEvent) -> TimelineEvent:
-    return TimelineEvent(
-        seq=row.seq,
-        kind=row.kind,
-        occurred_at=row.occurred_at,
-        query_type=row.query_type,
-        parameters=row.parameters,
-        result_summary=row.result_summary,
-        execution_ms=row.execution_ms,
-        cache_hit=row.cache_hit,
-        error=row.error,
-        role=row.role,
-        content=row.content,
-        tool_name=row.tool_name,
-        invocation_id=row.invocation_id,
-        duration_ms=row.duration_ms,
-        tokens_in=row.tokens_in,
-        tokens_out=row.tokens_out,
-        cost=float(row.cost),
-    )
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
@@ -800,10 +778,7 @@ class SessionStore:
         row = ArchivedSession.objects.filter(id=session_id).first()
         if row is None:
             return None
-        recent = []
-        if recent_events > 0:
-            rows = ArchivedEvent.objects.filter(session_id=session_id).order_by("-seq")
-            recent = [_event_from_row(event) for event in reversed(rows[:recent_events])]
+        recent = archived_timeline.read_last(session_id, recent_events)
         history = AnalysisHistory(row.query_count, row.cache_hits, row.error_count, recent)
         event_count = row.query_count + row.message_count + row.tool_call_count
         return AnalysisSession(
@@ -864,10 +839,7 @@ class SessionStore:
         )
         if row is None:
             raise SessionNotFound(session_id)
-        rows = ArchivedEvent.objects.filter(
-            session_id=session_id, seq__gte=offset, seq__lt=offset + limit
-        ).order_by("seq")
-        return [_event_from_row(event) for event in rows], sum(row.values())
+        return archived_timeline.read_page(session_id, offset, limit), sum(row.values())
 
     @staticmethod
     def _summary(row: list[str]) -> SessionSummary:
