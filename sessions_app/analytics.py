@@ -21,6 +21,7 @@ import io
 import json
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Any
 
 import redis
@@ -568,7 +569,7 @@ SELECT day, session_type, sum(sessions_started)::bigint, sum(sessions_completed)
        round(fs_hist_quantile(fs_hist_merge(duration_hist), 0.95)::numeric, 2),
        round(fs_hist_quantile(fs_hist_merge(duration_hist), 0.99)::numeric, 2),
        round(sum(queries)::numeric / nullif(sum(sessions_started), 0), 2),
-       sum(tokens_in)::bigint, sum(tokens_out)::bigint, sum(cost)
+       sum(tokens_in)::numeric, sum(tokens_out)::numeric, sum(cost)
 FROM daily
 GROUP BY day, session_type
 HAVING sum(sessions_started) > 0
@@ -598,6 +599,8 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     if value is None or isinstance(value, str | int | float):
         return value
+    if isinstance(value, Decimal) and value.as_tuple().exponent == 0:
+        return int(value)  # token sums: numeric, since they can pass a bigint
     return float(value)
 
 

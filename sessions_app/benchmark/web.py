@@ -23,7 +23,8 @@ from django.urls import NoReverseMatch, reverse
 
 from sessions_app.benchmark.core import Row, RunContext, SectionResult, Unavailable, time_calls
 
-TARGET_PAGE_P95_MS = 150.0
+# Issue 15: every page under 100 ms p95 at 1M archived sessions, in the running state.
+TARGET_PAGE_P95_MS = 100.0
 BASE_DIR = Path(settings.BASE_DIR)
 
 
