@@ -159,6 +159,41 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 """  # noqa: S608 - from constants
 
+# Taking sessions back out of a rollup (an explicit delete): element-wise difference, and {item: n}
+# maps subtracted, dropping items that reach zero.
+SUBTRACT_SQL_FUNCTIONS = """
+CREATE OR REPLACE FUNCTION fs_hist_sub(a int[], b int[]) RETURNS int[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+  out int[] := a; lo int; hi int;
+BEGIN
+  IF a IS NULL OR b IS NULL OR cardinality(b) = 0 THEN RETURN a; END IF;
+  FOR i IN array_lower(b, 1)..array_upper(b, 1) LOOP
+    IF i BETWEEN array_lower(a, 1) AND array_upper(a, 1) THEN
+      out[i] := greatest(coalesce(out[i], 0) - coalesce(b[i], 0), 0);
+    END IF;
+  END LOOP;
+  -- Trimmed again, as every stored histogram is: equal counts, equal arrays.
+  FOR i IN array_lower(out, 1)..array_upper(out, 1) LOOP
+    IF out[i] > 0 THEN hi := i; IF lo IS NULL THEN lo := i; END IF; END IF;
+  END LOOP;
+  IF lo IS NULL THEN RETURN NULL; END IF;
+  RETURN ('[' || lo || ':' || hi || ']=' || out[lo:hi]::text)::int[];
+END $$;
+
+CREATE OR REPLACE FUNCTION fs_counts_sub(a jsonb, b jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT coalesce(jsonb_object_agg(key, n), '{}'::jsonb) FROM (
+    SELECT x.key, x.value::bigint - coalesce((b ->> x.key)::bigint, 0) AS n
+    FROM jsonb_each_text(coalesce(a, '{}'::jsonb)) x
+  ) y WHERE n > 0
+$$;
+"""
+DROP_SUBTRACT_SQL_FUNCTIONS = """
+DROP FUNCTION IF EXISTS fs_counts_sub(jsonb, jsonb);
+DROP FUNCTION IF EXISTS fs_hist_sub(int[], int[]);
+"""
+
 DROP_SQL_FUNCTIONS = """
 DROP FUNCTION IF EXISTS fs_counts_add(jsonb, jsonb, int);
 DROP FUNCTION IF EXISTS fs_hist_quantile(int[], float8);

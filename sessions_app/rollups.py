@@ -63,6 +63,59 @@ def _fold_sql() -> str:
 FOLD_SQL = _fold_sql()
 
 
+def _unfold_sql() -> str:
+    ctes, select = aggregate_sql("s.id = ANY(%(ids)s)", top_scale=FOLD_TOP_SCALE)
+    less = ",\n        ".join(f"{c} = d.{c} - b.{c}" for c in ADDITIVE_COLUMNS)
+    hist = "fs_hist_sub(d.duration_hist, b.duration_hist)"
+    started = "(d.sessions_started - b.sessions_started)"
+    return f"""
+    WITH {ctes}
+    UPDATE sessions_app_dailymetric AS d SET
+        {less},
+        duration_hist = {hist},
+        avg_duration_seconds =
+            coalesce((d.total_duration_seconds - b.total_duration_seconds)
+                     / nullif({started}, 0), 0),
+        avg_queries_per_session = coalesce((d.queries - b.queries)::float8
+                                           / nullif({started}, 0), 0),
+        p50_duration_seconds = coalesce(fs_hist_quantile({hist}, 0.5), 0),
+        p95_duration_seconds = coalesce(fs_hist_quantile({hist}, 0.95), 0),
+        p99_duration_seconds = coalesce(fs_hist_quantile({hist}, 0.99), 0),
+        top_assets = fs_counts_sub(d.top_assets, b.top_assets),
+        tag_counts = fs_counts_sub(d.tag_counts, b.tag_counts),
+        query_type_counts = fs_counts_sub(d.query_type_counts, b.query_type_counts),
+        computed_at = greatest(d.computed_at, statement_timestamp())
+    FROM (SELECT * FROM ({select}) batch ORDER BY day, session_type) b
+    WHERE d.day = b.day AND d.session_type = b.session_type
+    """  # noqa: S608 - SQL from constants; values are bound parameters
+
+
+UNFOLD_SQL = _unfold_sql()
+
+
+def _run(sql: str, session_ids: Sequence, cursor) -> int:
+    to_python = Session._meta.pk.to_python  # the id column's own type, whatever it is
+    ids = [to_python(session_id) for session_id in session_ids]
+    if not ids or not settings.SESSION_ENABLE_ANALYTICS:
+        return 0
+    params = {"ids": ids, "tz": timezone.get_current_timezone_name()}
+    if cursor is not None:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+    with connection.cursor() as own:
+        own.execute(sql, params)
+        return own.rowcount
+
+
+def unfold_sessions(session_ids: Sequence, cursor=None) -> int:
+    """Take archived sessions back out of their rollups; rows touched.
+
+    Call it in the transaction that deletes them on request (a user's delete), before the
+    delete: it reads the rows. Retention does not call it: rollups outlive raw rows.
+    """
+    return _run(UNFOLD_SQL, session_ids, cursor)
+
+
 def fold_sessions(session_ids: Sequence, cursor=None) -> int:
     """Add these archived sessions to their (day, type) rollups; rows touched.
 
@@ -70,16 +123,4 @@ def fold_sessions(session_ids: Sequence, cursor=None) -> int:
     other means than the archiver (test factories, a bulk load) that should count at once.
     With SESSION_ENABLE_ANALYTICS off it does nothing (no rollups are kept then).
     """
-    if not settings.SESSION_ENABLE_ANALYTICS:
-        return 0
-    to_python = Session._meta.pk.to_python  # the id column's own type, whatever it is
-    ids = [to_python(session_id) for session_id in session_ids]
-    if not ids:
-        return 0
-    params = {"ids": ids, "tz": timezone.get_current_timezone_name()}
-    if cursor is not None:
-        cursor.execute(FOLD_SQL, params)
-        return cursor.rowcount
-    with connection.cursor() as own:
-        own.execute(FOLD_SQL, params)
-        return own.rowcount
+    return _run(FOLD_SQL, session_ids, cursor)

@@ -192,3 +192,24 @@ def test_histogram_buckets_bound_the_relative_error():
         assert abs(estimate - value) <= histogram.RELATIVE_ERROR * value + 1e-12
     assert histogram.bucket(0) == histogram.bucket(-1) == histogram.bucket(0.01) == 1
     assert histogram.quantile({}, 0.5) is None
+
+
+@pytest.mark.django_db
+def test_a_delete_on_request_takes_the_session_out_of_the_rollups(store):
+    make_ended_sessions(store, 12, seed=4)
+    archive.archive_due_sessions()
+    ids = list(Session.objects.values_list("id", flat=True))
+    assert store.delete_session(ids[0]) is True  # one by the store's delete
+    assert archive.delete_archived_sessions(ids[1:4]) == 3  # three by the admin's bulk delete
+    assert Session.objects.count() == 8
+    assert rollup_state() == scratch_state()
+
+
+@pytest.mark.django_db
+def test_histogram_subtraction_keeps_arrays_trimmed():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT fs_hist_sub('[3:6]={1,2,0,4}'::int[], '[3:4]={1,2}'::int[])::text, "
+            "fs_hist_sub('[3:4]={1,2}'::int[], '[3:4]={1,2}'::int[])"
+        )
+        assert cursor.fetchone() == ("[6:6]={4}", None)

@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from sessions_app.policies import all_effective_policies
+from sessions_app.rollups import unfold_sessions
 
 logger = logging.getLogger(__name__)
 
@@ -20,11 +21,12 @@ DELETE_BATCH_SIZE = 5000
 
 
 def delete_archived_sessions(session_ids: Iterable, batch_size: int = DELETE_BATCH_SIZE) -> int:
-    """Delete these archived sessions and their events in batches; the number of sessions."""
+    """Delete these archived sessions and their events in batches, and take them out of the
+    daily rollups; the number of sessions."""
     ids = [str(session_id) for session_id in session_ids]
     deleted = 0
     for start in range(0, len(ids), batch_size):
-        sessions, _ = _delete_batch(ids[start : start + batch_size])
+        sessions, _ = _delete_batch(ids[start : start + batch_size], unfold=True)
         deleted += sessions
     return deleted
 
@@ -37,9 +39,15 @@ def delete_rows(cursor, ids: list) -> tuple[int, int]:
     return cursor.rowcount, events
 
 
-def _delete_batch(ids: list) -> tuple[int, int]:
-    """Delete one batch (events first, then sessions) in its own short transaction."""
+def _delete_batch(ids: list, unfold: bool = False) -> tuple[int, int]:
+    """Delete one batch (events first, then sessions) in its own short transaction.
+
+    `unfold`: also take the sessions out of the daily rollups (a delete on request); retention
+    leaves rollups alone, they outlive raw rows.
+    """
     with transaction.atomic(), connection.cursor() as cursor:
+        if unfold:
+            unfold_sessions(ids, cursor=cursor)
         return delete_rows(cursor, ids)
 
 

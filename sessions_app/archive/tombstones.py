@@ -17,6 +17,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from sessions_app.models import DeletedSession
+from sessions_app.rollups import unfold_sessions
 
 # First key of the two-int advisory locks (an arbitrary constant that names this use), and the
 # number of buckets session ids hash into: few enough for a batch to take them all cheaply.
@@ -63,6 +64,7 @@ def delete_archived_session(session_id: str) -> bool:
         DeletedSession.objects.update_or_create(
             session_id=session_id, defaults={"deleted_at": timezone.now()}
         )
+        unfold_sessions([session_id], cursor=cursor)  # before the rows go: it reads them
         sessions, _ = delete_rows(cursor, [session_id])
         return bool(sessions)
 
