@@ -97,6 +97,13 @@ DECLARE
 BEGIN
   IF a IS NULL OR cardinality(a) = 0 THEN RETURN b; END IF;
   IF b IS NULL OR cardinality(b) = 0 THEN RETURN a; END IF;
+  IF array_lower(b, 1) >= array_lower(a, 1) AND array_upper(b, 1) <= array_upper(a, 1) THEN
+    -- The common case when merging many rows: add into `a` (the aggregate's state) in place.
+    FOR i IN array_lower(b, 1)..array_upper(b, 1) LOOP
+      a[i] := coalesce(a[i], 0) + coalesce(b[i], 0);
+    END LOOP;
+    RETURN a;
+  END IF;
   lo := least(array_lower(a, 1), array_lower(b, 1));
   hi := greatest(array_upper(a, 1), array_upper(b, 1));
   out := array_fill(0, ARRAY[hi - lo + 1], ARRAY[lo]);
