@@ -46,12 +46,13 @@ def ensure_archived_sessions(ctx: RunContext, result: SectionResult) -> int:
         sessions=missing,
         until=time.time(),
         seed=int(ctx.run_id, 16) + 2,
-        user_prefix=ctx.user_prefix,
+        # --keep-data: rows outside the run's prefix, so the cleanup leaves them for the next run.
+        user_prefix="" if ctx.config.keep_data else ctx.user_prefix,
     )
     workers = 1 if ctx.config.quick else default_workers(missing)
     written = write_archived(plan, workers=workers, progress=not ctx.config.quick)
     analyze_tables()
-    ctx.topped_up = True
+    ctx.topped_up = not ctx.config.keep_data
     result.setup.update(
         generated_sessions=written["sessions"],
         generated_events=written["events"],
