@@ -1,17 +1,17 @@
 """Dashboard and API selectors: session stats, per-user summaries, chart series and exports.
 
 Where the numbers come from, so totals are right at any moment:
-- DailyMetric rollups for every day they cover (a day is covered once compute_daily_metrics ran
-  for it), plus the sessions archived after that day's rollup was computed (a small "delta",
-  found through the archived_at index);
-- raw Session rows, aggregated by the same SQL (metrics.aggregate_sql), for days without a
-  rollup (usually today) and for every user-filtered question (the (user_id, created_at) index);
+- DailyMetric rollups for every day that has them: the archiver folds each batch into its days'
+  rows in the transaction that writes it (rollups.py), so they are current, and a page reads
+  at most one row per (day, type) however many sessions there are;
+- raw Session rows, aggregated by the same SQL (metrics.aggregate_sql), only for days without
+  any rollup row, and for user-filtered questions (the (user_id, created_at) index and the
+  sessions' own counters, query types included; never the events table);
 - Redis for live sessions (store.live_counts): they count in `total_sessions` and
   `active_sessions`; their counters (queries, durations, tokens...) join when they are archived.
 
-Duration percentiles over a range are the session-weighted mean of the daily percentiles: exact
-for one day, an approximation over several (the rollups keep no distributions). User-filtered
-stats compute them exactly from the raw rows.
+Duration percentiles over a range come from the rollups' merged log-scale histograms
+(histogram.py): real percentiles to within 2%. User-filtered stats compute them exactly.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import io
 import json
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Any
 
 import redis
 from django.db import connection
-from django.db.models import Min
 from django.utils import timezone
 
 from sessions_app import csvsafe
@@ -88,15 +88,13 @@ def _validate_type(session_type: str | None) -> str | None:
 # ---- the `daily` source: rollups + delta, or raw rows ------------------------------------------
 
 
-def _rollup_cutoffs(period: Period) -> dict[date, Any]:
-    """{day: when its rollup was computed} for the days in `period` that have one."""
-    rows = (
+def _covered_days(period: Period) -> set[date]:
+    """The days in `period` that have rollup rows (the archiver folds every batch into them)."""
+    return set(
         DailyMetric.objects.filter(day__gte=period.start, day__lte=period.end)
-        .values("day")
-        .annotate(cutoff=Min("computed_at"))
-        .values_list("day", "cutoff")
+        .values_list("day", flat=True)
+        .distinct()
     )
-    return dict(rows)
 
 
 def _uncovered_runs(period: Period, covered: set[date]) -> list[tuple[date, date]]:
@@ -116,7 +114,12 @@ def _uncovered_runs(period: Period, covered: set[date]) -> list[tuple[date, date
 def _daily_source(
     period: Period, session_type: str | None, user_id: str | None, query_types: bool = True
 ) -> tuple[str, dict[str, Any], bool]:
-    """(WITH clause ending in CTE `daily` shaped like DailyMetric, params, raw_only)."""
+    """(WITH clause ending in CTE `daily` shaped like DailyMetric, params, raw_only).
+
+    A day with rollup rows is read from them alone: the archiver folds each batch into its day
+    in the transaction that writes it, so they are current. Only days without any rollup row
+    (sessions written by other means and not yet computed) are aggregated from raw sessions.
+    """
     start, end = day_bounds(period.start, period.end)
     params: dict[str, Any] = {
         "tz": timezone.get_current_timezone_name(),
@@ -131,33 +134,34 @@ def _daily_source(
     if session_type:
         conditions.append("s.session_type = %(session_type)s")
     if user_id is not None:
-        # Per-user questions read raw rows: the (user_id, created_at) index makes them cheap.
+        # Per-user questions read the user's sessions (the (user_id, created_at) index) and
+        # their per-session counters, never the events table.
         conditions.append("s.user_id = %(user_id)s")
         ctes, select = aggregate_sql(" AND ".join(conditions), query_types)
         return f"WITH {ctes}, daily AS ({select})", params, True
 
-    cutoffs = _rollup_cutoffs(period)
-    runs = _uncovered_runs(period, set(cutoffs))
-    if not cutoffs:
+    covered = _covered_days(period)
+    if not covered:
         ctes, select = aggregate_sql(" AND ".join(conditions), query_types)
         return f"WITH {ctes}, daily AS ({select})", params, True
-
-    # Raw rows needed: sessions of uncovered days, and sessions archived after their day's
-    # rollup was computed. The OR lets Postgres combine the created_at and archived_at indexes.
-    if len(runs) > 8:  # many gaps: one span, the per-row check below keeps it exact
-        runs = [(runs[0][0], runs[-1][1])]
-    reach = ["s.archived_at > %(min_cutoff)s", "s.created_at > %(min_cutoff)s"]
-    for index, (run_start, run_end) in enumerate(runs):
-        params[f"u{index}_start"], params[f"u{index}_end"] = day_bounds(run_start, run_end)
-        reach.append(f"(s.created_at >= %(u{index}_start)s AND s.created_at < %(u{index}_end)s)")
-    conditions.append(f"({' OR '.join(reach)})")
-    conditions.append(
-        "coalesce(s.archived_at, s.created_at) > coalesce("
-        "(%(cutoffs)s::jsonb ->> ((s.created_at AT TIME ZONE %(tz)s)::date)::text)::timestamptz,"
-        " '-infinity')"
-    )
-    params["min_cutoff"] = min(cutoffs.values())
-    params["cutoffs"] = json.dumps({day.isoformat(): ts.isoformat() for day, ts in cutoffs.items()})
+    runs = _uncovered_runs(period, covered)
+    if runs:
+        reach = []
+        for index, (run_start, run_end) in enumerate(runs[:16]):
+            params[f"u{index}_start"], params[f"u{index}_end"] = day_bounds(run_start, run_end)
+            reach.append(
+                f"(s.created_at >= %(u{index}_start)s AND s.created_at < %(u{index}_end)s)"
+            )
+        if len(runs) > 16:  # many gaps: one span; the per-row day check keeps it exact
+            params["u_last_start"], params["u_last_end"] = day_bounds(runs[16][0], runs[-1][1])
+            reach.append("(s.created_at >= %(u_last_start)s AND s.created_at < %(u_last_end)s)")
+        conditions.append(f"({' OR '.join(reach)})")
+        conditions.append(
+            "NOT ((s.created_at AT TIME ZONE %(tz)s)::date = ANY(%(covered)s::date[]))"
+        )
+        params["covered"] = sorted(covered)
+    else:
+        conditions.append("false")  # every day is covered: no raw rows at all
     ctes, select = aggregate_sql(" AND ".join(conditions), query_types)
     type_filter = "AND session_type = %(session_type)s" if session_type else ""
     columns = ", ".join(METRIC_COLUMNS)
@@ -225,8 +229,9 @@ _STATS_SELECT = """
       'messages', coalesce(sum(messages), 0),
       'tool_calls', coalesce(sum(tool_calls), 0),
       'duration', coalesce(sum(total_duration_seconds), 0),
-      'p50', sum(p50_duration_seconds * sessions_started) / nullif(sum(sessions_started), 0),
-      'p95', sum(p95_duration_seconds * sessions_started) / nullif(sum(sessions_started), 0),
+      'p50', fs_hist_quantile(fs_hist_merge(duration_hist), 0.5),
+      'p95', fs_hist_quantile(fs_hist_merge(duration_hist), 0.95),
+      'p99', fs_hist_quantile(fs_hist_merge(duration_hist), 0.99),
       'tokens_in', coalesce(sum(tokens_in), 0),
       'tokens_out', coalesce(sum(tokens_out), 0),
       'cost', coalesce(sum(cost), 0)
@@ -250,12 +255,7 @@ _STATS_SELECT = """
    ) ranked
    WHERE rank <= CASE WHEN kind = 'query_type' THEN 50 ELSE %(top)s END) AS tops"""
 
-_STATS_SQL = "{with_sql}\nSELECT" + _STATS_SELECT + "{exact}"
-
-_EXACT_PERCENTILES = """,
-  (SELECT json_build_array(
-      percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_seconds),
-      percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_seconds)) FROM r_s) AS exact"""
+_STATS_SQL = "{with_sql}\nSELECT" + _STATS_SELECT
 
 
 # Per-user stats straight from the user's sessions (one index-only scan of
@@ -264,7 +264,7 @@ _USER_STATS_SQL = """
 WITH r_s AS MATERIALIZED (
   SELECT s.id, s.session_type, s.status, s.assets, s.tags, s.duration_seconds, s.query_count,
          s.cache_hits, s.error_count, s.message_count, s.tool_call_count, s.tokens_in,
-         s.tokens_out, s.cost
+         s.tokens_out, s.cost, s.query_type_counts
   FROM sessions_app_session s
   WHERE s.user_id = %(user_id)s AND s.created_at >= %(start)s AND s.created_at < %(end)s
         {type_filter}
@@ -284,6 +284,7 @@ SELECT
       'duration', coalesce(sum(duration_seconds), 0),
       'p50', percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_seconds),
       'p95', percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_seconds),
+      'p99', percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_seconds),
       'tokens_in', coalesce(sum(tokens_in), 0),
       'tokens_out', coalesce(sum(tokens_out), 0),
       'cost', coalesce(sum(cost), 0)
@@ -305,10 +306,8 @@ SELECT
 
 _USER_QUERY_TYPES_SQL = """
      UNION ALL
-     (SELECT 'query_type', coalesce(nullif(e.query_type, ''), 'other') AS item, count(*) AS n
-      FROM r_s CROSS JOIN LATERAL (
-        SELECT query_type FROM sessions_app_sessionevent
-        WHERE session_id = r_s.id AND kind = 'query') e
+     (SELECT 'query_type', q.item, sum(q.n::bigint) AS n
+      FROM r_s CROSS JOIN LATERAL jsonb_each_text(r_s.query_type_counts) AS q(item, n)
       GROUP BY 2 ORDER BY n DESC, item LIMIT 50)"""
 
 
@@ -326,14 +325,10 @@ def _stats_row(
         params["session_type"] = session_type
         totals, by_type, tops = _fetch_one(sql, params)
         return totals, by_type, tops, True
-    with_sql, params, raw_only = _daily_source(period, session_type, None, query_types)
+    with_sql, params, _ = _daily_source(period, session_type, None, query_types)
     params["top"] = top
-    sql = _STATS_SQL.format(with_sql=with_sql, exact=_EXACT_PERCENTILES if raw_only else "")
-    row = _fetch_one(sql, params)
-    totals, by_type, tops = row[0], row[1], row[2]
-    if raw_only and row[3]:
-        totals["p50"], totals["p95"] = row[3]
-    return totals, by_type, tops, raw_only
+    totals, by_type, tops = _fetch_one(_STATS_SQL.format(with_sql=with_sql), params)
+    return totals, by_type, tops, False
 
 
 def get_session_stats(
@@ -368,7 +363,7 @@ def _stats_dict(
     query_types: bool,
 ) -> dict[str, Any]:
     """The stats dictionary from the SQL row's parts, with live sessions from Redis added."""
-    p50, p95 = totals["p50"], totals["p95"]
+    p50, p95, p99 = totals["p50"], totals["p95"], totals["p99"]
     live = (
         live_snapshot(session_type, user_id)
         if period.includes_today
@@ -397,7 +392,9 @@ def _stats_dict(
         "avg_duration_seconds": round(totals["duration"] / archived, 2) if archived else 0.0,
         "duration_p50_seconds": round(p50 or 0.0, 2),
         "duration_p95_seconds": round(p95 or 0.0, 2),
-        "percentiles": "exact" if exact else "day-weighted",
+        "duration_p99_seconds": round(p99 or 0.0, 2),
+        # "histogram": merged log-scale histograms, within histogram.RELATIVE_ERROR.
+        "percentiles": "exact" if exact else "histogram",
         "avg_queries_per_session": round(queries / archived, 2) if archived else 0.0,
         "completion_rate": _ratio(totals["completed"], archived),
         "abandonment_rate": _ratio(totals["abandoned"], archived),
@@ -450,8 +447,8 @@ days AS (
 per_day AS (
   SELECT day, sum(sessions_started) AS sessions, sum(queries) AS queries,
          sum(cache_hits) AS cache_hits, sum(errors) AS errors,
-         sum(p50_duration_seconds * sessions_started) / nullif(sum(sessions_started), 0) AS p50,
-         sum(p95_duration_seconds * sessions_started) / nullif(sum(sessions_started), 0) AS p95
+         fs_hist_quantile(fs_hist_merge(duration_hist), 0.5) AS p50,
+         fs_hist_quantile(fs_hist_merge(duration_hist), 0.95) AS p95
   FROM daily GROUP BY day
 ),
 per_type AS (
@@ -537,14 +534,11 @@ def get_overview(
     """(get_session_stats, get_chart_series) of one period and type, from one SQL statement."""
     session_type = _validate_type(session_type)
     period = resolve_period(days, start, end)
-    with_sql, params, raw_only = _daily_source(period, session_type, None)
+    with_sql, params, _ = _daily_source(period, session_type, None)
     params["top"] = TOP_ITEMS
-    sql = _OVERVIEW_SQL.format(with_sql=with_sql) + (_EXACT_PERCENTILES if raw_only else "")
-    row = _fetch_one(sql, params)
+    row = _fetch_one(_OVERVIEW_SQL.format(with_sql=with_sql), params)
     totals, by_type, tops = row[0], row[1], row[2]
-    if raw_only and row[7]:
-        totals["p50"], totals["p95"] = row[7]
-    stats = _stats_dict(period, session_type, None, totals, by_type, tops, raw_only, True)
+    stats = _stats_dict(period, session_type, None, totals, by_type, tops, False, True)
     return stats, _series_dict(*row[3:7])
 
 
@@ -554,7 +548,14 @@ def get_overview(
 EXPORT_COLUMNS = tuple(
     column
     for column in METRIC_COLUMNS
-    if column not in {"total_duration_seconds", "top_assets", "query_type_counts", "tag_counts"}
+    if column
+    not in {
+        "total_duration_seconds",
+        "duration_hist",
+        "top_assets",
+        "query_type_counts",
+        "tag_counts",
+    }
 )
 
 _EXPORT_SQL = """
@@ -564,12 +565,11 @@ SELECT day, session_type, sum(sessions_started)::bigint, sum(sessions_completed)
        sum(sessions_expired)::bigint, sum(queries)::bigint, sum(cache_hits)::bigint,
        sum(errors)::bigint, sum(messages)::bigint, sum(tool_calls)::bigint,
        round((sum(total_duration_seconds) / nullif(sum(sessions_started), 0))::numeric, 2),
-       round((sum(p50_duration_seconds * sessions_started)
-              / nullif(sum(sessions_started), 0))::numeric, 2),
-       round((sum(p95_duration_seconds * sessions_started)
-              / nullif(sum(sessions_started), 0))::numeric, 2),
+       round(fs_hist_quantile(fs_hist_merge(duration_hist), 0.5)::numeric, 2),
+       round(fs_hist_quantile(fs_hist_merge(duration_hist), 0.95)::numeric, 2),
+       round(fs_hist_quantile(fs_hist_merge(duration_hist), 0.99)::numeric, 2),
        round(sum(queries)::numeric / nullif(sum(sessions_started), 0), 2),
-       sum(tokens_in)::bigint, sum(tokens_out)::bigint, sum(cost)
+       sum(tokens_in)::numeric, sum(tokens_out)::numeric, sum(cost)
 FROM daily
 GROUP BY day, session_type
 HAVING sum(sessions_started) > 0
@@ -599,6 +599,8 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     if value is None or isinstance(value, str | int | float):
         return value
+    if isinstance(value, Decimal) and value.as_tuple().exponent == 0:
+        return int(value)  # token sums: numeric, since they can pass a bigint
     return float(value)
 
 

@@ -24,9 +24,10 @@ from django.db.models.expressions import RawSQL
 from psycopg.errors import QueryCanceled
 
 from sessions_app import validation
+from sessions_app.archive import timeline
 from sessions_app.exceptions import InvalidInput
 from sessions_app.metrics import day_bounds
-from sessions_app.models import Session, SessionEvent
+from sessions_app.models import Session
 
 # URL sort key -> (column, SQL type of the keyset value)
 SORT_COLUMNS = {
@@ -327,7 +328,4 @@ def archived_timeline(session_id: str, offset: int, limit: int) -> tuple[list, i
     counts = session.first()
     if counts is None:
         return [], 0
-    events = SessionEvent.objects.filter(
-        session_id=session_id, seq__gte=offset, seq__lt=offset + limit
-    ).order_by("seq")
-    return list(events), sum(counts.values())
+    return timeline.read_page(session_id, offset, limit), sum(counts.values())

@@ -149,7 +149,15 @@ def run_job(
         # Dates, decimals and UUIDs in a service's counts become JSON-friendly strings.
         run.counts = json.loads(json.dumps(counts, cls=DjangoJSONEncoder))
         run.outcome = JobRun.Outcome.SUCCESS
-        logger.info("job %s: success %s", name, run.counts)
+        if counts.get("failed"):  # the run finished, but some of its items did not make it
+            run.outcome = JobRun.Outcome.FAILED
+            run.error = f"{counts['failed']} item(s) failed; see the counts and the logs"
+            if name == CLEANUP:
+                run.error = (
+                    f"{counts['failed']} session(s) could not be archived: they are in the "
+                    "quarantine (admin: Quarantined sessions) with the database's error"
+                )
+        logger.info("job %s: %s %s", name, run.outcome, run.counts)
     except Exception as exc:
         logger.exception("job %s failed", name)
         if run is None:  # Postgres down before the row could be written

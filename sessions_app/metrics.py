@@ -1,4 +1,4 @@
-"""DailyMetric rollups computed in SQL from archived sessions and their events.
+"""DailyMetric rollups computed in SQL from archived sessions (never their events).
 
 A session belongs to the day (in TIME_ZONE) and type it was created with. One SQL statement
 aggregates a range of raw rows into DailyMetric-shaped rows; `compute_daily_metrics` stores them
@@ -39,13 +39,32 @@ METRIC_COLUMNS = (
     "avg_duration_seconds",
     "p50_duration_seconds",
     "p95_duration_seconds",
+    "p99_duration_seconds",
     "avg_queries_per_session",
     "tokens_in",
     "tokens_out",
     "cost",
+    "duration_hist",
     "top_assets",
     "query_type_counts",
     "tag_counts",
+)
+# Columns that add up when a batch is folded into an existing row (rollups.fold_sessions).
+ADDITIVE_COLUMNS = (
+    "sessions_started",
+    "sessions_completed",
+    "sessions_failed",
+    "sessions_abandoned",
+    "sessions_expired",
+    "queries",
+    "cache_hits",
+    "errors",
+    "messages",
+    "tool_calls",
+    "total_duration_seconds",
+    "tokens_in",
+    "tokens_out",
+    "cost",
 )
 
 _SESSION = "sessions_app_session"
@@ -65,7 +84,9 @@ def day_bounds(start_day: date, end_day: date) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _top_json(cte: str, item_sql: str, source: str, limit: int, where: str = "") -> str:
+def _top_json(
+    cte: str, item_sql: str, source: str, limit: int, where: str = "", weight: str = "1"
+) -> str:
     """CTE `cte(day, session_type, counts jsonb)`: each group's `limit` most frequent items."""
     return f"""
     {cte} AS (
@@ -74,7 +95,7 @@ def _top_json(cte: str, item_sql: str, source: str, limit: int, where: str = "")
             SELECT day, session_type, item, n,
                    row_number() OVER (PARTITION BY day, session_type ORDER BY n DESC, item) AS rank
             FROM (
-                SELECT r.day, r.session_type, {item_sql} AS item, count(*) AS n
+                SELECT r.day, r.session_type, {item_sql} AS item, sum({weight}) AS n
                 FROM {source} {where}
                 GROUP BY 1, 2, 3
             ) grouped
@@ -84,32 +105,36 @@ def _top_json(cte: str, item_sql: str, source: str, limit: int, where: str = "")
     )"""  # noqa: S608 - SQL from constants; values are bound parameters
 
 
-def aggregate_sql(session_filter: str, query_types: bool = True) -> tuple[str, str]:
+def aggregate_sql(
+    session_filter: str, query_types: bool = True, top_scale: int = 1
+) -> tuple[str, str]:
     """(CTE definitions, SELECT) aggregating sessions matching `session_filter` per (day, type).
 
     `session_filter` is an SQL condition on the session table `s`; parameters are named
-    (`%(tz)s` plus whatever the filter uses). The SELECT yields METRIC_COLUMNS. Query-type
-    counts read the sessions' events, by far the costliest part; `query_types=False` skips them
-    (`query_type_counts` is then empty).
+    (`%(tz)s` plus whatever the filter uses). The SELECT yields METRIC_COLUMNS. Query types come
+    from the sessions' own `query_type_counts` (never the events table); `query_types=False`
+    leaves `query_type_counts` empty. `top_scale` multiplies the top-list lengths (folding a
+    batch keeps more, so the merged lists stay exact for anything near the top).
     """
     assets = _top_json(
         "r_assets",
         "a.item",
         "r_s r CROSS JOIN LATERAL unnest(r.assets) AS a(item)",
-        TOP_ASSETS_PER_DAY,
+        TOP_ASSETS_PER_DAY * top_scale,
     )
     tags = _top_json(
-        "r_tags", "t.item", "r_s r CROSS JOIN LATERAL unnest(r.tags) AS t(item)", TOP_TAGS_PER_DAY
+        "r_tags",
+        "t.item",
+        "r_s r CROSS JOIN LATERAL unnest(r.tags) AS t(item)",
+        TOP_TAGS_PER_DAY * top_scale,
     )
-    # LATERAL keeps the plan an index lookup per matched session: a hash join would read the
-    # whole event table (tens of millions of rows) to aggregate one day or one user.
     qtypes = (
         _top_json(
             "r_qtypes",
-            "coalesce(nullif(e.query_type, ''), 'other')",
-            "r_s r CROSS JOIN LATERAL (SELECT query_type FROM sessions_app_sessionevent "
-            "WHERE session_id = r.id AND kind = 'query') e",
-            TOP_QUERY_TYPES_PER_DAY,
+            "q.item",
+            "r_s r CROSS JOIN LATERAL jsonb_each_text(r.query_type_counts) AS q(item, n)",
+            TOP_QUERY_TYPES_PER_DAY * top_scale,
+            weight="q.n::bigint",
         )
         if query_types
         else "r_qtypes AS (SELECT NULL::date AS day, NULL::text AS session_type, "
@@ -119,7 +144,8 @@ def aggregate_sql(session_filter: str, query_types: bool = True) -> tuple[str, s
     r_s AS MATERIALIZED (
         SELECT s.id, (s.created_at AT TIME ZONE %(tz)s)::date AS day, s.session_type, s.status,
                s.assets, s.tags, s.duration_seconds, s.query_count, s.cache_hits, s.error_count,
-               s.message_count, s.tool_call_count, s.tokens_in, s.tokens_out, s.cost
+               s.message_count, s.tool_call_count, s.tokens_in, s.tokens_out, s.cost,
+               s.query_type_counts
         FROM {_SESSION} s
         WHERE {session_filter}
     ),
@@ -137,13 +163,20 @@ def aggregate_sql(session_filter: str, query_types: bool = True) -> tuple[str, s
                sum(tool_call_count) AS tool_calls,
                sum(duration_seconds) AS total_duration_seconds,
                avg(duration_seconds) AS avg_duration_seconds,
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_seconds) AS p50,
-               percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_seconds) AS p95,
                avg(query_count)::float AS avg_queries_per_session,
                sum(tokens_in) AS tokens_in,
                sum(tokens_out) AS tokens_out,
                sum(cost) AS cost
         FROM r_s
+        GROUP BY day, session_type
+    ),
+    r_hist AS (
+        SELECT day, session_type,
+               fs_hist_from_buckets(array_agg(b), array_agg(n)) AS hist
+        FROM (
+            SELECT day, session_type, fs_hist_bucket(duration_seconds) AS b, count(*) AS n
+            FROM r_s GROUP BY 1, 2, 3
+        ) per_bucket
         GROUP BY day, session_type
     ),
     {assets},
@@ -153,12 +186,16 @@ def aggregate_sql(session_filter: str, query_types: bool = True) -> tuple[str, s
     SELECT b.day, b.session_type, b.sessions_started, b.sessions_completed, b.sessions_failed,
            b.sessions_abandoned, b.sessions_expired, b.queries, b.cache_hits, b.errors,
            b.messages, b.tool_calls, b.total_duration_seconds, b.avg_duration_seconds,
-           b.p50 AS p50_duration_seconds, b.p95 AS p95_duration_seconds,
+           fs_hist_quantile(h.hist, 0.5) AS p50_duration_seconds,
+           fs_hist_quantile(h.hist, 0.95) AS p95_duration_seconds,
+           fs_hist_quantile(h.hist, 0.99) AS p99_duration_seconds,
            b.avg_queries_per_session, b.tokens_in, b.tokens_out, b.cost,
+           h.hist AS duration_hist,
            coalesce(a.counts, '{}'::jsonb) AS top_assets,
            coalesce(q.counts, '{}'::jsonb) AS query_type_counts,
            coalesce(t.counts, '{}'::jsonb) AS tag_counts
     FROM r_base b
+    LEFT JOIN r_hist h USING (day, session_type)
     LEFT JOIN r_assets a USING (day, session_type)
     LEFT JOIN r_qtypes q USING (day, session_type)
     LEFT JOIN r_tags t USING (day, session_type)"""
@@ -182,9 +219,10 @@ def _insert_day_sql() -> str:
            coalesce(r.errors, 0), coalesce(r.messages, 0), coalesce(r.tool_calls, 0),
            coalesce(r.total_duration_seconds, 0), coalesce(r.avg_duration_seconds, 0),
            coalesce(r.p50_duration_seconds, 0), coalesce(r.p95_duration_seconds, 0),
-           coalesce(r.avg_queries_per_session, 0),
+           coalesce(r.p99_duration_seconds, 0), coalesce(r.avg_queries_per_session, 0),
            coalesce(r.tokens_in, 0), coalesce(r.tokens_out, 0), coalesce(r.cost, 0),
-           coalesce(r.top_assets, '{{}}'::jsonb), coalesce(r.query_type_counts, '{{}}'::jsonb),
+           r.duration_hist, coalesce(r.top_assets, '{{}}'::jsonb),
+           coalesce(r.query_type_counts, '{{}}'::jsonb),
            coalesce(r.tag_counts, '{{}}'::jsonb), statement_timestamp()
     FROM unnest(%(types)s::text[]) AS t(session_type)
     LEFT JOIN ({select}) r ON r.session_type = t.session_type

@@ -11,6 +11,15 @@ from django.db import models
 
 from sessions_app.domain import new_session_id
 
+# Column sizes of the sums, chosen so in-spec values cannot overflow them (issue 11): a tool
+# call's cost fits numeric(EVENT_COST_DIGITS, 6); a session's total fits with 10^8 calls at that
+# maximum; a rollup's with 10^6 such sessions. The input limits derive from these fields.
+EVENT_COST_DIGITS = 12
+SESSION_COST_DIGITS = EVENT_COST_DIGITS + 8
+ROLLUP_COST_DIGITS = SESSION_COST_DIGITS + 6
+# Rollup tokens: numeric, since a day's sum of bigint session totals can exceed a bigint.
+ROLLUP_TOKEN_DIGITS = 30
+
 
 class SessionType(models.TextChoices):
     EQUITY = "equity", "Equity"
@@ -90,7 +99,11 @@ class Session(models.Model):
     total_execution_ms = models.FloatField(default=0)
     tokens_in = models.BigIntegerField(default=0)
     tokens_out = models.BigIntegerField(default=0)
-    cost = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    # Sized for SESSION_COST_DIGITS: up to 10^8 tool calls at SessionEvent.cost's maximum fit.
+    cost = models.DecimalField(max_digits=SESSION_COST_DIGITS, decimal_places=6, default=0)
+    # {query_type: queries}, written at archive time so per-user and per-day questions never
+    # read the events table.
+    query_type_counts = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -151,7 +164,7 @@ class SessionEvent(models.Model):
     duration_ms = models.FloatField(null=True, blank=True)
     tokens_in = models.IntegerField(default=0)
     tokens_out = models.IntegerField(default=0)
-    cost = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    cost = models.DecimalField(max_digits=EVENT_COST_DIGITS, decimal_places=6, default=0)
 
     class Meta:
         ordering = ["session", "seq"]
@@ -162,6 +175,48 @@ class SessionEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.seq} of {self.session_id}"
+
+
+class QuarantinedSession(models.Model):
+    """A session the archiver could not write to Postgres, kept with its snapshot and the error.
+
+    It left Redis (so it is neither retried forever nor lost at expiry); an operator reads the
+    database's error here and in the operations page, fixes the cause and re-imports it.
+    """
+
+    session_id = models.CharField(max_length=Session._meta.pk.max_length, unique=True)
+    user_id = models.CharField(max_length=128, blank=True, default="")
+    session_type = models.CharField(max_length=16, blank=True, default="")
+    # JSON text (not jsonb, which refuses some of what can make a write fail, e.g. \u0000):
+    # {"meta": {field: value}, "events": [event JSON text], "context": {...}, "results": {...}}
+    snapshot = models.TextField()
+    error = models.TextField()
+    quarantined_at = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["-quarantined_at"]
+        indexes = [models.Index(fields=["-quarantined_at"], name="quarantine_at_idx")]
+
+    def __str__(self) -> str:
+        return f"quarantined session {self.session_id}"
+
+
+class DeletedSession(models.Model):
+    """Tombstone of a deleted session: the archiver checks it in its write transaction, so a
+    delete racing an end or an archive wins (the snapshot taken before it is not written).
+
+    Kept for TOMBSTONE_DAYS (an archive write takes seconds), then pruned by the retention job.
+    """
+
+    session_id = models.CharField(max_length=Session._meta.pk.max_length, primary_key=True)
+    deleted_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["deleted_at"], name="tombstone_deleted_idx")]
+
+    def __str__(self) -> str:
+        return f"deleted session {self.session_id}"
 
 
 class RetentionPolicy(models.Model):
@@ -258,28 +313,38 @@ class RetentionPolicy(models.Model):
 
 
 class DailyMetric(models.Model):
-    """Rollup of one day's sessions of one type; recomputing a day replaces its rows."""
+    """Rollup of one day's sessions of one type.
+
+    The archiver folds every batch it writes into its days' rows in the same transaction
+    (rollups.fold_sessions), so a row is current as soon as the batch commits; recomputing a
+    day (metrics.compute_daily_metrics) replaces its rows with the same numbers from raw rows.
+    """
 
     day = models.DateField()
     session_type = models.CharField(max_length=16, choices=SessionType.choices)
-    sessions_started = models.PositiveIntegerField(default=0)
-    sessions_completed = models.PositiveIntegerField(default=0)
-    sessions_failed = models.PositiveIntegerField(default=0)
-    sessions_abandoned = models.PositiveIntegerField(default=0)
-    sessions_expired = models.PositiveIntegerField(default=0)
-    queries = models.PositiveIntegerField(default=0)
-    cache_hits = models.PositiveIntegerField(default=0)
-    errors = models.PositiveIntegerField(default=0)
-    messages = models.PositiveIntegerField(default=0)
-    tool_calls = models.PositiveIntegerField(default=0)
+    # Counts are bigint: a day's queries or messages can pass 2^31 at the scale we target.
+    sessions_started = models.BigIntegerField(default=0)
+    sessions_completed = models.BigIntegerField(default=0)
+    sessions_failed = models.BigIntegerField(default=0)
+    sessions_abandoned = models.BigIntegerField(default=0)
+    sessions_expired = models.BigIntegerField(default=0)
+    queries = models.BigIntegerField(default=0)
+    cache_hits = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    messages = models.BigIntegerField(default=0)
+    tool_calls = models.BigIntegerField(default=0)
     total_duration_seconds = models.FloatField(default=0)
     avg_duration_seconds = models.FloatField(default=0)
     p50_duration_seconds = models.FloatField(default=0)
     p95_duration_seconds = models.FloatField(default=0)
+    p99_duration_seconds = models.FloatField(default=0)
     avg_queries_per_session = models.FloatField(default=0)
-    tokens_in = models.BigIntegerField(default=0)
-    tokens_out = models.BigIntegerField(default=0)
-    cost = models.DecimalField(max_digits=16, decimal_places=6, default=0)
+    tokens_in = models.DecimalField(max_digits=ROLLUP_TOKEN_DIGITS, decimal_places=0, default=0)
+    tokens_out = models.DecimalField(max_digits=ROLLUP_TOKEN_DIGITS, decimal_places=0, default=0)
+    cost = models.DecimalField(max_digits=ROLLUP_COST_DIGITS, decimal_places=6, default=0)
+    # Log-scale histogram of duration_seconds (see histogram.py): merged in SQL, it gives real
+    # percentiles over any range. Trimmed array with an explicit lower bound; NULL when empty.
+    duration_hist = ArrayField(models.IntegerField(), null=True, blank=True)
     top_assets = models.JSONField(default=dict, blank=True)  # {asset: sessions}
     query_type_counts = models.JSONField(default=dict, blank=True)  # {query_type: queries}
     tag_counts = models.JSONField(default=dict, blank=True)  # {tag: sessions}

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from sessions_app.domain import new_session_id
 from sessions_app.models import EventKind, Session, SessionEvent
+from sessions_app.rollups import fold_sessions
 
 BATCH_SIZE = 2000
 
@@ -55,6 +56,15 @@ def _tool_event(spec: dict[str, Any]) -> dict[str, Any]:
         "cost": Decimal(str(spec.get("cost", 0))),
         "error": spec.get("error", ""),
     }
+
+
+def _query_type_counts(queries: list[SessionEvent]) -> dict[str, int]:
+    """{query_type: queries}, as the archiver stores it ("other" for a blank type)."""
+    counts: dict[str, int] = {}
+    for event in queries:
+        name = event.query_type or "other"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def build_archived_session(
@@ -99,6 +109,7 @@ def build_archived_session(
         "tokens_in": sum(e.tokens_in for e in tools),
         "tokens_out": sum(e.tokens_out for e in tools),
         "cost": sum((e.cost for e in tools), Decimal(0)),
+        "query_type_counts": _query_type_counts(queries_),
     }
     values = {
         "user_id": "user-1",
@@ -119,8 +130,12 @@ def build_archived_session(
     return Session(id=session_id, **values), events
 
 
-def archived_sessions(specs: Iterable[dict[str, Any]]) -> list[Session]:
-    """Save many archived sessions (each spec: build_archived_session's arguments) in bulk."""
+def archived_sessions(specs: Iterable[dict[str, Any]], *, fold: bool = True) -> list[Session]:
+    """Save many archived sessions (each spec: build_archived_session's arguments) in bulk.
+
+    Like the archiver, they are folded into the daily rollups at once; `fold=False` leaves the
+    rollups alone (rows that only a recompute would find).
+    """
     sessions: list[Session] = []
     events: list[SessionEvent] = []
     for spec in specs:
@@ -129,6 +144,8 @@ def archived_sessions(specs: Iterable[dict[str, Any]]) -> list[Session]:
         events.extend(session_events)
     Session.objects.bulk_create(sessions, batch_size=BATCH_SIZE)
     SessionEvent.objects.bulk_create(events, batch_size=BATCH_SIZE)
+    if fold:
+        fold_sessions([session.id for session in sessions])
     return sessions
 
 

@@ -84,7 +84,7 @@ def test_every_model_page_loads_for_a_superuser(superuser_client):
         messages=[("user", "<img src=x onerror=alert(1)>")],
     )
     event = SessionEvent.objects.filter(session=session).first()
-    DailyMetric.objects.create(day=timezone.now().date(), session_type="equity")
+    DailyMetric.objects.get_or_create(day=timezone.now().date(), session_type="equity")
     run = JobRun.objects.create(job="cleanup_expired_sessions", started_at=timezone.now())
     key, _ = apikeys.create_api_key("ci", ["read"])
     sync_periodic_tasks()

@@ -8,7 +8,7 @@ from datetime import datetime, time, timedelta
 import pytest
 from django.utils import timezone
 
-from sessions_app import analytics
+from sessions_app import analytics, histogram
 from sessions_app.exceptions import InvalidInput
 from sessions_app.metrics import compute_daily_metrics
 from sessions_app.models import Session
@@ -21,6 +21,11 @@ pytestmark = pytest.mark.django_db
 def redis_down():
     with redis_unavailable():
         yield
+
+
+def approx_hist(durations, q) -> float:
+    """The q-quantile the rollups' histograms give for these durations, rounded as stats are."""
+    return round(histogram.quantile(histogram.build(durations), q), 2)
 
 
 def local(day, hour, minute=0) -> datetime:
@@ -120,11 +125,12 @@ def test_stats_combine_rollups_raw_today_and_live(history):
     assert stats["expiry_rate"] == 0.2
     assert stats["avg_duration_seconds"] == 300  # (100 + 500 + 300 + 200 + 400) / 5
     assert stats["avg_queries_per_session"] == 1.4
-    # Day-weighted: d1 equity p50 300 (x2 sessions), d1 crypto 300, d2 200, today 400.
-    assert stats["duration_p50_seconds"] == 300
-    # d1 equity p95 = 100 + 0.95 * 400 = 480: (480 * 2 + 300 + 200 + 400) / 5
-    assert stats["duration_p95_seconds"] == 372
-    assert stats["percentiles"] == "day-weighted"
+    # Real percentiles of the five durations, read from the merged histograms.
+    durations = [100, 500, 300, 200, 400]
+    assert stats["duration_p50_seconds"] == approx_hist(durations, 0.5)
+    assert stats["duration_p50_seconds"] == pytest.approx(300, rel=histogram.RELATIVE_ERROR)
+    assert stats["duration_p95_seconds"] == approx_hist(durations, 0.95)
+    assert stats["percentiles"] == "histogram"
     assert (stats["tokens_in"], stats["tokens_out"], stats["total_tokens"]) == (100, 50, 150)
     assert stats["total_cost"] == 0.5
     assert stats["top_assets"] == [
@@ -234,8 +240,10 @@ def test_chart_series_per_day(history, days):
         "technical": [0, 0, 0, 1, 0],
     }
     assert series["cache_hit_rate"] == [None, None, 50.0, 0.0, 50.0]
-    assert series["duration_p50"] == [None, None, 300.0, 200.0, 400.0]
-    assert series["duration_p95"] == [None, None, 420.0, 200.0, 400.0]  # (480 * 2 + 300) / 3
+    one = [round(approx_hist([d], 0.5), 1) for d in (200, 400)]
+    d1 = [100, 500, 300]
+    assert series["duration_p50"] == [None, None, round(approx_hist(d1, 0.5), 1), *one]
+    assert series["duration_p95"] == [None, None, round(approx_hist(d1, 0.95), 1), *one]
 
 
 def test_overview_is_stats_and_series_in_one_statement(history, django_assert_max_num_queries):
@@ -256,8 +264,8 @@ def test_days_without_rollups_are_read_raw(days):
     )
     stats, series = analytics.get_overview(days=3)
     assert stats["archived_sessions"] == 2
-    assert stats["percentiles"] == "exact"
-    assert stats["duration_p50_seconds"] == 200
+    assert stats["percentiles"] == "histogram"
+    assert stats["duration_p50_seconds"] == approx_hist([100, 300], 0.5)
     assert series["sessions_by_type"] == {"equity": [1, 0, 0], "macro": [0, 1, 0]}
 
 
@@ -276,8 +284,8 @@ def test_export_csv_and_json(history, days):
     assert equity["sessions_completed"] == "2"
     assert equity["queries"] == "3"
     assert float(equity["avg_duration_seconds"]) == 300
-    assert float(equity["p50_duration_seconds"]) == 300
-    assert float(equity["p95_duration_seconds"]) == 480
+    assert float(equity["p50_duration_seconds"]) == approx_hist([100, 500], 0.5)
+    assert float(equity["p95_duration_seconds"]) == approx_hist([100, 500], 0.95)
     assert float(equity["cost"]) == 0.5
 
     data = json.loads(analytics.export_session_metrics("json", session_type="equity", days=7))

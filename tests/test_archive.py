@@ -181,6 +181,7 @@ def test_idle_sessions_become_abandoned_per_type_timeout(store):
         "ended": 0,
         "missing": 0,
         "failed": 0,
+        "deleted": 0,
         "batches": 1,
     }
     row = Session.objects.get()

@@ -60,6 +60,7 @@ def test_quick_run_writes_well_formed_results_and_cleans_up(tmp_path):
         "update_context",
         "get_session",
         "get_session",
+        "full",  # full archived timeline
         "list_user_sessions",
         *["create_session,"] * 2,
         *["add_query"] * 2,

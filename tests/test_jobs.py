@@ -177,7 +177,7 @@ def test_retention_task_deletes_past_retention():
         ]
     )
     result = tasks.delete_old_archived_sessions.apply().get()
-    assert result["counts"] == {"sessions": 1, "events": 1, "batches": 1}
+    assert result["counts"] == {"sessions": 1, "events": 1, "batches": 1, "tombstones": 0}
     assert Session.objects.count() == 1
     assert JobRun.objects.get(job=jobs.RETENTION).outcome == "success"
 

@@ -7,6 +7,7 @@ from sessions_app.admin.operations import (
     ApiKeyAdmin,
     DailyMetricAdmin,
     JobRunAdmin,
+    QuarantinedSessionAdmin,
     RetentionPolicyAdmin,
 )
 from sessions_app.admin.sessions import SessionAdmin, SessionEventAdmin
@@ -14,6 +15,7 @@ from sessions_app.models import (
     ApiKey,
     DailyMetric,
     JobRun,
+    QuarantinedSession,
     RetentionPolicy,
     Session,
     SessionEvent,
@@ -29,3 +31,4 @@ admin.site.register(ApiKey, ApiKeyAdmin)
 admin.site.site_header = "FIML Sessions administration"
 admin.site.site_title = "FIML Sessions administration"
 admin.site.index_title = "Sessions, retention and schedules"
+admin.site.register(QuarantinedSession, QuarantinedSessionAdmin)

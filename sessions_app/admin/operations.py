@@ -166,3 +166,31 @@ class ApiKeyAdmin(admin.ModelAdmin):
             apikeys.revoke(key)
             logger.info("API key %s (%s) revoked by %s", key.prefix, key.name, request.user)
         self.message_user(request, f"Revoked {len(keys)} API key(s).", messages.SUCCESS)
+
+
+class QuarantinedSessionAdmin(admin.ModelAdmin):
+    """Sessions the archiver could not write: read-only, with the database's error."""
+
+    list_display = ("session_id", "user_id", "session_type", "quarantined_at", "attempts", "why")
+    list_filter = ("session_type",)
+    search_fields = ("session_id", "user_id")
+    ordering = ("-quarantined_at",)
+    readonly_fields = [
+        "session_id",
+        "user_id",
+        "session_type",
+        "quarantined_at",
+        "attempts",
+        "error",
+        "snapshot",
+    ]
+
+    @admin.display(description="error")
+    def why(self, obj) -> str:
+        return obj.error[:160]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -23,7 +23,16 @@ from datetime import datetime
 from functools import lru_cache
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
+from django.db.models import F
 from django.utils import timezone
 
 from sessions_app import validation
@@ -34,8 +43,11 @@ from sessions_app.archive.retention import (
     delete_old_archived_sessions,
     retention_cutoffs,
 )
+from sessions_app.archive.tombstones import lock_for_archive
+from sessions_app.models import QuarantinedSession
 from sessions_app.policies import all_effective_policies
 from sessions_app.redis_client import get_redis, key
+from sessions_app.rollups import fold_sessions
 from sessions_app.store import keys as store_keys
 
 __all__ = [
@@ -126,10 +138,18 @@ def _copy_text(value: str) -> str:
     )
 
 
-def _write(snapshots: list, archived_at: datetime, clean=None) -> None:
-    """Upsert the sessions and their events in one transaction (committed on return)."""
+def _write(snapshots: list, archived_at: datetime, clean=None) -> set[str]:
+    """Upsert the sessions and their events in one transaction (committed on return).
+
+    Sessions deleted meanwhile (a tombstone) are skipped; returns their ids.
+    """
     with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
         raw = cursor.cursor  # psycopg's own cursor, for COPY
+        deleted = lock_for_archive(raw, [snapshot[0] for snapshot in snapshots])
+        if deleted:
+            snapshots = [snapshot for snapshot in snapshots if snapshot[0] not in deleted]
+            if not snapshots:
+                return deleted
         raw.execute(sql.STAGE_DDL)
         with raw.copy(sql.COPY_SESSIONS) as copy:
             for session_id, meta, _, ctx, ir in snapshots:
@@ -149,8 +169,11 @@ def _write(snapshots: list, archived_at: datetime, clean=None) -> None:
                             for seq, body in enumerate(events)
                         )
                     )
-        raw.execute(sql.UPSERT_SESSIONS, [archived_at])
-        raw.execute(sql.INSERT_EVENTS)
+        raw.execute(sql.ARCHIVE_BATCH, {"archived_at": archived_at})
+        inserted = [row[0] for row in raw.fetchall()]
+        # Same transaction: the rollups count a session exactly when it commits.
+        fold_sessions(inserted, cursor=raw)
+    return deleted
 
 
 def _forget(client, snapshots: list) -> None:
@@ -179,33 +202,76 @@ def _is_outage(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError | InterfaceError)
 
 
-def _archive_snapshots(client, snapshots: list, archived_at: datetime) -> tuple[list, list]:
-    """Write then forget; returns (archived, failed) snapshots. Raises if Postgres is down."""
+def _write_isolating(snapshots: list, archived_at: datetime) -> tuple[list, list, set[str]]:
+    """Write a batch; when bad data fails it, bisect to isolate the failing sessions.
+
+    Returns (written snapshots, [(snapshot, database error)], ids skipped for a tombstone).
+    One bad session among n costs about 2 * log2(n) smaller writes, not n single ones.
+    Raises if Postgres is down.
+    """
     try:
-        _write(snapshots, archived_at)
-        archived, failed = snapshots, []
-    except DatabaseError as exc:
-        if _is_outage(exc):
-            raise
-        # Bad data in one session must not block the batch: retry one by one, then cleaned.
-        logger.warning("archive batch failed (%s); retrying session by session", exc)
-        archived, failed = [], []
-        for snapshot in snapshots:
-            try:
-                try:
-                    _write([snapshot], archived_at)
-                except DatabaseError as first:
-                    if _is_outage(first):
-                        raise
-                    _write([snapshot], archived_at, clean=_sanitize)
-                archived.append(snapshot)
-            except DatabaseError as second:
-                if _is_outage(second):
-                    raise
-                logger.error("cannot archive session %s: %s", snapshot[0], second)
-                failed.append(snapshot)
-    _forget(client, archived)
-    return archived, failed
+        deleted = _write(snapshots, archived_at)
+        return [s for s in snapshots if s[0] not in deleted], [], deleted
+    except (DataError, IntegrityError) as exc:
+        # Only data the database refuses is isolated; any other error (outage, a bug in our
+        # SQL) propagates and the batch stays in Redis for a later run.
+        if len(snapshots) > 1:
+            middle = len(snapshots) // 2
+            w1, f1, d1 = _write_isolating(snapshots[:middle], archived_at)
+            w2, f2, d2 = _write_isolating(snapshots[middle:], archived_at)
+            return w1 + w2, f1 + f2, d1 | d2
+        error = exc
+    try:  # one session: a NUL escape that jsonb refuses is the one flaw we can clean
+        deleted = _write(snapshots, archived_at, clean=_sanitize)
+        return [s for s in snapshots if s[0] not in deleted], [], deleted
+    except (DataError, IntegrityError):
+        logger.error("cannot archive session %s: %s (quarantined)", snapshots[0][0], error)
+        return [], [(snapshots[0], f"{type(error).__name__}: {error}")], set()
+
+
+def _quarantine(failures: list, now: datetime) -> None:
+    """Keep sessions that cannot be archived, with their snapshot and the database's error."""
+    for (session_id, meta, events, ctx, ir), error in failures:
+        snapshot = json.dumps(
+            {
+                "meta": dict(zip(scripts.META_FIELDS, meta, strict=True)),
+                "events": events,
+                "context": dict(zip(ctx[::2], ctx[1::2], strict=True)),
+                "results": dict(zip(ir[::2], ir[1::2], strict=True)),
+            }
+        )  # ensure_ascii: a NUL stays an escape, which a text column takes
+        record, created = QuarantinedSession.objects.get_or_create(
+            session_id=session_id,
+            defaults={
+                "user_id": (meta[scripts.USER_ID] or "")[:128],
+                "session_type": (meta[scripts.SESSION_TYPE] or "")[:16],
+                "snapshot": snapshot,
+                "error": error.replace("\x00", "")[:4000],
+                "quarantined_at": now,
+            },
+        )
+        if not created:
+            QuarantinedSession.objects.filter(pk=record.pk).update(
+                snapshot=snapshot,
+                error=error.replace("\x00", "")[:4000],
+                quarantined_at=now,
+                attempts=F("attempts") + 1,
+            )
+
+
+def _archive_snapshots(client, snapshots: list, archived_at: datetime) -> tuple[list, list]:
+    """Write then forget; returns (archived, quarantined) snapshots. Raises if Postgres is down.
+
+    A session that cannot be written goes to the quarantine table and leaves Redis: it is
+    neither retried forever nor lost when its keys expire. One deleted meanwhile is dropped.
+    """
+    written, failures, deleted = _write_isolating(snapshots, archived_at)
+    if failures:
+        _quarantine(failures, archived_at)
+    gone = written + [failure[0] for failure in failures]
+    gone += [snapshot for snapshot in snapshots if snapshot[0] in deleted]
+    _forget(client, gone)
+    return written, [failure[0] for failure in failures]
 
 
 # ---- public services ------------------------------------------------------------------------
@@ -288,7 +354,8 @@ def archive_due_sessions(now: float | datetime | None = None, batch_size: int = 
     """Archive every due (expired or ended) and idle session; returns what it did.
 
     Counts: archived, expired, abandoned, ended (of those archived), missing (index entries
-    whose keys were already gone), failed (left in Redis for a later run), batches.
+    whose keys were already gone), failed (could not be written: moved to the quarantine
+    table; the job run then reports failure), deleted (deleted while being archived), batches.
     """
     if batch_size < 1:
         raise ValueError("batch_size: must be at least 1")
@@ -296,7 +363,8 @@ def archive_due_sessions(now: float | datetime | None = None, batch_size: int = 
     client = get_redis()
     cutoffs = _idle_cutoffs(now)
     counts = dict.fromkeys(
-        ("archived", "expired", "abandoned", "ended", "missing", "failed", "batches"), 0
+        ("archived", "expired", "abandoned", "ended", "missing", "failed", "deleted", "batches"),
+        0,
     )
     # One helper thread claims and snapshots batch N+1 in Redis while this thread writes batch
     # N to Postgres; it never touches the database, so the write stays on this connection.
@@ -323,7 +391,8 @@ def archive_due_sessions(now: float | datetime | None = None, batch_size: int = 
                 client.zadd(key("idx", "due"), dict.fromkeys(held, now))
                 raise
             counts["archived"] += len(archived)
-            counts["failed"] += len(failed)
+            counts["failed"] += len(failed)  # quarantined: QuarantinedSession rows
+            counts["deleted"] += len(batch.snapshots) - len(archived) - len(failed)
             for snapshot in archived:
                 counts[batch.outcomes[snapshot[0]]] += 1
     if counts["archived"] or counts["missing"]:

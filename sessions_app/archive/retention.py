@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from sessions_app.policies import all_effective_policies
+from sessions_app.rollups import unfold_sessions
 
 logger = logging.getLogger(__name__)
 
@@ -20,22 +21,34 @@ DELETE_BATCH_SIZE = 5000
 
 
 def delete_archived_sessions(session_ids: Iterable, batch_size: int = DELETE_BATCH_SIZE) -> int:
-    """Delete these archived sessions and their events in batches; the number of sessions."""
+    """Delete these archived sessions and their events in batches, and take them out of the
+    daily rollups; the number of sessions."""
     ids = [str(session_id) for session_id in session_ids]
     deleted = 0
     for start in range(0, len(ids), batch_size):
-        sessions, _ = _delete_batch(ids[start : start + batch_size])
+        sessions, _ = _delete_batch(ids[start : start + batch_size], unfold=True)
         deleted += sessions
     return deleted
 
 
-def _delete_batch(ids: list) -> tuple[int, int]:
-    """Delete one batch (events first, then sessions) in its own short transaction."""
+def delete_rows(cursor, ids: list) -> tuple[int, int]:
+    """Delete these sessions' events, then the sessions, in the caller's transaction."""
+    cursor.execute("DELETE FROM sessions_app_sessionevent WHERE session_id = ANY(%s)", [ids])
+    events = cursor.rowcount
+    cursor.execute("DELETE FROM sessions_app_session WHERE id = ANY(%s)", [ids])
+    return cursor.rowcount, events
+
+
+def _delete_batch(ids: list, unfold: bool = False) -> tuple[int, int]:
+    """Delete one batch (events first, then sessions) in its own short transaction.
+
+    `unfold`: also take the sessions out of the daily rollups (a delete on request); retention
+    leaves rollups alone, they outlive raw rows.
+    """
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("DELETE FROM sessions_app_sessionevent WHERE session_id = ANY(%s)", [ids])
-        events = cursor.rowcount
-        cursor.execute("DELETE FROM sessions_app_session WHERE id = ANY(%s)", [ids])
-        return cursor.rowcount, events
+        if unfold:
+            unfold_sessions(ids, cursor=cursor)
+        return delete_rows(cursor, ids)
 
 
 def retention_cutoffs(now: datetime | None = None) -> dict[str, datetime]:
@@ -83,6 +96,9 @@ def delete_old_archived_sessions(
             counts["batches"] += 1
         if len(rows) < batch_size:
             break
+    from sessions_app.archive.tombstones import prune_tombstones
+
+    counts["tombstones"] = prune_tombstones(now)
     if counts["sessions"]:
         logger.info("deleted archived sessions past retention: %s", counts)
     return counts

@@ -1,4 +1,10 @@
-"""SQL of the archiver: stage a batch with COPY, then upsert sessions and insert events."""
+"""SQL of the archiver: stage a batch with COPY, then insert events and upsert sessions.
+
+ARCHIVE_BATCH is one statement: the events are inserted first (the foreign key is checked at
+commit), their query types counted into the session's `query_type_counts`, the sessions upserted,
+and the ids it *inserted* returned, which the caller folds into the daily rollups. A re-run after
+a crash inserts no event and updates its sessions, so nothing is counted twice.
+"""
 
 from sessions_app.archive.scripts import META_FIELDS
 
@@ -19,12 +25,13 @@ COPY_SESSIONS = (
     )
 )
 UPSERT_SESSIONS = """
-INSERT INTO sessions_app_session (
+INSERT INTO sessions_app_session AS existing (
     id, archived_at, user_id, session_type, status, assets, tags, purpose, source, device, ip,
     created_at, last_activity_at, expires_at, ended_at, duration_seconds, context,
     intermediate_results, preferences, metadata, query_count, cache_hits, error_count,
-    message_count, tool_call_count, total_execution_ms, tokens_in, tokens_out, cost)
-SELECT id, %s, COALESCE(user_id, ''), session_type, status,
+    message_count, tool_call_count, total_execution_ms, tokens_in, tokens_out, cost,
+    query_type_counts)
+SELECT id, %(archived_at)s, COALESCE(user_id, ''), session_type, status,
     ARRAY(SELECT jsonb_array_elements_text(COALESCE(NULLIF(assets, ''), '[]')::jsonb)),
     ARRAY(SELECT jsonb_array_elements_text(COALESCE(NULLIF(tags, ''), '[]')::jsonb)),
     COALESCE(purpose, ''), COALESCE(source, ''), COALESCE(device, ''), NULLIF(ip, '')::inet,
@@ -41,12 +48,14 @@ SELECT id, %s, COALESCE(user_id, ''), session_type, status,
     COALESCE(NULLIF(total_execution_ms, ''), '0')::float8,
     COALESCE(NULLIF(tokens_in, ''), '0')::numeric::bigint,
     COALESCE(NULLIF(tokens_out, ''), '0')::numeric::bigint,
-    COALESCE(NULLIF(cost, ''), '0')::numeric
+    COALESCE(NULLIF(cost, ''), '0')::numeric,
+    COALESCE(qt.counts, '{}'::jsonb)
 FROM (
     SELECT *, created_at::float8 AS created, NULLIF(last_activity_at, '')::float8 AS last_activity,
         NULLIF(ended_at, '')::float8 AS ended
     FROM archive_stage_session
 ) AS staged
+LEFT JOIN qt ON qt.session_id = staged.id
 ON CONFLICT (id) DO UPDATE SET
     user_id = EXCLUDED.user_id, session_type = EXCLUDED.session_type,
     status = EXCLUDED.status, assets = EXCLUDED.assets, tags = EXCLUDED.tags,
@@ -62,7 +71,8 @@ ON CONFLICT (id) DO UPDATE SET
     total_execution_ms = EXCLUDED.total_execution_ms, tokens_in = EXCLUDED.tokens_in,
     tokens_out = EXCLUDED.tokens_out, cost = EXCLUDED.cost,
     -- A re-run after a crash keeps the first archive time.
-    archived_at = COALESCE(sessions_app_session.archived_at, EXCLUDED.archived_at)
+    archived_at = COALESCE(existing.archived_at, EXCLUDED.archived_at)
+RETURNING id, (xmax = 0) AS inserted
 """
 # The timeline's JSON is parsed by Postgres, once per event (json_to_record), not by Python:
 # the archiver's hot loop stays thin.
@@ -84,4 +94,18 @@ FROM archive_stage_event AS s,
         content text, tool_name text, invocation_id text, duration_ms float8, tokens_in int,
         tokens_out int, cost numeric)
 ON CONFLICT (session_id, seq) DO NOTHING
+RETURNING session_id, kind, query_type
 """
+ARCHIVE_BATCH = f"""
+WITH ev AS ({INSERT_EVENTS}),
+qt AS (
+    SELECT session_id, jsonb_object_agg(item, n) AS counts
+    FROM (
+        SELECT session_id, COALESCE(NULLIF(query_type, ''), 'other') AS item, count(*) AS n
+        FROM ev WHERE kind = 'query' GROUP BY 1, 2
+    ) per_type
+    GROUP BY session_id
+),
+up AS ({UPSERT_SESSIONS})
+SELECT id FROM up WHERE inserted
+"""  # noqa: S608 - from constants

@@ -23,7 +23,8 @@ from django.urls import NoReverseMatch, reverse
 
 from sessions_app.benchmark.core import Row, RunContext, SectionResult, Unavailable, time_calls
 
-TARGET_PAGE_P95_MS = 150.0
+# Issue 15: every page under 100 ms p95 at 1M archived sessions, in the running state.
+TARGET_PAGE_P95_MS = 100.0
 BASE_DIR = Path(settings.BASE_DIR)
 
 
@@ -45,12 +46,13 @@ def ensure_archived_sessions(ctx: RunContext, result: SectionResult) -> int:
         sessions=missing,
         until=time.time(),
         seed=int(ctx.run_id, 16) + 2,
-        user_prefix=ctx.user_prefix,
+        # --keep-data: rows outside the run's prefix, so the cleanup leaves them for the next run.
+        user_prefix="" if ctx.config.keep_data else ctx.user_prefix,
     )
     workers = 1 if ctx.config.quick else default_workers(missing)
     written = write_archived(plan, workers=workers, progress=not ctx.config.quick)
     analyze_tables()
-    ctx.topped_up = True
+    ctx.topped_up = not ctx.config.keep_data
     result.setup.update(
         generated_sessions=written["sessions"],
         generated_events=written["events"],

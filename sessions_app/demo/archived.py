@@ -21,7 +21,7 @@ SESSION_COLUMNS = (
     "ip", "created_at", "last_activity_at", "expires_at", "ended_at", "archived_at",
     "duration_seconds", "context", "intermediate_results", "preferences", "metadata",
     "query_count", "cache_hits", "error_count", "message_count", "tool_call_count",
-    "total_execution_ms", "tokens_in", "tokens_out", "cost",
+    "total_execution_ms", "tokens_in", "tokens_out", "cost", "query_type_counts",
 )  # fmt: skip
 EVENT_COLUMNS = (
     "session_id", "seq", "occurred_at", "kind", "query_type", "parameters", "result_summary",
@@ -225,7 +225,7 @@ def _session(rng, plan, session_type, status, created, user, ttl_hours, out_sess
     for seq, (offset, rest) in enumerate(pieces):
         out_events.append(f"{prefix}{seq}\t{ts(created + offset)}\t{rest}\n")
 
-    q, hits, errors, messages, tools, exec_tenths, tok_in, tok_out, micro_usd = counters
+    q, hits, errors, messages, tools, exec_tenths, tok_in, tok_out, micro_usd, qtypes = counters
     tags = rng.sample(cat.TAGS[session_type], rng.choices((0, 1, 2, 3), (25, 40, 25, 10))[0])
     source, device, ip = content.client(rng, session_type)
     out_sessions.append(
@@ -260,6 +260,8 @@ def _session(rng, plan, session_type, status, created, user, ttl_hours, out_sess
                 str(tok_in),
                 str(tok_out),
                 f"{micro_usd // 1_000_000}.{micro_usd % 1_000_000:06d}",
+                # {query_type: queries}, as the archiver stores it; names need no escaping.
+                "{" + ", ".join(f'"{name}": {n}' for name, n in qtypes.items()) + "}",
             )
         )
         + "\n"
@@ -299,6 +301,7 @@ def _analysis_events(rng, session_type, assets, n_events, error_rate):
     t = rng.uniform(0.5, 8)
     q = hits = errors = messages = exec_tenths = 0
     role = "user"
+    qtypes: dict[str, int] = {}
     lognorm, random_ = rng.lognormvariate, rng.random
     b = assets[1] if len(assets) > 1 else content.benchmark(assets[0])
     for i in range(n_events):
@@ -313,11 +316,12 @@ def _analysis_events(rng, session_type, assets, n_events, error_rate):
             )
             pieces.append((t, text))
             q += 1
+            qtypes[query_types[i]] = qtypes.get(query_types[i], 0) + 1
             hits += hit
             errors += error
             exec_tenths += tenths
         t += min(lognorm(2.9, 1.0), 1800.0)
-    return pieces, (q, hits, errors, messages, 0, exec_tenths, 0, 0, 0)
+    return pieces, (q, hits, errors, messages, 0, exec_tenths, 0, 0, 0, qtypes)
 
 
 def _agent_events(rng, assets, n_events, error_rate):
@@ -325,6 +329,7 @@ def _agent_events(rng, assets, n_events, error_rate):
     pieces = []
     t = rng.uniform(0.5, 5)
     q = hits = errors = messages = tools = exec_tenths = tok_in = tok_out = micro = 0
+    qtypes: dict[str, int] = {}
     b = assets[1] if len(assets) > 1 else content.benchmark(assets[0])
     while len(pieces) < n_events:
         prompt = rng.choice(content.message_variants_copy(assets[0], b, "user"))
@@ -357,6 +362,7 @@ def _agent_events(rng, assets, n_events, error_rate):
                 text, tenths, hit, _ = _query_piece(rng, rng.choice(assets), query_type, 0)
                 pieces.append((t, text))
                 q += 1
+                qtypes[query_type] = qtypes.get(query_type, 0) + 1
                 hits += hit
                 exec_tenths += tenths
                 t += 0.05
@@ -369,14 +375,19 @@ def _agent_events(rng, assets, n_events, error_rate):
         pieces.append((t, _message_piece("assistant", reply)))
         messages += 1
         t += min(rng.lognormvariate(3.6, 0.8), 1800.0)  # the user reads, then asks again
-    return pieces, (q, hits, errors, messages, tools, exec_tenths, tok_in, tok_out, micro)
+    return pieces, (q, hits, errors, messages, tools, exec_tenths, tok_in, tok_out, micro, qtypes)
 
 
 def write_chunk(raw_connection, chunk: Chunk) -> None:
-    """COPY one chunk's sessions, then its events, on a psycopg connection."""
+    """COPY one chunk's sessions, then its events, on a psycopg connection; then fold them
+    into the daily rollups in the same transaction, as the archiver does."""
+    from sessions_app.rollups import fold_sessions
+
     with raw_connection.cursor() as cursor:
         with cursor.copy(SESSION_COPY) as copy:
             copy.write(chunk.session_text)
         if chunk.event_text:
             with cursor.copy(EVENT_COPY) as copy:
                 copy.write(chunk.event_text)
+        ids = [line.split("\t", 1)[0] for line in chunk.session_text.splitlines()]
+        fold_sessions(ids, cursor=cursor)

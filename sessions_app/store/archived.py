@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from asgiref.sync import sync_to_async
 from django.db.models import Q
 
+from sessions_app.archive import timeline as archived_timeline
 from sessions_app.domain import (
     AnalysisHistory,
     AnalysisSession,
@@ -103,10 +105,7 @@ def get(session_id: str, recent_events: int, recent_queries: int) -> AnalysisSes
     row = ArchivedSession.objects.filter(id=session_id).first()
     if row is None:
         return None
-    recent = []
-    if recent_events > 0:
-        rows = _events(session_id).order_by("-seq")[:recent_events]
-        recent = [event_from_row(event) for event in reversed(rows)]
+    recent = archived_timeline.read_last(session_id, recent_events)
     queries = [event_from_row(e) for e in reversed(_queries(session_id)[:recent_queries])]
     return _session(row, recent, queries)
 
@@ -123,8 +122,7 @@ def timeline(session_id: str, offset: int, limit: int) -> tuple[list, int] | Non
     )
     if row is None:
         return None
-    rows = _events(session_id).filter(seq__gte=offset, seq__lt=offset + limit).order_by("seq")
-    return [event_from_row(event) for event in rows], sum(row.values())
+    return archived_timeline.read_page(session_id, offset, limit), sum(row.values())
 
 
 def _user_query(user_id: str, limit: int, max_score: float | None, after_id: str):
@@ -160,10 +158,11 @@ def filtered_summaries(user_id, status_, tags, limit) -> list[SessionSummary]:
 
 
 def delete(session_id: str) -> int:
-    """Delete one archived session and its events; 1 if it existed."""
-    from sessions_app.archive.retention import delete_archived_sessions
+    """Tombstone the session (a racing archive then skips it) and delete its archived rows;
+    1 if they existed."""
+    from sessions_app.archive.tombstones import delete_archived_session
 
-    return delete_archived_sessions([session_id])
+    return int(delete_archived_session(session_id))
 
 
 def delete_created_before(cutoff: datetime) -> int:
@@ -224,10 +223,9 @@ async def afiltered_summaries(user_id, status_, tags, limit) -> list[SessionSumm
 
 
 async def adelete(session_id: str) -> int:
-    # Events first, by the (session, seq) index; no Python-level cascade.
-    await ArchivedEvent.objects.filter(session_id=session_id).adelete()
-    deleted, _ = await ArchivedSession.objects.filter(id=session_id).adelete()
-    return deleted
+    # The tombstone, its advisory lock and the rollup unfold run in one transaction, which the
+    # async ORM cannot hold: one thread hop for this rare call.
+    return await sync_to_async(delete)(session_id)
 
 
 async def adelete_created_before(cutoff: datetime) -> int:

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 from django_celery_beat.models import PeriodicTask
 
 from sessions_app import health, jobs, schedules
-from sessions_app.models import JobRun, RetentionPolicy, SessionType
+from sessions_app.models import JobRun, QuarantinedSession, RetentionPolicy, SessionType
 from sessions_app.policies import all_effective_policies
 from sessions_app.views.common import RUN_JOBS, dashboard_view, wants_partial
 
@@ -142,6 +142,17 @@ def _jobs_context(request, watch: str = "", since: str = "") -> dict:
     }
 
 
+QUARANTINE_SHOWN = 10
+
+
+def quarantine_summary() -> dict:
+    """The sessions the archiver could not write: how many, and the latest few with the error."""
+    rows = QuarantinedSession.objects.only(
+        "session_id", "user_id", "session_type", "error", "quarantined_at", "attempts"
+    )
+    return {"count": rows.count(), "latest": list(rows[:QUARANTINE_SHOWN])}
+
+
 @dashboard_view()
 def operations(request):
     """Jobs, schedules and policies; the health panel loads lazily (a worker ping takes ~1 s).
@@ -149,7 +160,11 @@ def operations(request):
     context = _jobs_context(request)
     if wants_partial(request):
         return render(request, "partials/operations_jobs.html", {**context, "is_partial": True})
-    context.update(policies=policy_rows(), policy_fields=RetentionPolicy.POLICY_FIELDS)
+    context.update(
+        policies=policy_rows(),
+        policy_fields=RetentionPolicy.POLICY_FIELDS,
+        quarantine=quarantine_summary(),
+    )
     return render(request, "dashboard/operations.html", context)
 
 

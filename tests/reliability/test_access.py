@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from fimlsessions.celery import app as celery_app
 from sessions_app import apikeys, urls
-from sessions_app.models import ApiKey, DailyMetric, JobRun
+from sessions_app.models import ApiKey, DailyMetric, JobRun, QuarantinedSession
 from sessions_app.policies import ensure_global_policy
 from sessions_app.store import get_session_store
 from tests.factories import archived_session
@@ -70,6 +70,7 @@ ADMIN_RA_VIEW = {
 ADMIN_RA_ADD = {"sessions_app.retentionpolicy"}
 STANDARD_ADMIN_PAGES = ("_changelist", "_add", "_history", "_delete", "_change")
 ADMIN_NO_ADD = {
+    "sessions_app.quarantinedsession",
     "sessions_app.session",
     "sessions_app.sessionevent",
     "sessions_app.dailymetric",
@@ -160,8 +161,11 @@ def admin_objects():
         "sessions_app.session": session,
         "sessions_app.sessionevent": session.events.first(),
         "sessions_app.retentionpolicy": ensure_global_policy(),
-        "sessions_app.dailymetric": DailyMetric.objects.create(
+        "sessions_app.dailymetric": DailyMetric.objects.get_or_create(
             day=timezone.localdate(), session_type="equity"
+        )[0],
+        "sessions_app.quarantinedsession": QuarantinedSession.objects.create(
+            session_id="q1", snapshot="{}", error="DataError", quarantined_at=timezone.now()
         ),
         "sessions_app.jobrun": JobRun.objects.create(
             job="cleanup_expired_sessions", started_at=timezone.now()

@@ -51,7 +51,11 @@ class Command(BaseCommand):
             help="first delete ALL archived sessions, events and daily metrics, and live sessions",
         )
         parser.add_argument("--workers", type=_positive, default=None, help="writer processes")
-        parser.add_argument("--no-metrics", action="store_true", help="skip daily metrics")
+        parser.add_argument(
+            "--no-metrics",
+            action="store_true",
+            help="skip recomputing daily metrics (written rows are folded into them anyway)",
+        )
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args, **options):
