@@ -118,6 +118,7 @@ def test_openapi_document_lists_every_operation(client):
         "end_session",
         "session_stats",
         "user_summary",
+        "ingest",
     }
     create_body = schema["components"]["schemas"]["SessionCreateIn"]["properties"]
     assert create_body["assets"]["maxItems"] == 50

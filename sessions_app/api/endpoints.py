@@ -4,6 +4,7 @@ Read operations need a key with the `read` scope, writes one with `write`. Every
 shape in `errors.py`.
 """
 
+import functools
 from uuid import UUID
 
 from ninja import Header, NinjaAPI, Query, Status
@@ -11,6 +12,7 @@ from ninja import Header, NinjaAPI, Query, Status
 from sessions_app import validation as v
 from sessions_app.api import errors
 from sessions_app.api.auth import READ, WRITE
+from sessions_app.api.ingest import IngestIn, apply_batch
 from sessions_app.api.schemas import (
     EndIn,
     EntryIn,
@@ -19,6 +21,7 @@ from sessions_app.api.schemas import (
     EventCreatedOut,
     ExtendIn,
     ExtendOut,
+    IngestOut,
     MessageIn,
     QueryIn,
     SessionCreateIn,
@@ -68,6 +71,26 @@ api = _Api(
 )
 errors.install(api)
 
+
+def _strict_query(run):
+    """Wrap an operation's run: a query parameter it does not declare is a 400 naming it."""
+    operation = run.__self__
+    query_models = [m for m in operation.models if m.__ninja_param_source__ == "query"]
+    allowed = frozenset(
+        info.alias or name for model in query_models for name, info in model.model_fields.items()
+    ) | frozenset(
+        name for model in query_models for name in getattr(model, "__ninja_flatten_map__", {})
+    )
+
+    @functools.wraps(run)
+    def checked(request, *args, **kwargs):
+        return errors.unknown_query_parameters(request, allowed) or run(request, *args, **kwargs)
+
+    return checked
+
+
+api.add_decorator(_strict_query, mode="view")
+
 # Errors each kind of operation can answer with (documented so clients and schemathesis know).
 _READ_ERRORS = {
     400: ErrorOut,
@@ -103,9 +126,10 @@ def create_session(
     ),
 ):
     """Start a live session. Send `Idempotency-Key` so a retried request cannot create two."""
-    session = get_session_store().create_session(
-        **payload.model_dump(), idempotency_key=idempotency_key
-    )
+    fields = payload.model_dump()
+    if fields["session_id"] is None:  # the store generates one
+        del fields["session_id"]
+    session = get_session_store().create_session(**fields, idempotency_key=idempotency_key)
     return Status(201, session_out(session))
 
 
@@ -302,3 +326,22 @@ def user_summary(
     from sessions_app.analytics import get_user_session_summary
 
     return get_user_session_summary(user_id, days)
+
+
+@api.post(
+    "/ingest",
+    auth=WRITE,
+    response={200: IngestOut, **_WRITE_ERRORS},
+    tags=["tracking"],
+    summary="Apply a batch of writes",
+)
+def ingest(request, payload: IngestIn):
+    """Writes across any sessions (at most `maxItems` of them), each answered on its own.
+
+    Each operation is `{"op", "session_id", "event_id", <the fields of its single route>}`
+    with `op` one of create, query, message, tool_call, context, result, metadata, counters,
+    end. An event id is applied once: resending it answers `duplicate`, so retrying a batch
+    is safe. A bad operation gets `error` with field and reason; the others still apply.
+    A 503 means the batch stopped part way: retry it whole with the same event ids.
+    """
+    return apply_batch(payload.operations)

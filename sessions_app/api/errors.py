@@ -111,13 +111,62 @@ def _field_from_loc(loc) -> str | None:
     return ".".join(parts) or None
 
 
+def pydantic_error(first: dict, field: str | None) -> tuple[int, str, str]:
+    """(status, code, reason) of one pydantic error: unknown fields are 400, the rest 422."""
+    kind = first.get("type")
+    if kind == "extra_forbidden":
+        return 400, "unknown_field", "is not a field of this request"
+    if kind == "missing":
+        return 422, "invalid_input", "is required"
+    return 422, "invalid_input", first.get("msg", "is invalid")
+
+
+def first_error(errors: list[dict]) -> dict:
+    """The error to report: an unknown field first (400), else the first one."""
+    unknown = [error for error in errors if error.get("type") == "extra_forbidden"]
+    return (unknown or errors or [{}])[0]
+
+
 def _validation_error(request, exc: ValidationError):
-    first = exc.errors[0] if exc.errors else {}
+    first = first_error(exc.errors)
     field = _field_from_loc(first.get("loc", ()))
-    reason = first.get("msg", "is invalid")
-    if first.get("type") == "missing":
-        reason = "is required"
-    return error_response(422, "invalid_input", reason, field)
+    status, code, reason = pydantic_error(first, field)
+    return error_response(status, code, reason, field)
+
+
+def unknown_query_parameters(request, allowed: frozenset[str]) -> JsonResponse | None:
+    """400 naming the first query parameter the operation does not know, else None."""
+    unknown = sorted(name for name in request.GET if name not in allowed)
+    if not unknown:
+        return None
+    known = ", ".join(sorted(allowed)) or "none"
+    return error_response(
+        400,
+        "unknown_parameter",
+        f"is not a query parameter of this route (known: {known})",
+        unknown[0],
+    )
+
+
+def describe(exc: Exception) -> tuple[int, str, str, str | None] | None:
+    """(status, code, reason, field) of a store error a single item can fail with, else None."""
+    if isinstance(exc, InvalidInput):
+        return 422, exc.code, exc.reason, exc.field
+    if isinstance(exc, SessionNotFound):
+        return 404, exc.code, str(exc), "session_id"
+    if isinstance(exc, (SessionNotActive, QueryLimitExceeded)):
+        return 409, exc.code, str(exc), "session_id"
+    conflict = _conflict_class()
+    if conflict is not None and isinstance(exc, conflict):
+        return 409, getattr(exc, "code", "session_exists"), str(exc), "session_id"
+    return None
+
+
+def _conflict_class():
+    # SessionAlreadyExists arrives with caller-chosen session ids (the store's seed API).
+    from sessions_app import exceptions
+
+    return getattr(exceptions, "SessionAlreadyExists", None)
 
 
 def _http_error(request, exc: HttpError):
@@ -162,6 +211,10 @@ def _not_active(request, exc: SessionNotActive):
 
 def _query_limit(request, exc: QueryLimitExceeded):
     return error_response(409, exc.code, str(exc), "session_id")
+
+
+def _conflict(request, exc: Exception):
+    return error_response(409, getattr(exc, "code", "session_exists"), str(exc), "session_id")
 
 
 def _invalid_input(request, exc: InvalidInput):
@@ -219,5 +272,8 @@ def install(api) -> None:
         RateLimited: _rate_limited,
         Exception: _unexpected,
     }
+    conflict = _conflict_class()
+    if conflict is not None:
+        handlers[conflict] = _conflict
     for exc_class, handler in handlers.items():
         api.add_exception_handler(exc_class, handler)

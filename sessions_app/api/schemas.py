@@ -14,17 +14,15 @@ SessionTypeName = Literal[tuple(SessionType.values)]
 EndStatus = Literal[tuple(str(status) for status in END_STATUSES)]
 Role = Literal[tuple(MessageRole.values)]
 
-# Bounds beyond which numbers stop meaning anything (and would overflow Redis float counters).
-MAX_MS = 1e9  # about 11.6 days
-MAX_COST = 1e6
-MAX_TOKENS = 2**31 - 1
+# The store's limits (sessions_app.validation), stated in the schemas so clients see them.
+MAX_MS = v.MAX_DURATION_MS
+MAX_COST = v.MAX_COST
+MAX_TOKENS = getattr(v, "MAX_TOKENS", 2**31 - 1)
 MAX_TTL_HOURS = 24 * 365  # the policy's max TTL (usually 168) is checked by the store
 
 Asset = Annotated[
     str,
-    StringConstraints(
-        min_length=1, max_length=v.MAX_ASSET_LENGTH, pattern=r"^[A-Za-z0-9][A-Za-z0-9.\-_/^=:]*$"
-    ),
+    StringConstraints(min_length=1, max_length=v.MAX_ASSET_LENGTH, pattern=v.ASSET_RE.pattern),
 ]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=v.MAX_TAG_LENGTH, pattern=r"\S")]
 JsonObject = dict[str, Any]
@@ -40,7 +38,7 @@ class StrictIn(BaseModel):
     Not ninja's Schema: that one reads attributes off any value, so it would accept a list.
     """
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, extra="forbid")
 
 
 class ErrorDetail(Schema):
@@ -57,7 +55,16 @@ class ErrorOut(Schema):
     error: ErrorDetail
 
 
-class SessionCreateIn(StrictIn):
+# Caller-chosen session ids (the seed's `session_id="user-123"`); UUIDs are ids too.
+MAX_SESSION_ID_LENGTH = getattr(v, "MAX_SESSION_ID_LENGTH", v.MAX_NAME_LENGTH)
+SESSION_ID_PATTERN = getattr(v, "SESSION_ID_PATTERN", r"^[\x21-\x7e]+$")
+SessionIdText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_SESSION_ID_LENGTH, pattern=SESSION_ID_PATTERN),
+]
+
+
+class SessionCreateFields(StrictIn):
     session_type: SessionTypeName = Field(examples=["equity"])
     user_id: str = Field("", max_length=v.MAX_USER_ID_LENGTH, examples=["analyst-42"])
     assets: list[Asset] = Field(default_factory=list, max_length=v.MAX_ASSETS, examples=[["AAPL"]])
@@ -76,6 +83,38 @@ class SessionCreateIn(StrictIn):
     ip: str | None = Field(None, max_length=45, description="Client IP address.")
     preferences: JsonObject = Field(default_factory=dict, description="JSON object, <= 32 KiB.")
     metadata: JsonObject = Field(default_factory=dict, description="JSON object, <= 32 KiB.")
+
+
+class SessionCreateIn(SessionCreateFields):
+    session_id: SessionIdText | None = Field(
+        None,
+        description="Caller-chosen id (409 if a session already has it); generated when absent.",
+        examples=["user-123-web"],
+    )
+
+
+class SessionMetadataIn(StrictIn):
+    """What `PATCH /sessions/{id}` changes; fields left out stay as they are."""
+
+    purpose: str | None = Field(None, max_length=v.MAX_PURPOSE_LENGTH, examples=["Q3 review"])
+    tags: list[Tag] | None = Field(None, max_length=v.MAX_TAGS, examples=[["earnings"]])
+    metadata: JsonObject | None = Field(
+        None, description="Custom metadata, merged key by key; <= 32 KiB.", examples=[{"k": 1}]
+    )
+
+
+class SessionCountersIn(StrictIn):
+    """AIECS request counters: one request, its processing time, whether it failed."""
+
+    increment_requests: bool = Field(True, description="Count one request.")
+    add_processing_time: float = Field(
+        0.0,
+        ge=0,
+        le=v.MAX_DURATION_MS / 1000,
+        description="Seconds of processing to add.",
+        examples=[1.5],
+    )
+    mark_error: bool = Field(False, description="Count one error.")
 
 
 class TimelineEventOut(Schema):
@@ -326,3 +365,25 @@ def session_out(session, *, detail: bool = False) -> dict[str, Any]:
         data["intermediate_results"] = session.state.intermediate_results
         data["recent_events"] = session.recent_events
     return data
+
+
+class IngestErrorOut(Schema):
+    code: str
+    field: str | None
+    reason: str
+
+
+class IngestItemOut(Schema):
+    index: int = Field(description="Position of the operation in the request.")
+    event_id: str | None
+    status: Literal["accepted", "duplicate", "error"]
+    seq: int | None = Field(None, description="Timeline position of a new event.")
+    session_id: str | None = Field(None, description="Id of a created session.")
+    error: IngestErrorOut | None = None
+
+
+class IngestOut(Schema):
+    items: list[IngestItemOut]
+    accepted: int
+    duplicate: int
+    error: int
