@@ -7,6 +7,7 @@ shape in `errors.py`.
 import functools
 from uuid import UUID
 
+from django.http import HttpResponse
 from ninja import Header, NinjaAPI, Query, Status
 
 from sessions_app import validation as v
@@ -345,3 +346,27 @@ def ingest(request, payload: IngestIn):
     A 503 means the batch stopped part way: retry it whole with the same event ids.
     """
     return apply_batch(payload.operations)
+
+
+@api.post(
+    "/otel/v1/traces",
+    auth=WRITE,
+    response={200: None, **_WRITE_ERRORS},
+    tags=["tracking"],
+    summary="OTLP/HTTP trace export",
+    # The body is OTLP (protobuf or JSON) as the OpenTelemetry spec defines it, not ours.
+    include_in_schema=False,
+)
+def otlp_traces(request):
+    """Record spans sent by an OpenTelemetry SDK (OTEL_EXPORTER_OTLP_ENDPOINT=.../api/v1/otel)."""
+    from sessions_app import otel
+
+    content_type = request.content_type or ""
+    try:
+        export = otel.decode(
+            request.body, content_type, request.headers.get("Content-Encoding", "")
+        )
+    except otel.OtlpError as exc:
+        return errors.error_response(exc.status, "invalid_otlp", exc.reason, "body")
+    result = otel.ingest(export)
+    return HttpResponse(otel.encode_response(result, content_type), content_type=content_type)
