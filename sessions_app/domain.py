@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+
+import uuid_utils
+
+
+def new_session_id() -> str:
+    """A generated session id: a UUIDv7 string, so ids sort by creation time."""
+    return str(uuid_utils.uuid7())
 
 
 @dataclass
@@ -73,7 +79,7 @@ class SessionState:
 class AnalysisSession:
     """A session, live (from Redis) or archived (from Postgres)."""
 
-    id: uuid.UUID
+    id: str
     user_id: str
     session_type: str
     status: str
@@ -114,7 +120,7 @@ class AnalysisSession:
 class SessionSummary:
     """A row in a session list."""
 
-    id: uuid.UUID
+    id: str
     user_id: str
     session_type: str
     status: str

@@ -7,11 +7,12 @@ session's history length. The key layout is in docs/ARCHITECTURE.md.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import functools
 import json
+import math
 import time
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -30,6 +31,7 @@ from sessions_app.domain import (
     SessionState,
     SessionSummary,
     TimelineEvent,
+    new_session_id,
 )
 from sessions_app.exceptions import (
     InvalidInput,
@@ -331,16 +333,16 @@ def _cursor_encode(created_at: float, session_id: str) -> str:
 def _cursor_decode(cursor: str) -> tuple[float, str]:
     try:
         score, session_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return float(score), str(uuid.UUID(session_id))
-    except (ValueError, UnicodeDecodeError):
+        value = float(score)
+        # A crafted nan/inf/1e30 would reach Redis and Postgres as a bogus bound.
+        if not (math.isfinite(value) and 0 <= value < 1e11):
+            raise ValueError(score)
+        return value, validation.session_id(session_id, "cursor")
+    except (ValueError, UnicodeDecodeError, binascii.Error):
         raise InvalidInput("cursor", "is not a cursor this API returned") from None
 
 
-def _session_id(value: Any) -> str:
-    try:
-        return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
-    except ValueError:
-        raise InvalidInput("session_id", f"{str(value)[:60]!r} is not a UUID") from None
+_session_id = validation.session_id
 
 
 def _redis_errors(method):
@@ -455,7 +457,7 @@ class SessionStore:
             idempotency_key = validation.text(
                 "idempotency_key", idempotency_key, validation.MAX_NAME_LENGTH, required=True
             )
-        session_id = str(uuid.uuid4())
+        session_id = new_session_id()
         now = time.time()
         expires_at = now + ttl_hours * 3600
         redis_expire_ms = int((expires_at + settings.SESSION_REDIS_GRACE_HOURS * 3600) * 1000)
@@ -496,7 +498,7 @@ class SessionStore:
         created = _ts(hash_fields["created_at"])
         preferences = json.loads(fields["preferences"])
         return AnalysisSession(
-            id=uuid.UUID(session_id),
+            id=session_id,
             user_id=fields["user_id"],
             session_type=session_type,
             status=SessionStatus.ACTIVE.value,
@@ -765,7 +767,7 @@ class SessionStore:
             recent_events=recent,
         )
         return AnalysisSession(
-            id=uuid.UUID(meta["id"]),
+            id=meta["id"],
             user_id=meta.get("user_id", ""),
             session_type=meta["session_type"],
             status=meta["status"],
@@ -870,7 +872,7 @@ class SessionStore:
     def _summary(row: list[str]) -> SessionSummary:
         values = dict(zip(SUMMARY_FIELDS, row, strict=True))
         return SessionSummary(
-            id=uuid.UUID(values["id"]),
+            id=values["id"],
             user_id=values["user_id"] or "",
             session_type=values["session_type"],
             status=values["status"],

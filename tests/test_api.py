@@ -235,7 +235,7 @@ def test_create_session(api):
     )
     assert response.status_code == 201
     body = response.json()
-    assert uuid.UUID(body["id"])
+    assert uuid.UUID(body["id"]).version == 7  # generated ids are time-ordered
     assert body["status"] == "active" and body["is_live"] is True
     assert body["assets"] == ["BTC-USD", "ETH-USD"]
     assert body["session_type"] == "crypto"
@@ -348,7 +348,7 @@ def test_get_unknown_session_is_404(api):
 
 
 def test_get_with_a_bad_id_or_parameter_is_422(api):
-    assert_error(api.get("/sessions/not-a-uuid"), 422, "invalid_input", "session_id")
+    assert_error(api.get("/sessions/bad$id"), 422, "invalid_input", "session_id")
     sid = create(api)["id"]
     assert_error(api.get(f"/sessions/{sid}", recent_events=500), 422, field="recent_events")
 

@@ -191,7 +191,14 @@ def test_unknown_session_raises_not_found_for_every_write(store):
         with pytest.raises(SessionNotFound):
             call()
     with pytest.raises(InvalidInput) as excinfo:
-        store.get_session("not-a-uuid")
+        store.get_session("not a session id!")
+    assert excinfo.value.field == "session_id"
+
+
+@pytest.mark.parametrize("bad", ["", ".", "..", "a b", "a/b", "x" * 129, "é", 42, None])
+def test_session_ids_outside_the_rule_are_invalid_input(store, bad):
+    with pytest.raises(InvalidInput) as excinfo:
+        store.get_session(bad)
     assert excinfo.value.field == "session_id"
 
 

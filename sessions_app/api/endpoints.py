@@ -5,7 +5,6 @@ shape in `errors.py`.
 """
 
 import functools
-from uuid import UUID
 
 from django.http import HttpResponse
 from ninja import Header, NinjaAPI, Query, Status
@@ -27,6 +26,7 @@ from sessions_app.api.schemas import (
     QueryIn,
     SessionCreateIn,
     SessionDetailOut,
+    SessionId,
     SessionOut,
     SessionPageOut,
     SessionTypeName,
@@ -103,8 +103,6 @@ _READ_ERRORS = {
 }
 _SESSION_READ_ERRORS = {**_READ_ERRORS, 404: ErrorOut}
 _WRITE_ERRORS = {**_SESSION_READ_ERRORS, 409: ErrorOut, 413: ErrorOut}
-
-SessionId = UUID
 
 
 @api.post(

@@ -2,13 +2,15 @@
 
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
-from uuid import UUID
 
 from ninja import Field, Schema
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints
 
 from sessions_app import validation as v
 from sessions_app.models import END_STATUSES, MessageRole, SessionType
+
+# A session id (generated UUIDv7 or caller-chosen), by the one rule in validation.
+SessionId = Annotated[str, StringConstraints(pattern=rf"^{v.SESSION_ID_PATTERN}$")]
 
 SessionTypeName = Literal[tuple(SessionType.values)]
 EndStatus = Literal[tuple(str(status) for status in END_STATUSES)]
@@ -55,13 +57,8 @@ class ErrorOut(Schema):
     error: ErrorDetail
 
 
-# Caller-chosen session ids (the seed's `session_id="user-123"`); UUIDs are ids too.
-MAX_SESSION_ID_LENGTH = getattr(v, "MAX_SESSION_ID_LENGTH", v.MAX_NAME_LENGTH)
-SESSION_ID_PATTERN = getattr(v, "SESSION_ID_PATTERN", r"^[\x21-\x7e]+$")
-SessionIdText = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=MAX_SESSION_ID_LENGTH, pattern=SESSION_ID_PATTERN),
-]
+# Caller-chosen session ids (the seed's `session_id="user-123"`) follow the store's one rule.
+SessionIdText = SessionId
 
 
 class SessionCreateFields(StrictIn):
@@ -138,7 +135,7 @@ class TimelineEventOut(Schema):
 
 
 class SessionOut(Schema):
-    id: UUID
+    id: str
     user_id: str
     session_type: str
     status: str = Field(examples=["active"])
@@ -176,7 +173,7 @@ class SessionDetailOut(SessionOut):
 
 
 class SessionSummaryOut(Schema):
-    id: UUID
+    id: str
     user_id: str
     session_type: str
     status: str
@@ -237,7 +234,7 @@ class ToolCallIn(StrictIn):
 
 
 class EventCreatedOut(Schema):
-    session_id: UUID
+    session_id: str
     seq: int = Field(description="The new event's position in the timeline.")
 
 
@@ -249,7 +246,7 @@ class EntryIn(StrictIn):
 
 
 class EntryOut(Schema):
-    session_id: UUID
+    session_id: str
     key: str
 
 
@@ -258,7 +255,7 @@ class ExtendIn(StrictIn):
 
 
 class ExtendOut(Schema):
-    session_id: UUID
+    session_id: str
     expires_at: datetime
 
 

@@ -16,7 +16,6 @@ deletes. Postgres down: step 3 fails, Redis keeps the sessions, a later run retr
 import json
 import logging
 import time
-import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from sessions_app import validation
 from sessions_app.archive import scripts, sql
 from sessions_app.archive.retention import (
     DELETE_BATCH_SIZE,
@@ -216,7 +216,7 @@ def archive_session(session_id) -> bool:
 
     Raises DatabaseError when Postgres is unavailable; the session then stays in Redis, due.
     """
-    session_id = str(uuid.UUID(str(session_id)))
+    session_id = validation.session_id(session_id)
     client = get_redis()
     meta = key("s", session_id)
     status = _scripts(client)["freeze"](
