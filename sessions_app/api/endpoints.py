@@ -5,6 +5,7 @@ shape in `errors.py`.
 """
 
 import functools
+from datetime import datetime
 
 from django.http import HttpResponse
 from ninja import Header, NinjaAPI, Query, Status
@@ -12,7 +13,16 @@ from ninja import Header, NinjaAPI, Query, Status
 from sessions_app import validation as v
 from sessions_app.api import errors
 from sessions_app.api.auth import READ, WRITE
-from sessions_app.api.ingest import IngestIn, apply_batch
+from sessions_app.api.ingest import IngestIn, apply_batch, call_store
+from sessions_app.api.limits import (
+    CURSOR_MAX,
+    LIST_DEFAULT,
+    LIST_MAX,
+    RECENT_EVENTS_MAX,
+    TIMELINE_DEFAULT,
+    TIMELINE_MAX,
+    TIMELINE_OFFSET_MAX,
+)
 from sessions_app.api.schemas import (
     EndIn,
     EntryIn,
@@ -24,20 +34,25 @@ from sessions_app.api.schemas import (
     IngestOut,
     MessageIn,
     QueryIn,
+    SessionCountersIn,
     SessionCreateIn,
     SessionDetailOut,
     SessionId,
+    SessionMetadataIn,
     SessionOut,
     SessionPageOut,
+    SessionStatisticsOut,
     SessionTypeName,
     StatsOut,
+    StatusName,
+    Tag,
     TimelinePageOut,
     ToolCallIn,
     UserSummaryOut,
     session_out,
 )
 from sessions_app.domain import QueryRecord
-from sessions_app.exceptions import SessionNotFound
+from sessions_app.exceptions import SessionNotFound, StoreUnavailable
 from sessions_app.store import get_session_store
 
 DESCRIPTION = """
@@ -132,22 +147,69 @@ def create_session(
     return Status(201, session_out(session))
 
 
+def list_page(
+    *,
+    user_id: str | None = None,
+    status: str | None = None,
+    tags: list[str] | None = None,
+    session_type: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    include_archived: bool = False,
+    limit: int = LIST_DEFAULT,
+    cursor: str | None = None,
+):
+    """A page of sessions by the given filters (REST `GET /sessions` and MCP list-sessions)."""
+    filters = {
+        "user_id": user_id,
+        "status": status,
+        "tags": tags or None,
+        "session_type": session_type,
+        "created_after": created_after,
+        "created_before": created_before,
+    }
+    filters = {name: value for name, value in filters.items() if value is not None}
+    if set(filters) == {"user_id"} and not hasattr(get_session_store(), "list_sessions"):
+        return get_session_store().list_user_sessions(
+            user_id, include_archived=include_archived, limit=limit, cursor=cursor
+        )
+    return call_store(
+        "list_sessions", **filters, include_archived=include_archived, limit=limit, cursor=cursor
+    )
+
+
 @api.get(
     "/sessions",
     response={200: SessionPageOut, **_READ_ERRORS},
     tags=["sessions"],
-    summary="List a user's sessions",
+    summary="List sessions",
 )
 def list_sessions(
     request,
-    user_id: str = Query(..., min_length=1, max_length=v.MAX_USER_ID_LENGTH),
+    user_id: str | None = Query(None, min_length=1, max_length=v.MAX_USER_ID_LENGTH),
+    status: StatusName | None = Query(None, description="Only this status."),  # noqa: B008
+    tags: list[Tag] | None = Query(  # noqa: B008
+        None, max_length=v.MAX_TAGS, description="Only sessions carrying all of these tags."
+    ),
+    session_type: SessionTypeName | None = Query(None, description="Only this type."),  # noqa: B008
+    created_after: datetime | None = Query(None, description="Created at or after (ISO 8601)."),  # noqa: B008
+    created_before: datetime | None = Query(None, description="Created before (ISO 8601)."),  # noqa: B008
     include_archived: bool = Query(False, description="Also list ended and expired sessions."),
-    limit: int = Query(50, ge=1, le=200),
-    cursor: str | None = Query(None, max_length=200, description="`next_cursor` of a page."),
+    limit: int = Query(LIST_DEFAULT, ge=1, le=LIST_MAX),
+    cursor: str | None = Query(None, max_length=CURSOR_MAX, description="`next_cursor` of a page."),
 ):
-    """A user's sessions, newest first; follow `next_cursor` for more."""
-    page = get_session_store().list_user_sessions(
-        user_id, include_archived=include_archived, limit=limit, cursor=cursor or None
+    """Sessions newest first, live and (with `include_archived`) archived; follow
+    `next_cursor` for more."""
+    page = list_page(
+        user_id=user_id,
+        status=status,
+        tags=tags,
+        session_type=session_type,
+        created_after=created_after,
+        created_before=created_before,
+        include_archived=include_archived,
+        limit=limit,
+        cursor=cursor or None,
     )
     return {"items": page.items, "next_cursor": page.next_cursor}
 
@@ -161,13 +223,26 @@ def list_sessions(
 def get_session(
     request,
     session_id: SessionId,
-    recent_events: int = Query(20, ge=0, le=200, description="How many latest events to include."),
+    recent_events: int = Query(
+        20, ge=0, le=RECENT_EVENTS_MAX, description="How many latest events to include."
+    ),
 ):
     """A live or archived session with its state and latest events."""
-    session = get_session_store().get_session(session_id, recent_events=recent_events)
+    return session_out(read_session(session_id, recent_events), detail=True)
+
+
+def read_session(session_id: str, recent_events: int):
+    """The session, live or archived; archived ones are still read while Redis is down."""
+    store = get_session_store()
+    try:
+        session = store.get_session(session_id, recent_events=recent_events)
+    except StoreUnavailable:
+        session = store.get_archived_session(session_id, recent_events)
+        if session is None:  # it may be live: only Redis can say
+            raise
     if session is None:
         raise SessionNotFound(session_id)
-    return session_out(session, detail=True)
+    return session
 
 
 @api.get(
@@ -179,8 +254,8 @@ def get_session(
 def get_timeline(
     request,
     session_id: SessionId,
-    offset: int = Query(0, ge=0, le=10_000_000),
-    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=TIMELINE_OFFSET_MAX),
+    limit: int = Query(TIMELINE_DEFAULT, ge=1, le=TIMELINE_MAX),
 ):
     """Queries, messages and tool calls in order, `limit` at a time from `offset`."""
     events, total = get_session_store().get_timeline(session_id, offset=offset, limit=limit)
@@ -290,6 +365,50 @@ def end_session(request, session_id: SessionId, payload: EndIn):
     """End a live session as completed, failed or abandoned; it is archived right away."""
     session = get_session_store().end_session(session_id, status=payload.status)
     return session_out(session)
+
+
+@api.patch(
+    "/sessions/{session_id}",
+    auth=WRITE,
+    response={200: SessionOut, **_WRITE_ERRORS},
+    tags=["sessions"],
+    summary="Update purpose, tags or custom metadata",
+)
+def update_session_metadata(request, session_id: SessionId, payload: SessionMetadataIn):
+    """Change a live session's purpose, tags (replaced) or custom metadata (merged by key);
+    fields left out stay as they are."""
+    fields = payload.model_dump(exclude_none=True)
+    if "metadata" in fields:  # the store speaks the seed's name
+        fields["custom_metadata"] = fields.pop("metadata")
+    call_store("update_session_metadata", session_id, **fields)
+    return session_out(read_session(session_id, 0))
+
+
+@api.post(
+    "/sessions/{session_id}/requests",
+    auth=WRITE,
+    response={200: SessionOut, **_WRITE_ERRORS},
+    tags=["tracking"],
+    summary="Count a request (AIECS counters)",
+)
+def record_request(request, session_id: SessionId, payload: SessionCountersIn):
+    """Count a request, add its processing time in seconds and mark an error if it failed."""
+    call_store("update_session", session_id, **payload.model_dump())
+    return session_out(read_session(session_id, 0))
+
+
+@api.get(
+    "/sessions/{session_id}/statistics",
+    response={200: SessionStatisticsOut, **_SESSION_READ_ERRORS},
+    tags=["sessions"],
+    summary="One session's statistics",
+)
+def session_statistics(request, session_id: SessionId):
+    """Tools used, durations, tokens, cost, requests and errors of one session."""
+    stats = call_store("get_session_statistics", session_id)
+    if stats is None:
+        raise SessionNotFound(session_id)
+    return stats
 
 
 @api.get(

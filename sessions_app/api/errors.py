@@ -217,6 +217,11 @@ def _conflict(request, exc: Exception):
     return error_response(409, getattr(exc, "code", "session_exists"), str(exc), "session_id")
 
 
+def _unsupported(request, exc):
+    # The interface offers something the store this server runs cannot do (yet).
+    return error_response(422, "unsupported", str(exc), exc.argument)
+
+
 def _invalid_input(request, exc: InvalidInput):
     return error_response(422, exc.code, exc.reason, exc.field)
 
@@ -275,5 +280,8 @@ def install(api) -> None:
     conflict = _conflict_class()
     if conflict is not None:
         handlers[conflict] = _conflict
+    from sessions_app.api.ingest import Unsupported
+
+    handlers[Unsupported] = _unsupported
     for exc_class, handler in handlers.items():
         api.add_exception_handler(exc_class, handler)

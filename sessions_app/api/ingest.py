@@ -125,25 +125,40 @@ class IngestIn(StrictIn):
 
 
 @functools.cache
-def _takes_event_id(method_name: str) -> bool:
-    method = getattr(get_session_store(), method_name, None)
-    return method is not None and "event_id" in inspect.signature(method).parameters
-
-
-def _call(method_name: str, *args, event_id: str, **kwargs):
-    """Call a store method, passing the event id where the store takes one."""
+def _parameters(method_name: str) -> frozenset[str] | None:
+    """The keyword names a store method takes (None: it has no such method)."""
     method = getattr(get_session_store(), method_name, None)
     if method is None:
-        raise Unsupported(method_name)
-    if _takes_event_id(method_name):
-        kwargs["event_id"] = event_id
-    return method(*args, **kwargs)
+        return None
+    return frozenset(inspect.signature(method).parameters)
 
 
 class Unsupported(Exception):
-    def __init__(self, method_name: str):
+    """The store this server runs lacks a method or an argument an interface offers."""
+
+    def __init__(self, method_name: str, argument: str | None = None):
         self.method_name = method_name
-        super().__init__(f"this server's store has no {method_name}()")
+        self.argument = argument
+        what = f"{method_name}({argument}=...)" if argument else f"{method_name}()"
+        super().__init__(f"this server's store does not support {what}")
+
+
+def call_store(method_name: str, *args, **kwargs):
+    """Call a store method by name; Unsupported if the store lacks it or one of the kwargs."""
+    known = _parameters(method_name)
+    if known is None:
+        raise Unsupported(method_name)
+    for name in kwargs:
+        if name not in known:
+            raise Unsupported(method_name, name)
+    return getattr(get_session_store(), method_name)(*args, **kwargs)
+
+
+def _call(method_name: str, *args, event_id: str, **kwargs):
+    """call_store, passing the event id where the store takes one."""
+    if "event_id" in (_parameters(method_name) or ()):
+        kwargs["event_id"] = event_id
+    return call_store(method_name, *args, **kwargs)
 
 
 def _create(op: CreateOp):
@@ -180,7 +195,9 @@ def _result(op: ResultOp):
 
 
 def _metadata(op: MetadataOp):
-    fields = op.model_dump(exclude={"op", "event_id", "session_id"}, exclude_unset=True)
+    fields = op.model_dump(exclude={"op", "event_id", "session_id"}, exclude_none=True)
+    if "metadata" in fields:  # the seed's name
+        fields["custom_metadata"] = fields.pop("metadata")
     _call("update_session_metadata", op.session_id, event_id=op.event_id, **fields)
     return {}
 

@@ -7,7 +7,7 @@ from ninja import Field, Schema
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints
 
 from sessions_app import validation as v
-from sessions_app.models import END_STATUSES, MessageRole, SessionType
+from sessions_app.models import END_STATUSES, MessageRole, SessionStatus, SessionType
 
 # A session id (generated UUIDv7 or caller-chosen), by the one rule in validation.
 SessionId = Annotated[str, StringConstraints(pattern=rf"^{v.SESSION_ID_PATTERN}$")]
@@ -15,6 +15,7 @@ SessionId = Annotated[str, StringConstraints(pattern=rf"^{v.SESSION_ID_PATTERN}$
 SessionTypeName = Literal[tuple(SessionType.values)]
 EndStatus = Literal[tuple(str(status) for status in END_STATUSES)]
 Role = Literal[tuple(MessageRole.values)]
+StatusName = Literal[tuple(SessionStatus.values)]
 
 # The store's limits (sessions_app.validation), stated in the schemas so clients see them.
 MAX_MS = v.MAX_DURATION_MS
@@ -362,6 +363,14 @@ def session_out(session, *, detail: bool = False) -> dict[str, Any]:
         data["intermediate_results"] = session.state.intermediate_results
         data["recent_events"] = session.recent_events
     return data
+
+
+class SessionStatisticsOut(Schema):
+    """One session's statistics (the MCP manager's get_session_statistics)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    session_id: str
 
 
 class IngestErrorOut(Schema):
