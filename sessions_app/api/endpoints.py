@@ -143,7 +143,7 @@ def create_session(
     fields = payload.model_dump()
     if fields["session_id"] is None:  # the store generates one
         del fields["session_id"]
-    session = get_session_store().create_session(**fields, idempotency_key=idempotency_key)
+    session = call_store("create_session", **fields, idempotency_key=idempotency_key)
     return Status(201, session_out(session))
 
 

@@ -4,7 +4,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
-from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints, WithJsonSchema
 
 from sessions_app import validation as v
 from sessions_app.models import END_STATUSES, MessageRole, SessionStatus, SessionType
@@ -29,6 +29,19 @@ Asset = Annotated[
 ]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=v.MAX_TAG_LENGTH, pattern=r"\S")]
 JsonObject = dict[str, Any]
+# Parsed by the store (validation.ip_address); stated as the formats clients know.
+IpAddress = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "ipv4"},
+                {"type": "string", "format": "ipv6"},
+                {"type": "string", "maxLength": 0},
+            ]
+        }
+    ),
+]
 # JSON Schema counts 3.0 as an integer; strict pydantic would not.
 Count = Annotated[
     int, BeforeValidator(lambda x: int(x) if isinstance(x, float) and x.is_integer() else x)
@@ -78,7 +91,7 @@ class SessionCreateFields(StrictIn):
     purpose: str = Field("", max_length=v.MAX_PURPOSE_LENGTH, examples=["Q3 earnings review"])
     source: str = Field("", max_length=v.MAX_SHORT_TEXT, examples=["web"])
     device: str = Field("", max_length=v.MAX_SHORT_TEXT, examples=["desktop"])
-    ip: str | None = Field(None, max_length=45, description="Client IP address.")
+    ip: IpAddress | None = Field(None, description="Client IP address (IPv4 or IPv6).")
     preferences: JsonObject = Field(default_factory=dict, description="JSON object, <= 32 KiB.")
     metadata: JsonObject = Field(default_factory=dict, description="JSON object, <= 32 KiB.")
 
