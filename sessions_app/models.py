@@ -29,8 +29,13 @@ class SessionStatus(models.TextChoices):
     EXPIRED = "expired", "Expired"
 
 
-# Statuses a client may end a session with; `expired` is set by the archiver only.
-END_STATUSES = (SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.ABANDONED)
+# Statuses a client may end a session with (AIECS ends idle sessions as `expired` too).
+END_STATUSES = (
+    SessionStatus.COMPLETED,
+    SessionStatus.FAILED,
+    SessionStatus.ABANDONED,
+    SessionStatus.EXPIRED,
+)
 
 
 class EventKind(models.TextChoices):

@@ -41,7 +41,14 @@ def ensure_global_policy() -> RetentionPolicy:
 
 def _load() -> dict[str, EffectivePolicy]:
     rows = {row.session_type: row for row in RetentionPolicy.objects.all()}
-    base = rows.get("") or ensure_global_policy()
+    if "" not in rows:
+        rows[""] = ensure_global_policy()
+    return _build(rows)
+
+
+def _build(rows: dict[str, RetentionPolicy]) -> dict[str, EffectivePolicy]:
+    """Each type's policy: its own row's fields over the global row's."""
+    base = rows[""]
     base_values = {name: getattr(base, name) for name in RetentionPolicy.POLICY_FIELDS}
     result = {}
     for session_type in SessionType.values:
@@ -95,3 +102,24 @@ def clear_policy_cache() -> None:
 @receiver([post_save, post_delete], sender=RetentionPolicy)
 def _policy_changed(**kwargs):
     clear_policy_cache()
+
+
+async def aall_effective_policies() -> dict[str, EffectivePolicy]:
+    """all_effective_policies() for async code: a warm cache costs nothing, a cold one is
+    loaded through the async ORM (never SynchronousOnlyOperation in an event loop)."""
+    global _cache, _cache_loaded_at
+    if _cache and time.monotonic() - _cache_loaded_at <= CACHE_SECONDS:
+        return _cache
+    try:
+        rows = [row async for row in RetentionPolicy.objects.all()]
+        if not any(row.session_type == "" for row in rows):
+            global_row, _ = await RetentionPolicy.objects.aget_or_create(
+                session_type="", defaults=RetentionPolicy.global_defaults_from_settings()
+            )
+            rows.append(global_row)
+        _cache = _build({row.session_type: row for row in rows})
+    except DatabaseError as exc:
+        logger.warning("retention policies unavailable: %s", exc)
+        _cache = _cache or _defaults_from_settings()
+    _cache_loaded_at = time.monotonic()
+    return _cache

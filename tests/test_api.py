@@ -632,7 +632,7 @@ def test_end_session_archives_it(api):
 
 def test_end_rejects_bad_status_and_ending_twice(api):
     sid = create(api)["id"]
-    assert_error(api.post(f"/sessions/{sid}/end", {"status": "expired"}), 422, field="status")
+    assert_error(api.post(f"/sessions/{sid}/end", {"status": "paused"}), 422, field="status")
     assert api.get(f"/sessions/{sid}").json()["status"] == "active"
     assert api.post(f"/sessions/{sid}/end", {}).status_code == 200
     assert_error(api.post(f"/sessions/{sid}/end", {}), 409, "session_not_active")

@@ -537,7 +537,7 @@ def test_extend_end_archive_and_delete(admin_client):
 def test_end_with_a_bad_status_changes_nothing(admin_client):
     session = live_session()
     response = admin_client.post(
-        reverse("dashboard:session_end", args=[session.id]), {"status": "expired"}, follow=True
+        reverse("dashboard:session_end", args=[session.id]), {"status": "paused"}, follow=True
     )
     assert "Could not end the session" in response.content.decode()
     assert get_session_store().get_session(session.id).status == "active"

@@ -237,7 +237,7 @@ def test_bad_event_payloads_are_rejected_without_writing(store):
 def test_writes_after_end_are_rejected(store):
     session = store.create_session(assets=["AAPL"], session_type="equity")
     with pytest.raises(InvalidStatus):
-        store.end_session(session.id, status="expired")  # only the archiver expires sessions
+        store.end_session(session.id, status="paused")
     store.end_session(session.id, status="failed", archive=False)
     with pytest.raises(SessionNotActive) as excinfo:
         store.add_query(session.id, QueryRecord(query_type="price"))

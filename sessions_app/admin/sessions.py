@@ -20,12 +20,10 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
-from redis.exceptions import RedisError
 
 from sessions_app import archive, validation
-from sessions_app.exceptions import StoreError
+from sessions_app.exceptions import StoreError, StoreUnavailable
 from sessions_app.models import Session, SessionEvent
-from sessions_app.redis_client import key
 
 logger = logging.getLogger(__name__)
 
@@ -336,19 +334,16 @@ def archive_live_sessions(model_admin, request, ids) -> None:
 
 
 def _split_live(ids) -> tuple[list[str], list[str]]:
-    """(live ids, ids not in Redis), one pipelined EXISTS per id."""
-    pipe = _store().redis.pipeline(transaction=False)
-    for session_id in ids:
-        pipe.exists(key("s", str(session_id)))
-    flags = pipe.execute()
-    live = [i for i, flag in zip(ids, flags, strict=True) if flag]
-    return live, [i for i, flag in zip(ids, flags, strict=True) if not flag]
+    """(live ids, ids not in Redis), in one store call."""
+    flags = _store().live_flags([str(session_id) for session_id in ids])
+    live = [i for i in ids if flags[str(i)]]
+    return live, [i for i in ids if not flags[str(i)]]
 
 
 def extend_live_sessions(model_admin, request, ids, hours: float) -> None:
     try:
         live, gone = _split_live(ids)
-    except RedisError as exc:
+    except StoreUnavailable as exc:
         model_admin.message_user(request, f"Live store unavailable: {exc}", messages.ERROR)
         return
     if gone:

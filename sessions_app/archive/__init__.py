@@ -36,6 +36,7 @@ from sessions_app.archive.retention import (
 )
 from sessions_app.policies import all_effective_policies
 from sessions_app.redis_client import get_redis, key
+from sessions_app.store import keys as store_keys
 
 __all__ = [
     "CLAIM_LEASE_SECONDS",
@@ -162,8 +163,7 @@ def _forget(client, snapshots: list) -> None:
     for session_id, meta, _, _, _ in snapshots:
         by_user[meta[scripts.USER_ID] or ""].append(session_id)
         by_type[meta[scripts.SESSION_TYPE] or ""].append(session_id)
-        base = key("s", session_id)
-        doomed += [base, f"{base}:ev", f"{base}:ctx", f"{base}:ir"]
+        doomed += store_keys.session_keys(session_id)
     pipe = client.pipeline(transaction=True)
     pipe.unlink(*doomed)  # memory is freed off Redis' main thread
     pipe.zrem(key("idx", "due"), *ids)
