@@ -347,10 +347,10 @@ def _ensure_session(result: TraceResult, session_id: str, user_id: str, kind: st
     except ValidationError as exc:
         result.errors.append(f"session {session_id[:60]!r}: {exc.errors()[0]['msg']}")
         return False
-    item = apply_operation(0, operation)
+    item = apply_operation(0, operation, scope="otel")
     if item["status"] != "error":
         return True
-    if item["error"]["code"] in ("session_exists", "session_already_exists"):
+    if item["error"]["code"] in ("session_already_exists", "idempotency_key_reused"):
         session = store.get_session(session_id, recent_events=0)
         if session is not None and session.is_live:
             return True

@@ -67,7 +67,6 @@ def test_every_store_method_has_rest_and_mcp_or_a_reason():
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason="the store's seed-API methods are not merged yet")
 def test_documented_rows_name_real_methods():
     stale = set(documented()) - set(public_methods())
     assert not stale, f"rows for methods the store no longer has: {sorted(stale)}"

@@ -13,7 +13,7 @@ from ninja import Header, NinjaAPI, Query, Status
 from sessions_app import validation as v
 from sessions_app.api import errors
 from sessions_app.api.auth import READ, WRITE
-from sessions_app.api.ingest import IngestIn, apply_batch, call_store
+from sessions_app.api.ingest import IngestIn, Unsupported, apply_batch, call_store
 from sessions_app.api.limits import (
     CURSOR_MAX,
     LIST_DEFAULT,
@@ -51,7 +51,7 @@ from sessions_app.api.schemas import (
     UserSummaryOut,
     session_out,
 )
-from sessions_app.domain import QueryRecord
+from sessions_app.domain import QueryRecord, SessionPage
 from sessions_app.exceptions import SessionNotFound, StoreUnavailable
 from sessions_app.store import get_session_store
 
@@ -143,8 +143,18 @@ def create_session(
     fields = payload.model_dump()
     if fields["session_id"] is None:  # the store generates one
         del fields["session_id"]
-    session = call_store("create_session", **fields, idempotency_key=idempotency_key)
+    session = call_store(
+        "create_session",
+        **fields,
+        idempotency_key=idempotency_key,
+        idempotency_scope=idempotency_scope(request),
+    )
     return Status(201, session_out(session))
+
+
+def idempotency_scope(request) -> str:
+    """Idempotency keys (and batch creates' event ids) are per API key."""
+    return f"key:{request.auth.pk}" if getattr(request, "auth", None) is not None else ""
 
 
 def list_page(
@@ -159,23 +169,28 @@ def list_page(
     limit: int = LIST_DEFAULT,
     cursor: str | None = None,
 ):
-    """A page of sessions by the given filters (REST `GET /sessions` and MCP list-sessions)."""
-    filters = {
-        "user_id": user_id,
-        "status": status,
-        "tags": tags or None,
-        "session_type": session_type,
-        "created_after": created_after,
-        "created_before": created_before,
-    }
-    filters = {name: value for name, value in filters.items() if value is not None}
-    if set(filters) == {"user_id"} and not hasattr(get_session_store(), "list_sessions"):
-        return get_session_store().list_user_sessions(
+    """A page of sessions by the given filters (REST `GET /sessions` and MCP list-sessions):
+    a user's sessions page by cursor; status and tag filters go through the store's
+    `list_sessions` (live and archived), one page."""
+    # Filters the store cannot apply yet are refused by name rather than ignored.
+    for name, value in (
+        ("session_type", session_type),
+        ("created_after", created_after),
+        ("created_before", created_before),
+    ):
+        if value is not None:
+            raise Unsupported("list_sessions", name)
+    store = get_session_store()
+    if status is None and not tags and user_id is not None:
+        return store.list_user_sessions(
             user_id, include_archived=include_archived, limit=limit, cursor=cursor
         )
-    return call_store(
-        "list_sessions", **filters, include_archived=include_archived, limit=limit, cursor=cursor
-    )
+    if cursor is not None:
+        raise Unsupported("list_sessions", "cursor")
+    rows = store.list_sessions(user_id=user_id, status=status, tags=tags or None, limit=limit)
+    if not include_archived and status is None:
+        rows = [row for row in rows if row.is_live]
+    return SessionPage(items=list(rows), next_cursor=None)
 
 
 @api.get(
@@ -462,7 +477,7 @@ def ingest(request, payload: IngestIn):
     is safe. A bad operation gets `error` with field and reason; the others still apply.
     A 503 means the batch stopped part way: retry it whole with the same event ids.
     """
-    return apply_batch(payload.operations)
+    return apply_batch(payload.operations, scope=idempotency_scope(request))
 
 
 @api.post(

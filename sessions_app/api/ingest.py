@@ -31,6 +31,7 @@ from sessions_app.api.schemas import (
     ToolCallIn,
 )
 from sessions_app.domain import QueryRecord
+from sessions_app.exceptions import SessionNotActive
 from sessions_app.store import get_session_store
 
 MAX_OPERATIONS = 1000
@@ -161,40 +162,43 @@ def _call(method_name: str, *args, event_id: str, **kwargs):
     return call_store(method_name, *args, **kwargs)
 
 
-def _create(op: CreateOp):
+def _create(op: CreateOp, scope: str):
     fields = op.model_dump(exclude={"op", "event_id", "session_id"})
     if op.session_id is not None:
         fields["session_id"] = op.session_id
-    session = _call("create_session", event_id=op.event_id, **fields)
+    # The event id doubles as the idempotency key: a retried create returns the first session.
+    session = call_store(
+        "create_session", **fields, idempotency_key=op.event_id, idempotency_scope=scope
+    )
     return {"session_id": str(session.id)}
 
 
-def _query(op: QueryOp):
+def _query(op: QueryOp, scope: str):
     record = QueryRecord(**op.model_dump(exclude={"op", "event_id", "session_id"}))
     return {"seq": _call("add_query", op.session_id, record, event_id=op.event_id)}
 
 
-def _message(op: MessageOp):
+def _message(op: MessageOp, scope: str):
     fields = op.model_dump(exclude={"op", "event_id", "session_id"})
     return {"seq": _call("add_message", op.session_id, event_id=op.event_id, **fields)}
 
 
-def _tool_call(op: ToolCallOp):
+def _tool_call(op: ToolCallOp, scope: str):
     fields = op.model_dump(exclude={"op", "event_id", "session_id"})
     return {"seq": _call("record_tool_call", op.session_id, event_id=op.event_id, **fields)}
 
 
-def _context(op: ContextOp):
+def _context(op: ContextOp, scope: str):
     _call("update_context", op.session_id, op.key, op.value, event_id=op.event_id)
     return {}
 
 
-def _result(op: ResultOp):
+def _result(op: ResultOp, scope: str):
     _call("store_intermediate_result", op.session_id, op.key, op.value, event_id=op.event_id)
     return {}
 
 
-def _metadata(op: MetadataOp):
+def _metadata(op: MetadataOp, scope: str):
     fields = op.model_dump(exclude={"op", "event_id", "session_id"}, exclude_none=True)
     if "metadata" in fields:  # the seed's name
         fields["custom_metadata"] = fields.pop("metadata")
@@ -202,14 +206,19 @@ def _metadata(op: MetadataOp):
     return {}
 
 
-def _counters(op: CountersOp):
+def _counters(op: CountersOp, scope: str):
     fields = op.model_dump(exclude={"op", "event_id", "session_id"})
     _call("update_session", op.session_id, event_id=op.event_id, **fields)
     return {}
 
 
-def _end(op: EndOp):
-    _call("end_session", op.session_id, status=op.status, event_id=op.event_id)
+def _end(op: EndOp, scope: str):
+    try:
+        _call("end_session", op.session_id, status=op.status, event_id=op.event_id)
+    except SessionNotActive as exc:
+        if exc.status == op.status:  # a retried end: the session already ended this way
+            return {"duplicate": True}
+        raise
     return {}
 
 
@@ -257,10 +266,11 @@ def _validation_item(index: int, raw: Any, exc: PydanticValidationError) -> dict
     return _item_error(index, event_id if isinstance(event_id, str) else None, code, reason, field)
 
 
-def apply_operation(index: int, op) -> dict:
-    """Apply one validated operation; its result item (accepted, duplicate or error)."""
+def apply_operation(index: int, op, scope: str = "") -> dict:
+    """Apply one validated operation; its result item (accepted, duplicate or error).
+    `scope` keeps creates' idempotency per client (the API key)."""
     try:
-        extra = HANDLERS[op.op](op)
+        extra = HANDLERS[op.op](op, scope)
     except Unsupported as exc:
         return _item_error(index, op.event_id, "unsupported", str(exc), "op")
     except Exception as exc:
@@ -271,11 +281,15 @@ def apply_operation(index: int, op) -> dict:
             raise  # outages (503) and bugs stop the batch
         _, code, reason, field = described
         return _item_error(index, op.event_id, code, reason, field)
-    status = "duplicate" if extra.pop("duplicate", False) else "accepted"
+    # The store answers an event id it applied before with no new position.
+    duplicate = extra.pop("duplicate", False) or ("seq" in extra and extra["seq"] is None)
+    if duplicate:
+        extra.pop("seq", None)
+    status = "duplicate" if duplicate else "accepted"
     return {"index": index, "event_id": op.event_id, "status": status, **extra}
 
 
-def apply_batch(raw_operations: list[Any]) -> dict:
+def apply_batch(raw_operations: list[Any], scope: str = "") -> dict:
     """Validate and apply each operation in order; per-item results and totals."""
     results = []
     for index, raw in enumerate(raw_operations):
@@ -284,7 +298,7 @@ def apply_batch(raw_operations: list[Any]) -> dict:
         except PydanticValidationError as exc:
             results.append(_validation_item(index, raw, exc))
             continue
-        results.append(apply_operation(index, op))
+        results.append(apply_operation(index, op, scope))
     totals = {"accepted": 0, "duplicate": 0, "error": 0}
     for item in results:
         totals[item["status"]] += 1

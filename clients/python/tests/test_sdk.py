@@ -171,7 +171,6 @@ def test_flushed_at_exit(live_api, tmp_path):
         assert store.get_session(session.id).query_count == 7
 
 
-@pytest.mark.xfail(strict=True, reason="event-id dedup arrives with the store's seed API")
 def test_retry_after_a_lost_answer_records_each_event_once(live_api):
     server, key = live_api
     transport = CountingTransport(lose_first=True)
