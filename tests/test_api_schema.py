@@ -18,10 +18,11 @@ MAX_EXAMPLES = 15
 
 # Every built-in check runs, positive_data_acceptance included: a schema-valid request must not
 # get a 422. The exceptions are the rules JSON Schema cannot state, answered with these codes:
-# a TTL past the admin-edited policy's maximum or the session's age (`invalid_ttl`) and an
+# a TTL past the admin-edited policy's maximum or the session's age (`invalid_ttl`), an
+# Idempotency-Key an earlier generated request used with another body, and an
 # opaque cursor this API never issued (`cursor`). NUL characters are refused everywhere
 # (PostgreSQL cannot store them), so generation leaves them out.
-STATE_DEPENDENT_CODES = {"invalid_ttl"}
+STATE_DEPENDENT_CODES = {"invalid_ttl", "idempotency_key_reused"}
 OPAQUE_FIELDS = {"cursor"}
 # POST /ingest answers a malformed operation per item (200), by design: one bad item must not
 # sink the others, so a schema-invalid item is not a rejected request.

@@ -5,7 +5,6 @@ shape in `errors.py`.
 """
 
 import functools
-from datetime import datetime
 
 from django.http import HttpResponse
 from ninja import Header, NinjaAPI, Query, Status
@@ -162,9 +161,6 @@ def list_page(
     user_id: str | None = None,
     status: str | None = None,
     tags: list[str] | None = None,
-    session_type: str | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
     include_archived: bool = False,
     limit: int = LIST_DEFAULT,
     cursor: str | None = None,
@@ -172,14 +168,6 @@ def list_page(
     """A page of sessions by the given filters (REST `GET /sessions` and MCP list-sessions):
     a user's sessions page by cursor; status and tag filters go through the store's
     `list_sessions` (live and archived), one page."""
-    # Filters the store cannot apply yet are refused by name rather than ignored.
-    for name, value in (
-        ("session_type", session_type),
-        ("created_after", created_after),
-        ("created_before", created_before),
-    ):
-        if value is not None:
-            raise Unsupported("list_sessions", name)
     store = get_session_store()
     if status is None and not tags and user_id is not None:
         return store.list_user_sessions(
@@ -206,22 +194,16 @@ def list_sessions(
     tags: list[Tag] | None = Query(  # noqa: B008
         None, max_length=v.MAX_TAGS, description="Only sessions carrying all of these tags."
     ),
-    session_type: SessionTypeName | None = Query(None, description="Only this type."),  # noqa: B008
-    created_after: datetime | None = Query(None, description="Created at or after (ISO 8601)."),  # noqa: B008
-    created_before: datetime | None = Query(None, description="Created before (ISO 8601)."),  # noqa: B008
     include_archived: bool = Query(False, description="Also list ended and expired sessions."),
     limit: int = Query(LIST_DEFAULT, ge=1, le=LIST_MAX),
     cursor: str | None = Query(None, max_length=CURSOR_MAX, description="`next_cursor` of a page."),
 ):
-    """Sessions newest first, live and (with `include_archived`) archived; follow
-    `next_cursor` for more."""
+    """Sessions newest first: a user's (live, plus archived with `include_archived`, paged by
+    `next_cursor`), or by `status` and `tags` (all of them) over live and archived sessions."""
     page = list_page(
         user_id=user_id,
         status=status,
         tags=tags,
-        session_type=session_type,
-        created_after=created_after,
-        created_before=created_before,
         include_archived=include_archived,
         limit=limit,
         cursor=cursor or None,

@@ -87,7 +87,6 @@ class ListArgs(Args):
     tags: list[Tag] | None = Field(
         None, max_length=v.MAX_TAGS, description="Only sessions carrying all of these tags."
     )
-    session_type: SessionTypeName | None = Field(None, alias="sessionType")
     include_archived: bool = Field(False, alias="includeArchived")
     limit: int = Field(LIST_DEFAULT, ge=1, le=LIST_MAX)
     cursor: str | None = Field(
@@ -202,7 +201,6 @@ def _list(args: ListArgs) -> dict:
         user_id=args.user_id,
         status=args.status,
         tags=args.tags,
-        session_type=args.session_type,
         include_archived=args.include_archived,
         limit=args.limit,
         cursor=args.cursor or None,
@@ -341,7 +339,7 @@ TOOLS: dict[str, ToolSpec] = {
         ListArgs,
         _list,
         "read",
-        "Sessions newest first, by user, status, tags (all of them) and type; "
+        "Sessions newest first, by user, status and tags (all of them); "
         "includeArchived adds ended ones.",
         _READ,
     ),
