@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainValidator, TypeAdapter
@@ -18,6 +20,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from sessions_app import validation as v
 from sessions_app.api import errors
+from sessions_app.api.pipeline import run_plans
 from sessions_app.api.schemas import (
     EndIn,
     EntryIn,
@@ -155,74 +158,95 @@ def call_store(method_name: str, *args, **kwargs):
     return getattr(get_session_store(), method_name)(*args, **kwargs)
 
 
-def _call(method_name: str, *args, event_id: str, **kwargs):
-    """call_store, passing the event id where the store takes one."""
-    if "event_id" in (_parameters(method_name) or ()):
+@dataclass
+class Plan:
+    """One operation as a store call: method, arguments, and how its result reads."""
+
+    method: str
+    args: tuple
+    kwargs: dict[str, Any]
+    read: Callable[[Any], dict]
+
+
+def _seq(value) -> dict:
+    return {"seq": value}
+
+
+def _nothing(value) -> dict:
+    return {}
+
+
+def _plan(method: str, *args, event_id: str | None = None, read=_nothing, **kwargs) -> Plan:
+    """A Plan, passing the event id where the store takes one; Unsupported if it lacks the
+    method or an argument."""
+    known = _parameters(method)
+    if known is None:
+        raise Unsupported(method)
+    if event_id is not None and "event_id" in known:
         kwargs["event_id"] = event_id
-    return call_store(method_name, *args, **kwargs)
+    for name in kwargs:
+        if name not in known:
+            raise Unsupported(method, name)
+    return Plan(method, args, kwargs, read)
 
 
-def _create(op: CreateOp, scope: str):
-    fields = op.model_dump(exclude={"op", "event_id", "session_id"})
+def _fields(op) -> dict[str, Any]:
+    return op.model_dump(exclude={"op", "event_id", "session_id"})
+
+
+def _create(op: CreateOp, scope: str) -> Plan:
+    fields = _fields(op)
     if op.session_id is not None:
         fields["session_id"] = op.session_id
     # The event id doubles as the idempotency key: a retried create returns the first session.
-    session = call_store(
-        "create_session", **fields, idempotency_key=op.event_id, idempotency_scope=scope
+    return _plan(
+        "create_session",
+        **fields,
+        idempotency_key=op.event_id,
+        idempotency_scope=scope,
+        read=lambda session: {"session_id": str(session.id)},
     )
-    return {"session_id": str(session.id)}
 
 
-def _query(op: QueryOp, scope: str):
-    record = QueryRecord(**op.model_dump(exclude={"op", "event_id", "session_id"}))
-    return {"seq": _call("add_query", op.session_id, record, event_id=op.event_id)}
+def _query(op: QueryOp, scope: str) -> Plan:
+    record = QueryRecord(**_fields(op))
+    return _plan("add_query", op.session_id, record, event_id=op.event_id, read=_seq)
 
 
-def _message(op: MessageOp, scope: str):
-    fields = op.model_dump(exclude={"op", "event_id", "session_id"})
-    return {"seq": _call("add_message", op.session_id, event_id=op.event_id, **fields)}
+def _message(op: MessageOp, scope: str) -> Plan:
+    return _plan("add_message", op.session_id, event_id=op.event_id, read=_seq, **_fields(op))
 
 
-def _tool_call(op: ToolCallOp, scope: str):
-    fields = op.model_dump(exclude={"op", "event_id", "session_id"})
-    return {"seq": _call("record_tool_call", op.session_id, event_id=op.event_id, **fields)}
+def _tool_call(op: ToolCallOp, scope: str) -> Plan:
+    fields = _fields(op)
+    return _plan("record_tool_call", op.session_id, event_id=op.event_id, read=_seq, **fields)
 
 
-def _context(op: ContextOp, scope: str):
-    _call("update_context", op.session_id, op.key, op.value, event_id=op.event_id)
-    return {}
+def _context(op: ContextOp, scope: str) -> Plan:
+    return _plan("update_context", op.session_id, op.key, op.value, event_id=op.event_id)
 
 
-def _result(op: ResultOp, scope: str):
-    _call("store_intermediate_result", op.session_id, op.key, op.value, event_id=op.event_id)
-    return {}
+def _result(op: ResultOp, scope: str) -> Plan:
+    args = (op.session_id, op.key, op.value)
+    return _plan("store_intermediate_result", *args, event_id=op.event_id)
 
 
-def _metadata(op: MetadataOp, scope: str):
+def _metadata(op: MetadataOp, scope: str) -> Plan:
     fields = op.model_dump(exclude={"op", "event_id", "session_id"}, exclude_none=True)
     if "metadata" in fields:  # the seed's name
         fields["custom_metadata"] = fields.pop("metadata")
-    _call("update_session_metadata", op.session_id, event_id=op.event_id, **fields)
-    return {}
+    return _plan("update_session_metadata", op.session_id, event_id=op.event_id, **fields)
 
 
-def _counters(op: CountersOp, scope: str):
-    fields = op.model_dump(exclude={"op", "event_id", "session_id"})
-    _call("update_session", op.session_id, event_id=op.event_id, **fields)
-    return {}
+def _counters(op: CountersOp, scope: str) -> Plan:
+    return _plan("update_session", op.session_id, event_id=op.event_id, **_fields(op))
 
 
-def _end(op: EndOp, scope: str):
-    try:
-        _call("end_session", op.session_id, status=op.status, event_id=op.event_id)
-    except SessionNotActive as exc:
-        if exc.status == op.status:  # a retried end: the session already ended this way
-            return {"duplicate": True}
-        raise
-    return {}
+def _end(op: EndOp, scope: str) -> Plan:
+    return _plan("end_session", op.session_id, status=op.status, event_id=op.event_id)
 
 
-HANDLERS = {
+HANDLERS: dict[str, Callable[[Any, str], Plan]] = {
     "create": _create,
     "query": _query,
     "message": _message,
@@ -266,39 +290,64 @@ def _validation_item(index: int, raw: Any, exc: PydanticValidationError) -> dict
     return _item_error(index, event_id if isinstance(event_id, str) else None, code, reason, field)
 
 
-def apply_operation(index: int, op, scope: str = "") -> dict:
-    """Apply one validated operation; its result item (accepted, duplicate or error).
-    `scope` keeps creates' idempotency per client (the API key)."""
-    try:
-        extra = HANDLERS[op.op](op, scope)
-    except Unsupported as exc:
-        return _item_error(index, op.event_id, "unsupported", str(exc), "op")
-    except Exception as exc:
-        if _duplicate(exc):
+def _outcome(index: int, op, ok: bool, value: Any, plan: Plan | None) -> dict:
+    """The result item of one operation from what its store call returned or raised."""
+    if not ok:
+        exc = value
+        if isinstance(exc, Unsupported):
+            return _item_error(index, op.event_id, "unsupported", str(exc), exc.argument or "op")
+        if _duplicate(exc) or (
+            # A retried end: the session already ended the way it asks.
+            op.op == "end" and isinstance(exc, SessionNotActive) and exc.status == op.status
+        ):
             return {"index": index, "event_id": op.event_id, "status": "duplicate"}
         described = errors.describe(exc)
         if described is None:
-            raise  # outages (503) and bugs stop the batch
+            raise exc  # outages (503) and bugs stop the batch
         _, code, reason, field = described
         return _item_error(index, op.event_id, code, reason, field)
+    extra = plan.read(value)
     # The store answers an event id it applied before with no new position.
-    duplicate = extra.pop("duplicate", False) or ("seq" in extra and extra["seq"] is None)
-    if duplicate:
-        extra.pop("seq", None)
-    status = "duplicate" if duplicate else "accepted"
-    return {"index": index, "event_id": op.event_id, "status": status, **extra}
+    if "seq" in extra and extra["seq"] is None:
+        return {"index": index, "event_id": op.event_id, "status": "duplicate"}
+    return {"index": index, "event_id": op.event_id, "status": "accepted", **extra}
+
+
+def apply_operation(index: int, op, scope: str = "") -> dict:
+    """Apply one validated operation; its result item (accepted, duplicate or error).
+    `scope` keeps creates' idempotency per client (the API key)."""
+    plan = None
+    try:
+        plan = HANDLERS[op.op](op, scope)
+        value = call_store(plan.method, *plan.args, **plan.kwargs)
+    except Exception as exc:  # noqa: BLE001 - sorted out by _outcome
+        return _outcome(index, op, False, exc, plan)
+    return _outcome(index, op, True, value, plan)
 
 
 def apply_batch(raw_operations: list[Any], scope: str = "") -> dict:
-    """Validate and apply each operation in order; per-item results and totals."""
-    results = []
+    """Validate and apply each operation in order; per-item results and totals.
+
+    With the sync store, the operations' Redis calls go out together, one pipeline per step
+    (pipeline.py): a 100-operation batch costs a few round trips, not 100."""
+    results: list[dict | None] = []
+    pending = []  # (index, op, plan)
     for index, raw in enumerate(raw_operations):
         try:
             op = OPERATION.validate_python(raw)
         except PydanticValidationError as exc:
             results.append(_validation_item(index, raw, exc))
             continue
-        results.append(apply_operation(index, op, scope))
+        try:
+            plan = HANDLERS[op.op](op, scope)
+        except Exception as exc:  # noqa: BLE001 - sorted out by _outcome
+            results.append(_outcome(index, op, False, exc, None))
+            continue
+        results.append(None)
+        pending.append((index, op, plan))
+    outcomes = run_plans(get_session_store(), [plan for _, _, plan in pending])
+    for (index, op, plan), (ok, value) in zip(pending, outcomes, strict=True):
+        results[index] = _outcome(index, op, ok, value, plan)
     totals = {"accepted": 0, "duplicate": 0, "error": 0}
     for item in results:
         totals[item["status"]] += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import os
 import re
@@ -376,13 +377,14 @@ def run_api(ctx: RunContext, result: SectionResult) -> None:
     ]
     ingest_path = reverse("api-v1:ingest")
     run_tag = ctx.run_id
+    event_numbers = itertools.count()  # event ids unique across warm-up and runs
 
     def batch(conn, t, i):
         operations = []
-        for k in range(BATCH_EVENTS):
-            n = i * BATCH_EVENTS + k
-            session_id = str(batch_targets[(t * 7919 + n) % len(batch_targets)])
-            operations.append(_batch_operation(n, session_id, f"{run_tag}-{t}-{n}"))
+        for _ in range(BATCH_EVENTS):
+            n = next(event_numbers)
+            session_id = str(batch_targets[n % len(batch_targets)])
+            operations.append(_batch_operation(n, session_id, f"{run_tag}-{n}"))
         conn.request("POST", ingest_path, json.dumps({"operations": operations}), headers)
         response = conn.getresponse()
         body = response.read()
