@@ -144,3 +144,50 @@ def test_unknown_body_field_is_400_naming_it(headers):
         "field": "colour",
         "reason": "is not a field of this request",
     }
+
+
+def test_batch_keeps_each_sessions_order_and_applies_event_ids_once(headers, store):
+    sid = f"batch-{uuid.uuid4().hex[:8]}"
+    other = store.create_session(session_type="crypto")
+    live_ops = [
+        {"op": "create", "event_id": "c", "session_id": sid, "session_type": "agent"},
+        {"op": "query", "event_id": "q1", "session_id": sid, "query_type": "price"},
+        {"op": "query", "event_id": "o1", "session_id": str(other.id), "query_type": "p"},
+        {"op": "query", "event_id": "q1", "session_id": sid, "query_type": "price"},
+        {"op": "metadata", "event_id": "m", "session_id": sid, "purpose": "review"},
+        {"op": "counters", "event_id": "r", "session_id": sid, "add_processing_time": 1.5},
+    ]
+    body = ingest(headers, live_ops).json()
+    assert [item["status"] for item in body["items"]] == [
+        "accepted",
+        "accepted",
+        "accepted",
+        "duplicate",  # the same event id twice in one batch
+        "accepted",
+        "accepted",
+    ]
+    assert body["items"][0]["session_id"] == sid
+    # The whole batch again, as a client retrying after a lost answer: nothing applies twice
+    # (the create's event id is its idempotency key: the same session comes back).
+    again = ingest(headers, live_ops).json()
+    assert [item["status"] for item in again["items"][:4]] == [
+        "accepted",
+        "duplicate",
+        "duplicate",
+        "duplicate",
+    ]
+    assert store.get_session(sid).query_count == 1
+    assert store.get_session(str(other.id)).query_count == 1
+    # An end waits for the session's earlier writes and holds back its later ones.
+    ending = [
+        {"op": "message", "event_id": "a", "session_id": sid, "role": "user", "content": "x"},
+        {"op": "end", "event_id": "e", "session_id": sid, "status": "completed"},
+        {"op": "query", "event_id": "q2", "session_id": sid, "query_type": "price"},
+    ]
+    body = ingest(headers, ending).json()
+    assert [item["status"] for item in body["items"]] == ["accepted", "accepted", "error"]
+    assert body["items"][2]["error"]["code"] == "session_not_active"
+    session = store.get_session(sid)
+    assert (session.status, session.query_count, session.message_count) == ("completed", 1, 1)
+    assert session.purpose == "review"
+    assert ingest(headers, ending[1:2]).json()["items"][0]["status"] == "duplicate"

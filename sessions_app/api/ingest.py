@@ -166,6 +166,9 @@ class Plan:
     args: tuple
     kwargs: dict[str, Any]
     read: Callable[[Any], dict]
+    session: str | None = None
+    # Creates and ends take several store steps: the session's other writes wait for them.
+    barrier: bool = False
 
 
 def _seq(value) -> dict:
@@ -176,7 +179,9 @@ def _nothing(value) -> dict:
     return {}
 
 
-def _plan(method: str, *args, event_id: str | None = None, read=_nothing, **kwargs) -> Plan:
+def _plan(
+    method: str, *args, event_id: str | None = None, read=_nothing, barrier=False, **kwargs
+) -> Plan:
     """A Plan, passing the event id where the store takes one; Unsupported if it lacks the
     method or an argument."""
     known = _parameters(method)
@@ -187,7 +192,8 @@ def _plan(method: str, *args, event_id: str | None = None, read=_nothing, **kwar
     for name in kwargs:
         if name not in known:
             raise Unsupported(method, name)
-    return Plan(method, args, kwargs, read)
+    session = args[0] if args else kwargs.get("session_id")
+    return Plan(method, args, kwargs, read, session, barrier)
 
 
 def _fields(op) -> dict[str, Any]:
@@ -205,6 +211,7 @@ def _create(op: CreateOp, scope: str) -> Plan:
         idempotency_key=op.event_id,
         idempotency_scope=scope,
         read=lambda session: {"session_id": str(session.id)},
+        barrier=True,
     )
 
 
@@ -243,7 +250,7 @@ def _counters(op: CountersOp, scope: str) -> Plan:
 
 
 def _end(op: EndOp, scope: str) -> Plan:
-    return _plan("end_session", op.session_id, status=op.status, event_id=op.event_id)
+    return _plan("end_session", op.session_id, status=op.status, event_id=op.event_id, barrier=True)
 
 
 HANDLERS: dict[str, Callable[[Any, str], Plan]] = {

@@ -5,8 +5,9 @@ its sync front-end runs one at a time, one round trip per script call. A batch i
 all its operations together: requests that are not script calls (policies, Postgres reads,
 archiving) are answered at once, and every operation's next script call goes out in one
 pipeline, in the batch's order. A 100-event batch costs one round trip per step (usually one),
-not 100. Only the store's public requests and its own request runner are used: the Redis layout
-stays the store's business.
+not 100. Per session, order is kept: a plan marked `barrier` (create, end: several steps)
+waits for the session's earlier plans and holds back its later ones. Only the store's requests
+and its own request runner are used: the Redis layout stays the store's business.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def run_plans(store, plans) -> list[tuple[bool, Any]]:
     if not (isinstance(store, StoreCore) and hasattr(store, "_do")):
         return [_run_one(store, plan) for plan in plans]  # a store without the request API
     outcomes: list[tuple[bool, Any] | None] = [None] * len(plans)
+    deps = _dependencies(plans)
     states: dict[int, list] = {}  # index -> [generator, value to send, exception to throw]
     for index, plan in enumerate(plans):
         try:
@@ -38,15 +40,17 @@ def run_plans(store, plans) -> list[tuple[bool, Any]]:
         states[index] = [generator, None, None]
     while states:
         calls: list[Call] = []
-        waiting: list[int] = []
+        sent: list[int] = []  # plans whose script call is in this step's pipeline
         for index, state in states.items():
-            call = _advance(store, state)
-            if isinstance(call, tuple):
-                outcomes[index] = call
+            if any(outcomes[dep] is None for dep in deps[index]):
+                continue  # not started yet: an earlier plan on its session must finish first
+            step = _advance(store, state)
+            if isinstance(step, tuple):
+                outcomes[index] = step
             else:
-                calls.append(call)
-                waiting.append(index)
-        states = {index: states[index] for index in waiting}
+                calls.append(step)
+                sent.append(index)
+        states = {index: state for index, state in states.items() if outcomes[index] is None}
         if calls:
             try:
                 replies = store._do(Calls(calls))
@@ -55,9 +59,30 @@ def run_plans(store, plans) -> list[tuple[bool, Any]]:
                 if mapped is None:
                     raise
                 raise mapped from exc
-            for index, reply in zip(waiting, replies, strict=True):
+            for index, reply in zip(sent, replies, strict=True):
                 states[index][1] = reply
     return outcomes
+
+
+def _dependencies(plans) -> list[list[int]]:
+    """For each plan, the earlier plans that must finish before it starts."""
+    deps: list[list[int]] = []
+    since_barrier: dict[str, list[int]] = {}  # session -> plans since its last barrier
+    last_barrier: dict[str, int] = {}
+    for index, plan in enumerate(plans):
+        session = plan.session
+        if session is None:
+            deps.append([])
+            continue
+        if plan.barrier:
+            deps.append([*since_barrier.get(session, []), last_barrier.get(session, -1)])
+            last_barrier[session] = index
+            since_barrier[session] = []
+        else:
+            deps.append([last_barrier.get(session, -1)])
+            since_barrier.setdefault(session, []).append(index)
+        deps[-1] = [dep for dep in deps[-1] if dep >= 0]
+    return deps
 
 
 def _advance(store, state: list) -> Call | tuple[bool, Any]:
