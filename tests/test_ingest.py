@@ -191,3 +191,10 @@ def test_batch_keeps_each_sessions_order_and_applies_event_ids_once(headers, sto
     assert (session.status, session.query_count, session.message_count) == ("completed", 1, 1)
     assert session.purpose == "review"
     assert ingest(headers, ending[1:2]).json()["items"][0]["status"] == "duplicate"
+
+
+@pytest.mark.parametrize("path", ["/stats", "/user-summary", "/sessions"])
+def test_nul_in_user_id_is_422_not_503(headers, path):
+    response = Client().get(BASE + path, {"user_id": "\x00"}, headers=headers)
+    assert response.status_code == 422, response.content
+    assert response.json()["error"]["field"] == "user_id"

@@ -106,6 +106,9 @@ def _strict_query(run):
 
 api.add_decorator(_strict_query, mode="view")
 
+# Query text reaches Postgres, which cannot hold NUL: refused at the door (422), not a 503.
+NO_NUL = r"^[^\x00]*$"
+
 # Errors each kind of operation can answer with (documented so clients and schemathesis know).
 _READ_ERRORS = {
     400: ErrorOut,
@@ -189,7 +192,9 @@ def list_page(
 )
 def list_sessions(
     request,
-    user_id: str | None = Query(None, min_length=1, max_length=v.MAX_USER_ID_LENGTH),
+    user_id: str | None = Query(
+        None, min_length=1, max_length=v.MAX_USER_ID_LENGTH, pattern=NO_NUL
+    ),
     status: StatusName | None = Query(None, description="Only this status."),  # noqa: B008
     tags: list[Tag] | None = Query(  # noqa: B008
         None, max_length=v.MAX_TAGS, description="Only sessions carrying all of these tags."
@@ -416,7 +421,9 @@ def session_statistics(request, session_id: SessionId):
 )
 def session_stats(
     request,
-    user_id: str | None = Query(None, min_length=1, max_length=v.MAX_USER_ID_LENGTH),
+    user_id: str | None = Query(
+        None, min_length=1, max_length=v.MAX_USER_ID_LENGTH, pattern=NO_NUL
+    ),
     session_type: SessionTypeName | None = Query(None, description="Only this type."),  # noqa: B008
     days: int = Query(30, ge=1, le=365),
 ):
@@ -434,7 +441,7 @@ def session_stats(
 )
 def user_summary(
     request,
-    user_id: str = Query(..., min_length=1, max_length=v.MAX_USER_ID_LENGTH),
+    user_id: str = Query(..., min_length=1, max_length=v.MAX_USER_ID_LENGTH, pattern=NO_NUL),
     days: int = Query(30, ge=1, le=365),
 ):
     """What one user did over the last `days`: sessions, types, assets, queries."""
