@@ -6,7 +6,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # Wraps a command: starts embedded Postgres/Redis when DATABASE_URL/REDIS_URL are unset.
 WITH_SERVICES := $(PY) -m fimlsessions.embedded exec --
 
-.PHONY: install run test lint format migrate shell bench seed clean-data
+.PHONY: install run test lint format migrate shell bench seed demo clean-data
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=python3"; exit 1; }
@@ -43,6 +43,10 @@ shell: install
 
 seed: install
 	$(WITH_SERVICES) $(PY) manage.py seed_demo $(SEED_ARGS)
+
+## The FIML quick reference's workflows on the store (examples/session_demo.py).
+demo: install
+	$(WITH_SERVICES) sh -c '$(PY) scripts/setup_session_db.py create && $(PY) examples/session_demo.py'
 
 bench: install
 	$(WITH_SERVICES) $(PY) manage.py bench $(BENCH_ARGS)

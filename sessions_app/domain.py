@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -326,6 +326,8 @@ def _encode_safely(value: Any) -> str:
 
 
 def _json_default(value: Any) -> Any:
+    if isinstance(value, Sequence):  # the store's lazily parsed events
+        return [dataclasses.asdict(item) for item in value]
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Decimal):

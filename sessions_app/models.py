@@ -184,6 +184,19 @@ class RetentionPolicy(models.Model):
     retention_days = models.PositiveIntegerField(null=True, blank=True)
     max_queries_per_session = models.PositiveIntegerField(null=True, blank=True)
     cleanup_interval_minutes = models.PositiveIntegerField(null=True, blank=True)
+    # Optional caps (blank on the global row: no cap; on a type row: the global value).
+    max_events_per_session = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Events (queries, messages, tool calls) per session."
+    )
+    max_state_bytes = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Bytes of JSON in a session's context and results."
+    )
+    max_live_sessions_per_user = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Sessions in the live store per user."
+    )
+    max_live_sessions = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Active sessions in the live store in all."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     POLICY_FIELDS = (
@@ -194,6 +207,21 @@ class RetentionPolicy(models.Model):
         "max_queries_per_session",
         "cleanup_interval_minutes",
     )
+    CAP_FIELDS = (
+        "max_events_per_session",
+        "max_state_bytes",
+        "max_live_sessions_per_user",
+        "max_live_sessions",
+    )
+    # A blank global field takes its SESSION_* setting, read at every start (not copied once).
+    SETTINGS = {
+        "default_ttl_hours": "SESSION_DEFAULT_TTL_HOURS",
+        "max_ttl_hours": "SESSION_MAX_TTL_HOURS",
+        "idle_timeout_minutes": "SESSION_IDLE_TIMEOUT_MINUTES",
+        "retention_days": "SESSION_RETENTION_DAYS",
+        "max_queries_per_session": "SESSION_MAX_QUERIES_PER_SESSION",
+        "cleanup_interval_minutes": "SESSION_CLEANUP_INTERVAL_MINUTES",
+    }
 
     class Meta:
         verbose_name_plural = "retention policies"
@@ -208,11 +236,7 @@ class RetentionPolicy(models.Model):
 
     def clean(self) -> None:
         errors = {}
-        if self.is_global:
-            for name in self.POLICY_FIELDS:
-                if getattr(self, name) is None:
-                    errors[name] = "The global default needs a value."
-        for name in self.POLICY_FIELDS:
+        for name in (*self.POLICY_FIELDS, *self.CAP_FIELDS):
             value = getattr(self, name)
             if value is not None and value < 1:
                 errors[name] = "Must be a positive number."
@@ -229,15 +253,8 @@ class RetentionPolicy(models.Model):
 
     @classmethod
     def global_defaults_from_settings(cls) -> dict[str, int]:
-        """The initial global values, from the SESSION_* environment variables."""
-        return {
-            "default_ttl_hours": settings.SESSION_DEFAULT_TTL_HOURS,
-            "max_ttl_hours": settings.SESSION_MAX_TTL_HOURS,
-            "idle_timeout_minutes": settings.SESSION_IDLE_TIMEOUT_MINUTES,
-            "retention_days": settings.SESSION_RETENTION_DAYS,
-            "max_queries_per_session": settings.SESSION_MAX_QUERIES_PER_SESSION,
-            "cleanup_interval_minutes": settings.SESSION_CLEANUP_INTERVAL_MINUTES,
-        }
+        """The values a blank global field takes: the SESSION_* settings (environment)."""
+        return {name: getattr(settings, setting) for name, setting in cls.SETTINGS.items()}
 
 
 class DailyMetric(models.Model):

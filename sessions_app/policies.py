@@ -29,14 +29,24 @@ class EffectivePolicy:
     max_queries_per_session: int
     cleanup_interval_minutes: int
     overridden: tuple[str, ...] = ()  # fields the type's own row sets
+    # Caps; 0 means none.
+    max_events_per_session: int = 0
+    max_state_bytes: int = 0
+    max_live_sessions_per_user: int = 0
+    max_live_sessions: int = 0
+    # Where each field's value comes from: "type", "global" or the SESSION_* setting's name.
+    sources: tuple[tuple[str, str], ...] = ()
 
 
 def ensure_global_policy() -> RetentionPolicy:
-    """The global row, created from the SESSION_* settings when missing."""
-    policy, _ = RetentionPolicy.objects.get_or_create(
-        session_type="", defaults=RetentionPolicy.global_defaults_from_settings()
-    )
+    """The global row, created blank (every field from its SESSION_* setting) when missing."""
+    policy, _ = RetentionPolicy.objects.get_or_create(session_type="")
     return policy
+
+
+def global_effective_policy(row: RetentionPolicy | None = None) -> EffectivePolicy:
+    """The global row's values with blank fields filled from the SESSION_* settings."""
+    return _build({"": row or ensure_global_policy()})[SessionType.values[0]]
 
 
 def _load() -> dict[str, EffectivePolicy]:
@@ -47,21 +57,35 @@ def _load() -> dict[str, EffectivePolicy]:
 
 
 def _build(rows: dict[str, RetentionPolicy]) -> dict[str, EffectivePolicy]:
-    """Each type's policy: its own row's fields over the global row's."""
+    """Each type's policy: its own row's fields over the global row's over the settings."""
     base = rows[""]
-    base_values = {name: getattr(base, name) for name in RetentionPolicy.POLICY_FIELDS}
+    defaults = RetentionPolicy.global_defaults_from_settings()
+    base_values, base_sources = {}, {}
+    for name in (*RetentionPolicy.POLICY_FIELDS, *RetentionPolicy.CAP_FIELDS):
+        value = getattr(base, name)
+        if value is not None:
+            base_values[name], base_sources[name] = value, "global"
+        elif name in defaults:
+            base_values[name], base_sources[name] = defaults[name], RetentionPolicy.SETTINGS[name]
+        else:
+            base_values[name], base_sources[name] = 0, "none"
     result = {}
     for session_type in SessionType.values:
         override = rows.get(session_type)
-        values = dict(base_values)
+        values, sources = dict(base_values), dict(base_sources)
         overridden = []
         if override is not None:
-            for name in RetentionPolicy.POLICY_FIELDS:
+            for name in values:
                 value = getattr(override, name)
                 if value is not None:
-                    values[name] = value
+                    values[name], sources[name] = value, "type"
                     overridden.append(name)
-        result[session_type] = EffectivePolicy(session_type, **values, overridden=tuple(overridden))
+        result[session_type] = EffectivePolicy(
+            session_type,
+            **values,
+            overridden=tuple(overridden),
+            sources=tuple(sources.items()),
+        )
     return result
 
 
@@ -113,9 +137,7 @@ async def aall_effective_policies() -> dict[str, EffectivePolicy]:
     try:
         rows = [row async for row in RetentionPolicy.objects.all()]
         if not any(row.session_type == "" for row in rows):
-            global_row, _ = await RetentionPolicy.objects.aget_or_create(
-                session_type="", defaults=RetentionPolicy.global_defaults_from_settings()
-            )
+            global_row, _ = await RetentionPolicy.objects.aget_or_create(session_type="")
             rows.append(global_row)
         _cache = _build({row.session_type: row for row in rows})
     except DatabaseError as exc:

@@ -13,7 +13,7 @@ from django.dispatch import receiver
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from sessions_app.models import RetentionPolicy
-from sessions_app.policies import ensure_global_policy
+from sessions_app.policies import global_effective_policy
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def sync_cleanup_schedule(interval_minutes: int) -> PeriodicTask:
 def sync_periodic_tasks() -> dict[str, PeriodicTask]:
     """Create or update the three PeriodicTask rows; safe to call on every start."""
     with transaction.atomic():
-        policy = ensure_global_policy()
+        policy = global_effective_policy()
         tasks = {CLEANUP_TASK: sync_cleanup_schedule(policy.cleanup_interval_minutes)}
         for name, task_path, minute, hour in DAILY_TASKS:
             task = PeriodicTask.objects.filter(name=name).first()
@@ -86,6 +86,6 @@ def sync_periodic_tasks() -> dict[str, PeriodicTask]:
 def _policy_saved(sender, instance: RetentionPolicy, raw: bool = False, **kwargs):
     # Only the global row carries the cleanup interval that the schedule follows; `raw` is a
     # fixture load, where the schedule tables may not be ready.
-    if raw or not instance.is_global or not instance.cleanup_interval_minutes:
+    if raw or not instance.is_global:
         return
-    sync_cleanup_schedule(instance.cleanup_interval_minutes)
+    sync_cleanup_schedule(global_effective_policy(instance).cleanup_interval_minutes)

@@ -9,10 +9,6 @@ from django.contrib.auth.models import Group, Permission
 
 from sessions_app.roles import ANALYSTS, RETENTION_ADMINS, ensure_roles
 
-# Playwright's sync API runs an event loop in the test thread; Django's ORM calls in the same
-# thread are still synchronous and safe.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 PASSWORD = "correct-horse-battery-staple"
@@ -97,6 +93,20 @@ def browser():
 
     if not Path(CHROMIUM_PATH).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM_PATH}: apt-get install chromium")
+    # Playwright's sync API runs an event loop in the test thread; Django's ORM calls in the
+    # same thread are still synchronous and safe. Only here: other tests must see the error.
+    saved = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        yield from _launch(sync_playwright)
+    finally:
+        if saved is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = saved
+
+
+def _launch(sync_playwright):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM_PATH,

@@ -61,8 +61,14 @@ def test_quick_run_writes_well_formed_results_and_cleans_up(tmp_path):
         "get_session",
         "get_session",
         "list_user_sessions",
+        *["create_session,"] * 2,
+        *["add_query"] * 2,
+        *["get_session"] * 2,
     ]
     assert all(row["ratio"] > 0 for row in store_rows)
+    # Each async row is compared with the sync row before it, in the same run.
+    async_rows = [row for row in store_rows if row["name"].endswith("async store")]
+    assert len(async_rows) == 3 and all("x the sync p50" in row["note"] for row in async_rows)
     archived = data["sections"]["archive"]["rows"][0]
     assert archived["samples"] == data["sections"]["archive"]["setup"]["sessions"]
     deleted = data["sections"]["retention"]["rows"][0]

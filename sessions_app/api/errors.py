@@ -18,10 +18,14 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 
 from sessions_app.exceptions import (
+    EventLimitExceeded,
     InvalidInput,
     QueryLimitExceeded,
+    SessionAlreadyExists,
+    SessionLimitExceeded,
     SessionNotActive,
     SessionNotFound,
+    StateTooLarge,
     StoreUnavailable,
 )
 from sessions_app.ratelimit import RateLimited
@@ -154,19 +158,15 @@ def describe(exc: Exception) -> tuple[int, str, str, str | None] | None:
         return 422, exc.code, exc.reason, exc.field
     if isinstance(exc, SessionNotFound):
         return 404, exc.code, str(exc), "session_id"
-    if isinstance(exc, (SessionNotActive, QueryLimitExceeded)):
+    if isinstance(
+        exc, (SessionNotActive, QueryLimitExceeded, SessionAlreadyExists, EventLimitExceeded)
+    ):
         return 409, exc.code, str(exc), "session_id"
-    conflict = _conflict_class()
-    if conflict is not None and isinstance(exc, conflict):
-        return 409, getattr(exc, "code", "session_exists"), str(exc), "session_id"
+    if isinstance(exc, StateTooLarge):
+        return 413, exc.code, str(exc), "value"
+    if isinstance(exc, SessionLimitExceeded):
+        return 429, exc.code, str(exc), None
     return None
-
-
-def _conflict_class():
-    # SessionAlreadyExists arrives with caller-chosen session ids (the store's seed API).
-    from sessions_app import exceptions
-
-    return getattr(exceptions, "SessionAlreadyExists", None)
 
 
 def _http_error(request, exc: HttpError):
@@ -213,13 +213,18 @@ def _query_limit(request, exc: QueryLimitExceeded):
     return error_response(409, exc.code, str(exc), "session_id")
 
 
-def _conflict(request, exc: Exception):
-    return error_response(409, getattr(exc, "code", "session_exists"), str(exc), "session_id")
-
-
 def _unsupported(request, exc):
     # The interface offers something the store this server runs cannot do (yet).
     return error_response(422, "unsupported", str(exc), exc.argument)
+
+
+def _status(status: int, field: str | None):
+    """A handler answering `status` with the store error's own code and message."""
+
+    def handler(request, exc):
+        return error_response(status, exc.code, str(exc), field)
+
+    return handler
 
 
 def _invalid_input(request, exc: InvalidInput):
@@ -270,6 +275,10 @@ def install(api) -> None:
         SessionNotFound: _not_found,
         SessionNotActive: _not_active,
         QueryLimitExceeded: _query_limit,
+        SessionAlreadyExists: _status(409, "session_id"),
+        EventLimitExceeded: _status(409, "session_id"),
+        StateTooLarge: _status(413, "value"),
+        SessionLimitExceeded: _status(429, None),
         InvalidInput: _invalid_input,
         StoreUnavailable: _store_unavailable,
         DatabaseError: _database_error,
@@ -277,9 +286,6 @@ def install(api) -> None:
         RateLimited: _rate_limited,
         Exception: _unexpected,
     }
-    conflict = _conflict_class()
-    if conflict is not None:
-        handlers[conflict] = _conflict
     from sessions_app.api.ingest import Unsupported
 
     handlers[Unsupported] = _unsupported

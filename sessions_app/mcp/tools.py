@@ -38,7 +38,13 @@ from sessions_app.api.schemas import (
     session_out,
 )
 from sessions_app.domain import QueryRecord
-from sessions_app.exceptions import InvalidInput, SessionNotFound, StoreError, StoreUnavailable
+from sessions_app.exceptions import (
+    InvalidInput,
+    SessionAlreadyExists,
+    SessionNotFound,
+    StoreError,
+    StoreUnavailable,
+)
 from sessions_app.store import get_session_store
 
 logger = logging.getLogger(__name__)
@@ -471,13 +477,6 @@ def _validation_error(exc: ValidationError) -> types.CallToolResult:
     return _error("invalid_argument", reason, argument)
 
 
-def _is_conflict(exc: Exception) -> bool:
-    from sessions_app import exceptions
-
-    conflict = getattr(exceptions, "SessionAlreadyExists", None)
-    return conflict is not None and isinstance(exc, conflict)
-
-
 def _run_sync(spec: ToolSpec, args: Args) -> dict:
     # Django's request signals do this for views: drop connections that broke or aged out.
     close_old_connections()
@@ -516,7 +515,8 @@ async def call_tool(name: str, arguments: dict | None, api_key=None) -> types.Ca
     except Unsupported as exc:
         return _error("unsupported", str(exc))
     except StoreError as exc:  # not active, query limit, session exists
-        return _error(exc.code, str(exc), "sessionId" if _is_conflict(exc) else None)
+        conflict = isinstance(exc, SessionAlreadyExists)
+        return _error(exc.code, str(exc), "sessionId" if conflict else None)
     except DatabaseError:
         return _error("database_unavailable", "the database is unavailable; retry later")
     except Exception:  # a bug: log it, answer with an error result rather than drop the call

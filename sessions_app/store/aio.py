@@ -18,6 +18,8 @@ import redis.asyncio as aredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
 from sessions_app import policies
 from sessions_app.store import archived
@@ -30,7 +32,7 @@ _thread_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_
 
 
 def make_async_client(url: str) -> aredis.Redis:
-    """A client like redis_client.make_redis_client's, for one event loop."""
+    """A client like redis_client.get_store_redis's, for one event loop."""
     timeout = settings.REDIS_SOCKET_TIMEOUT
     return aredis.Redis.from_url(
         url,
@@ -38,6 +40,8 @@ def make_async_client(url: str) -> aredis.Redis:
         socket_connect_timeout=timeout,
         health_check_interval=30,
         decode_responses=True,
+        # No retries: a write whose reply was lost may have been applied (see get_store_redis).
+        retry=AsyncRetry(NoBackoff(), 0),
     )
 
 

@@ -90,9 +90,9 @@ class SessionStore(StoreCore):
 
     @property
     def redis(self) -> redis.Redis:
-        from sessions_app.redis_client import get_redis
+        from sessions_app.redis_client import get_store_redis
 
-        return self._client or get_redis()
+        return self._client or get_store_redis()
 
     def _scripts(self) -> dict[str, Any]:
         """The Lua scripts registered on the current client (EVALSHA, loaded on first use)."""

@@ -34,10 +34,10 @@ class Command(BaseCommand):
         self.say("static files collected")
 
         # Imported after migrate: both touch tables that a fresh database does not have yet.
-        from sessions_app.policies import ensure_global_policy
+        from sessions_app.policies import global_effective_policy
         from sessions_app.schedules import sync_periodic_tasks
 
-        policy = ensure_global_policy()
+        policy = global_effective_policy()
         self.say(
             f"retention policy: TTL {policy.default_ttl_hours} h (max {policy.max_ttl_hours} h), "
             f"retention {policy.retention_days} d, cleanup every "
