@@ -176,6 +176,8 @@ class SessionOut(Schema):
     tokens_in: int
     tokens_out: int
     cost: float
+    request_count: int = Field(description="AIECS: requests counted (POST .../requests).")
+    total_processing_time: float = Field(description="AIECS: seconds of processing counted.")
     preferences: JsonObject
     metadata: JsonObject
 
@@ -368,6 +370,8 @@ def session_out(session, *, detail: bool = False) -> dict[str, Any]:
         "tokens_in": session.tokens_in,
         "tokens_out": session.tokens_out,
         "cost": float(session.cost),
+        "request_count": session.request_count,
+        "total_processing_time": session.total_processing_time,
         "preferences": session.preferences,
         "metadata": session.metadata,
     }
@@ -378,12 +382,24 @@ def session_out(session, *, detail: bool = False) -> dict[str, Any]:
     return data
 
 
+class TokenUsageOut(Schema):
+    input: int
+    output: int
+
+
 class SessionStatisticsOut(Schema):
     """One session's statistics (the MCP manager's get_session_statistics)."""
 
-    model_config = ConfigDict(extra="allow")
-
     session_id: str
+    status: str
+    total_invocations: int = Field(description="Tool calls.")
+    total_duration_ms: float = Field(description="Summed tool-call durations.")
+    tools_used: list[str]
+    total_messages: int
+    messages_by_role: dict[str, int]
+    token_usage: TokenUsageOut
+    estimated_cost: float
+    duration_seconds: float
 
 
 class IngestErrorOut(Schema):

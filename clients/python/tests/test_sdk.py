@@ -14,6 +14,7 @@ from fiml_sessions_client import (
     InvalidInput,
     QueryRecord,
     Retry,
+    SessionAlreadyExists,
     SessionNotActive,
     SessionType,
     get_session_store,
@@ -185,3 +186,37 @@ def test_retry_after_a_lost_answer_records_each_event_once(live_api):
         assert transport.ingests == 2  # the lost one and its retry, with the same event ids
         assert store.report.duplicate == 3
         assert store.get_session(session.id).query_count == 3
+
+
+def test_aiecs_and_mcp_manager_methods(live_api):
+    server, key = live_api
+    with get_session_store_sync(server.url, key, flush_interval=60) as store:
+        session = store.create_session(
+            session_type="agent", user_id="mgr-user", tags=["bug-fix"], session_id="user-123-web"
+        )
+        assert session.id == "user-123-web"
+        store.update_session(session.id, increment_requests=True, add_processing_time=1.5)
+        store.update_session(session.id, increment_requests=True, mark_error=True)
+        store.add_conversation_message(session.id, "user", "What files were changed?")
+        store.link_invocation(session.id, "inv_001", "git_tool", duration_ms=150.5)
+        store.update_session_metadata(
+            session.id, purpose="Debug auth", tags=["bug-fix", "urgent"], custom_metadata={"p": 1}
+        )
+        read = store.get_session(session.id)
+        assert (read.request_count, read.error_count) == (2, 1)
+        assert read.total_processing_time == 1.5
+        assert (read.purpose, read.tags, read.metadata) == (
+            "Debug auth",
+            ["bug-fix", "urgent"],
+            {"p": 1},
+        )
+        stats = store.get_session_statistics(session.id)
+        assert stats["tools_used"] == ["git_tool"]
+        assert stats["total_duration_ms"] == 150.5
+        urgent = store.list_sessions(tags=["bug-fix", "urgent"], status="active")
+        assert [item.id for item in urgent.items] == ["user-123-web"]
+        with pytest.raises(SessionAlreadyExists):
+            store.create_session(session_type="agent", session_id="user-123-web")
+        done = store.complete_session(session.id)
+        assert done.status == "completed"
+        assert store.get_session_statistics("no-such-session") is None
