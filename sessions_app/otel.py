@@ -32,10 +32,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
-from pydantic import ValidationError
 
 from sessions_app import validation as v
-from sessions_app.api.ingest import OPERATION, apply_operation
+from sessions_app.api.ingest import MAX_OPERATIONS
 from sessions_app.models import SessionType
 
 SESSION_KEYS = ("session.id", "gen_ai.conversation.id", "mcp.session.id")
@@ -48,6 +47,8 @@ QUERY_MARKERS = ("db.system", "db.system.name", "db.operation.name", "db.query.t
 QUERY_TYPE_KEYS = ("fiml.query.type", "query.type", "db.operation.name", "db.system.name")
 QUERY_NAMES = ("query", "search")
 CONTENT_KEYS = ("gen_ai.output.messages", "gen_ai.completion", "gen_ai.response.text")
+# A create answered with these leaves the session as it was; its spans still apply.
+EXISTING = {"session_already_exists", "idempotency_key_reused"}
 MAX_PARAMETERS = 20  # span attributes copied into a query's parameters
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -281,7 +282,10 @@ def _session_type(value: Any) -> str:
 
 
 def ingest(request: ExportTraceServiceRequest) -> TraceResult:
-    """Record every span that names a session; count the rest."""
+    """Record every span that names a session; count the rest. All of a request's spans go
+    through one batch (`apply_batch`): validated alike, their Redis calls pipelined."""
+    from sessions_app.api.ingest import apply_batch
+
     result = TraceResult()
     spans = []  # (start, session id, user id, session type, span, attributes)
     for resource_spans in request.resource_spans:
@@ -298,43 +302,37 @@ def ingest(request: ExportTraceServiceRequest) -> TraceResult:
                 kind = _session_type(attrs.get(SESSION_TYPE_KEY) or resource.get(SESSION_TYPE_KEY))
                 spans.append((span.start_time_unix_nano, session_id, user_id, kind, span, attrs))
     spans.sort(key=lambda item: item[0])
+    operations: list[dict] = []
+    creates: set[int] = set()  # positions of the create operations
     for _, session_id, user_id, kind, span, attrs in spans:
-        if session_id not in result.sessions and not _ensure_session(
-            result, session_id, user_id, kind
-        ):
-            result.failed += 1
-            continue
-        result.sessions.add(session_id)
+        if session_id not in result.sessions:
+            result.sessions.add(session_id)
+            creates.add(len(operations))
+            operations.append(_create_operation(session_id, user_id, kind))
         event_id = f"otel:{span.trace_id.hex()}:{span.span_id.hex()}"
         operation = span_operation(span, attrs, session_id, event_id)
         if operation is None:
             result.ignored += 1
-            continue
-        if not _apply(result, operation):
-            result.failed += 1
+        else:
+            operations.append(operation)
+    for start in range(0, len(operations), MAX_OPERATIONS):
+        chunk = operations[start : start + MAX_OPERATIONS]
+        for item in apply_batch(chunk, scope="otel")["items"]:
+            if item["status"] != "error":
+                continue
+            error = item["error"]
+            is_create = start + item["index"] in creates
+            if is_create and error["code"] in EXISTING:
+                continue  # the session was there already: its spans still apply
+            if not is_create:  # a refused create shows in its spans' own errors
+                result.failed += 1
+            result.errors.append(f"{item['event_id']}: {error['field']} {error['reason']}")
     return result
 
 
-def _apply(result: TraceResult, raw: dict) -> bool:
-    try:
-        operation = OPERATION.validate_python(raw)
-    except ValidationError as exc:
-        result.errors.append(f"span {raw['event_id']}: {exc.errors()[0]['msg']}")
-        return False
-    item = apply_operation(0, operation)
-    if item["status"] == "error":
-        error = item["error"]
-        result.errors.append(f"span {raw['event_id']}: {error['field']} {error['reason']}")
-        return False
-    return True
-
-
-def _ensure_session(result: TraceResult, session_id: str, user_id: str, kind: str) -> bool:
-    """Create the session named by the spans unless it exists; False if it cannot be used."""
-    from sessions_app.store import get_session_store
-
-    store = get_session_store()
-    create = {
+def _create_operation(session_id: str, user_id: str, kind: str) -> dict:
+    # The event id is the create's idempotency key: a re-export returns the same session.
+    return {
         "op": "create",
         "event_id": f"otel:create:{session_id}"[: v.MAX_NAME_LENGTH],
         "session_id": session_id,
@@ -342,18 +340,3 @@ def _ensure_session(result: TraceResult, session_id: str, user_id: str, kind: st
         "user_id": user_id[: v.MAX_USER_ID_LENGTH],
         "source": "otel",
     }
-    try:
-        operation = OPERATION.validate_python(create)
-    except ValidationError as exc:
-        result.errors.append(f"session {session_id[:60]!r}: {exc.errors()[0]['msg']}")
-        return False
-    item = apply_operation(0, operation, scope="otel")
-    if item["status"] != "error":
-        return True
-    if item["error"]["code"] in ("session_already_exists", "idempotency_key_reused"):
-        session = store.get_session(session_id, recent_events=0)
-        if session is not None and session.is_live:
-            return True
-    error = item["error"]
-    result.errors.append(f"session {session_id[:60]!r}: {error['field']} {error['reason']}")
-    return False

@@ -320,18 +320,6 @@ def _outcome(index: int, op, ok: bool, value: Any, plan: Plan | None) -> dict:
     return {"index": index, "event_id": op.event_id, "status": "accepted", **extra}
 
 
-def apply_operation(index: int, op, scope: str = "") -> dict:
-    """Apply one validated operation; its result item (accepted, duplicate or error).
-    `scope` keeps creates' idempotency per client (the API key)."""
-    plan = None
-    try:
-        plan = HANDLERS[op.op](op, scope)
-        value = call_store(plan.method, *plan.args, **plan.kwargs)
-    except Exception as exc:  # noqa: BLE001 - sorted out by _outcome
-        return _outcome(index, op, False, exc, plan)
-    return _outcome(index, op, True, value, plan)
-
-
 def apply_batch(raw_operations: list[Any], scope: str = "") -> dict:
     """Validate and apply each operation in order; per-item results and totals.
 
