@@ -198,3 +198,16 @@ def test_nul_in_user_id_is_422_not_503(headers, path):
     response = Client().get(BASE + path, {"user_id": "\x00"}, headers=headers)
     assert response.status_code == 422, response.content
     assert response.json()["error"]["field"] == "user_id"
+
+
+def test_repeated_single_valued_query_parameter_is_400(headers):
+    response = Client().get(BASE + "/sessions?user_id=a&user_id=b", headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "repeated_parameter",
+        "field": "user_id",
+        "reason": "may be given only once",
+    }
+    # Lists repeat: tags=a&tags=b is two tags.
+    response = Client().get(BASE + "/sessions?tags=a&tags=b", headers=headers)
+    assert response.status_code == 200, response.content

@@ -97,9 +97,14 @@ def _strict_query(run):
         name for model in query_models for name in getattr(model, "__ninja_flatten_map__", {})
     )
 
+    lists = frozenset(
+        name for model in query_models for name in getattr(model, "__ninja_collection_fields__", ())
+    )
+
     @functools.wraps(run)
     def checked(request, *args, **kwargs):
-        return errors.unknown_query_parameters(request, allowed) or run(request, *args, **kwargs)
+        refused = errors.unknown_query_parameters(request, allowed, lists)
+        return refused or run(request, *args, **kwargs)
 
     return checked
 

@@ -138,8 +138,16 @@ def _validation_error(request, exc: ValidationError):
     return error_response(status, code, reason, field)
 
 
-def unknown_query_parameters(request, allowed: frozenset[str]) -> JsonResponse | None:
-    """400 naming the first query parameter the operation does not know, else None."""
+def unknown_query_parameters(
+    request, allowed: frozenset[str], lists: frozenset[str] = frozenset()
+) -> JsonResponse | None:
+    """400 naming the first query parameter the operation does not know, or a single-valued
+    one given more than once (which would otherwise silently keep the last); else None."""
+    repeated = sorted(
+        name for name in request.GET if name not in lists and len(request.GET.getlist(name)) > 1
+    )
+    if repeated:
+        return error_response(400, "repeated_parameter", "may be given only once", repeated[0])
     unknown = sorted(name for name in request.GET if name not in allowed)
     if not unknown:
         return None
