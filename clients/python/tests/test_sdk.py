@@ -220,3 +220,15 @@ def test_aiecs_and_mcp_manager_methods(live_api):
         done = store.complete_session(session.id)
         assert done.status == "completed"
         assert store.get_session_statistics("no-such-session") is None
+
+
+def test_a_batch_too_big_for_the_server_is_split(live_api):
+    server, key = live_api
+    content = "x" * 30_000  # 100 of these pass Django's 2.5 MB upload limit
+    with get_session_store_sync(server.url, key, batch_size=100, flush_interval=60) as store:
+        session = store.create_session(session_type="agent")
+        for _ in range(100):
+            store.add_message(session.id, "assistant", content)
+        store.flush()
+        assert store.report.accepted == 100 and not store.report.errors
+        assert store.get_session(session.id).message_count == 100

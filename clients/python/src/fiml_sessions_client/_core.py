@@ -80,6 +80,11 @@ class StoreUnavailable(ApiError):
     pass
 
 
+def is_refusal(exc: ApiError) -> bool:
+    """A 4xx the same request would get again (not 408/429): retrying cannot help."""
+    return 400 <= exc.status < 500 and exc.status not in (408, 429)
+
+
 def error_from(status: int, body: Any) -> ApiError:
     """The typed error for an error response body `{"error": {code, field, reason}}`."""
     detail = body.get("error") if isinstance(body, dict) else None
@@ -191,6 +196,19 @@ class FlushReport:
     accepted: int = 0
     duplicate: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def refuse(self, operations: list[dict[str, Any]], exc: ApiError) -> None:
+        """The server refused the whole request (4xx): each operation is reported, dropped."""
+        error = {"code": exc.code, "field": exc.field, "reason": exc.reason}
+        for operation in operations:
+            self.errors.append(
+                {
+                    "event_id": operation.get("event_id"),
+                    "status": "error",
+                    "error": error,
+                    "operation": operation,
+                }
+            )
 
     def add(self, operations: list[dict[str, Any]], body: dict[str, Any]) -> None:
         self.accepted += body.get("accepted", 0)

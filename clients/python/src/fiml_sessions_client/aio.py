@@ -25,6 +25,7 @@ from fiml_sessions_client._core import (
     StoreUnavailable,
     drop_none,
     error_from,
+    is_refusal,
     summarize,
 )
 from fiml_sessions_client._writes import Writes
@@ -107,12 +108,27 @@ class AsyncSessionStore(Writes):
                 batch = self._buffer[: self.batch_size]
                 del self._buffer[: len(batch)]
                 try:
-                    response = await self._request("POST", "/ingest", json={"operations": batch})
+                    await self._send(batch)
                 except ApiError:
                     self._buffer[:0] = batch  # keep them, in order, for the next flush
                     raise
-                self.report.add(batch, response.json())
         return self.report
+
+    async def _send(self, batch: list[dict[str, Any]]) -> None:
+        """POST one batch; a refused request is split (413) or reported, never retried."""
+        try:
+            response = await self._request("POST", "/ingest", json={"operations": batch})
+        except ApiError as exc:
+            if not is_refusal(exc):
+                raise
+            if exc.status == 413 and len(batch) > 1:  # too big for the server: halve it
+                half = len(batch) // 2
+                await self._send(batch[:half])
+                await self._send(batch[half:])
+                return
+            self.report.refuse(batch, exc)
+            return
+        self.report.add(batch, response.json())
 
     async def _run(self) -> None:
         while not self._closed:

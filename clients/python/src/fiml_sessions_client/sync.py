@@ -26,6 +26,7 @@ from fiml_sessions_client._core import (
     StoreUnavailable,
     drop_none,
     error_from,
+    is_refusal,
     summarize,
 )
 from fiml_sessions_client._writes import Writes
@@ -112,12 +113,27 @@ class SessionStore(Writes):
                 if not batch:
                     return self.report
                 try:
-                    response = self._request("POST", "/ingest", json={"operations": batch})
+                    self._send(batch)
                 except ApiError:
                     with self._lock:  # keep them, in order, for the next flush
                         self._buffer[:0] = batch
                     raise
-                self.report.add(batch, response.json())
+
+    def _send(self, batch: list[dict[str, Any]]) -> None:
+        """POST one batch; a refused request is split (413) or reported, never retried."""
+        try:
+            response = self._request("POST", "/ingest", json={"operations": batch})
+        except ApiError as exc:
+            if not is_refusal(exc):
+                raise
+            if exc.status == 413 and len(batch) > 1:  # too big for the server: halve it
+                half = len(batch) // 2
+                self._send(batch[:half])
+                self._send(batch[half:])
+                return
+            self.report.refuse(batch, exc)
+            return
+        self.report.add(batch, response.json())
 
     def _run(self) -> None:
         while not self._closed:
