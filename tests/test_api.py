@@ -118,6 +118,10 @@ def test_openapi_document_lists_every_operation(client):
         "end_session",
         "session_stats",
         "user_summary",
+        "ingest",
+        "update_session_metadata",
+        "record_request",
+        "session_statistics",
     }
     create_body = schema["components"]["schemas"]["SessionCreateIn"]["properties"]
     assert create_body["assets"]["maxItems"] == 50
@@ -409,7 +413,8 @@ def test_list_sessions_live_and_archived_with_cursor(api):
 
 
 def test_list_sessions_errors(api):
-    assert_error(api.get("/sessions"), 422, "invalid_input", "user_id")
+    assert_error(api.get("/sessions", user_id=""), 422, "invalid_input", "user_id")
+    assert_error(api.get("/sessions", status="sleeping"), 422, field="status")
     assert_error(api.get("/sessions", user_id="u1", cursor="garbage!"), 422, field="cursor")
     assert_error(api.get("/sessions", user_id="u1", limit=0), 422, field="limit")
 

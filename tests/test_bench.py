@@ -75,8 +75,9 @@ def test_quick_run_writes_well_formed_results_and_cleans_up(tmp_path):
     deleted = data["sections"]["retention"]["rows"][0]
     assert deleted["samples"] >= data["sections"]["retention"]["setup"]["sessions"]
     api_rows = data["sections"]["api"]["rows"]
-    assert [row["unit"] for row in api_rows] == ["req/s", "req/s"]
+    assert [row["unit"] for row in api_rows] == ["req/s", "req/s", "events/s"]
     assert all(row["value"] > 0 for row in api_rows)
+    assert "x single tracked queries" in api_rows[2]["note"]  # batch and single, same run
 
     markdown = (tmp_path / "results.md").read_text()
     assert markdown.startswith("## Performance")

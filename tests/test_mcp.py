@@ -35,6 +35,14 @@ TOOL_NAMES = {
     "track-query",
     "add-message",
     "end-session",
+    "get-session-timeline",
+    "get-session-statistics",
+    "record-tool-invocation",
+    "update-session-metadata",
+    "record-request",
+    "update-context",
+    "store-intermediate-result",
+    "delete-session",
 }
 
 pytestmark = pytest.mark.django_db(transaction=True)  # servers use their own DB connections
@@ -286,7 +294,9 @@ BAD_ARGUMENTS = [
     ("create-analysis-session", {"sessionType": "equity", "colour": "red"}, "colour"),
     ("get-session-info", {}, "sessionId"),
     ("get-session-info", {"sessionId": "abc"}, "sessionId"),
-    ("list-sessions", {}, "userId"),
+    ("list-sessions", {"userId": ""}, "userId"),
+    ("list-sessions", {"status": "sleeping"}, "status"),
+    ("list-sessions", {"tags": "a"}, "tags"),
     ("list-sessions", {"userId": "u", "limit": 0}, "limit"),
     ("list-sessions", {"userId": "u", "includeArchived": "yes"}, "includeArchived"),
     ("list-sessions", {"userId": "u", "cursor": "garbage!"}, "cursor"),

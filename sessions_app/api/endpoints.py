@@ -4,11 +4,24 @@ Read operations need a key with the `read` scope, writes one with `write`. Every
 shape in `errors.py`.
 """
 
+import functools
+
+from django.http import HttpResponse
 from ninja import Header, NinjaAPI, Query, Status
 
 from sessions_app import validation as v
 from sessions_app.api import errors
 from sessions_app.api.auth import READ, WRITE
+from sessions_app.api.ingest import IngestIn, Unsupported, apply_batch, call_store
+from sessions_app.api.limits import (
+    CURSOR_MAX,
+    LIST_DEFAULT,
+    LIST_MAX,
+    RECENT_EVENTS_MAX,
+    TIMELINE_DEFAULT,
+    TIMELINE_MAX,
+    TIMELINE_OFFSET_MAX,
+)
 from sessions_app.api.schemas import (
     EndIn,
     EntryIn,
@@ -17,22 +30,28 @@ from sessions_app.api.schemas import (
     EventCreatedOut,
     ExtendIn,
     ExtendOut,
+    IngestOut,
     MessageIn,
     QueryIn,
+    SessionCountersIn,
     SessionCreateIn,
     SessionDetailOut,
     SessionId,
+    SessionMetadataIn,
     SessionOut,
     SessionPageOut,
+    SessionStatisticsOut,
     SessionTypeName,
     StatsOut,
+    StatusName,
+    Tag,
     TimelinePageOut,
     ToolCallIn,
     UserSummaryOut,
     session_out,
 )
-from sessions_app.domain import QueryRecord
-from sessions_app.exceptions import SessionNotFound
+from sessions_app.domain import QueryRecord, SessionPage
+from sessions_app.exceptions import SessionNotFound, StoreUnavailable
 from sessions_app.store import get_session_store
 
 DESCRIPTION = """
@@ -67,6 +86,34 @@ api = _Api(
 )
 errors.install(api)
 
+
+def _strict_query(run):
+    """Wrap an operation's run: a query parameter it does not declare is a 400 naming it."""
+    operation = run.__self__
+    query_models = [m for m in operation.models if m.__ninja_param_source__ == "query"]
+    allowed = frozenset(
+        info.alias or name for model in query_models for name, info in model.model_fields.items()
+    ) | frozenset(
+        name for model in query_models for name in getattr(model, "__ninja_flatten_map__", {})
+    )
+
+    lists = frozenset(
+        name for model in query_models for name in getattr(model, "__ninja_collection_fields__", ())
+    )
+
+    @functools.wraps(run)
+    def checked(request, *args, **kwargs):
+        refused = errors.unknown_query_parameters(request, allowed, lists)
+        return refused or run(request, *args, **kwargs)
+
+    return checked
+
+
+api.add_decorator(_strict_query, mode="view")
+
+# Query text reaches Postgres, which cannot hold NUL: refused at the door (422), not a 503.
+NO_NUL = v.USER_ID_PATTERN  # no NUL: PostgreSQL cannot store it
+
 # Errors each kind of operation can answer with (documented so clients and schemathesis know).
 _READ_ERRORS = {
     400: ErrorOut,
@@ -100,30 +147,76 @@ def create_session(
     ),
 ):
     """Start a live session. Send `Idempotency-Key` so a retried request cannot create two."""
-    session = get_session_store().create_session(
-        **payload.model_dump(), idempotency_key=idempotency_key
+    fields = payload.model_dump()
+    if fields["session_id"] is None:  # the store generates one
+        del fields["session_id"]
+    session = call_store(
+        "create_session",
+        **fields,
+        idempotency_key=idempotency_key,
+        idempotency_scope=idempotency_scope(request),
     )
     return Status(201, session_out(session))
+
+
+def idempotency_scope(request) -> str:
+    """Idempotency keys (and batch creates' event ids) are per API key."""
+    return f"key:{request.auth.pk}" if getattr(request, "auth", None) is not None else ""
+
+
+def list_page(
+    *,
+    user_id: str | None = None,
+    status: str | None = None,
+    tags: list[str] | None = None,
+    include_archived: bool = False,
+    limit: int = LIST_DEFAULT,
+    cursor: str | None = None,
+):
+    """A page of sessions by the given filters (REST `GET /sessions` and MCP list-sessions):
+    a user's sessions page by cursor; status and tag filters go through the store's
+    `list_sessions` (live and archived), one page."""
+    store = get_session_store()
+    if status is None and not tags and user_id is not None:
+        return store.list_user_sessions(
+            user_id, include_archived=include_archived, limit=limit, cursor=cursor
+        )
+    if cursor is not None:
+        raise Unsupported("list_sessions", "cursor")
+    rows = store.list_sessions(user_id=user_id, status=status, tags=tags or None, limit=limit)
+    if not include_archived and status is None:
+        rows = [row for row in rows if row.is_live]
+    return SessionPage(items=list(rows), next_cursor=None)
 
 
 @api.get(
     "/sessions",
     response={200: SessionPageOut, **_READ_ERRORS},
     tags=["sessions"],
-    summary="List a user's sessions",
+    summary="List sessions",
 )
 def list_sessions(
     request,
-    user_id: str = Query(
-        ..., min_length=1, max_length=v.MAX_USER_ID_LENGTH, pattern=v.USER_ID_PATTERN
+    user_id: str | None = Query(
+        None, min_length=1, max_length=v.MAX_USER_ID_LENGTH, pattern=NO_NUL
+    ),
+    status: StatusName | None = Query(None, description="Only this status."),  # noqa: B008
+    tags: list[Tag] | None = Query(  # noqa: B008
+        None, max_length=v.MAX_TAGS, description="Only sessions carrying all of these tags."
     ),
     include_archived: bool = Query(False, description="Also list ended and expired sessions."),
-    limit: int = Query(50, ge=1, le=200),
-    cursor: str | None = Query(None, max_length=200, description="`next_cursor` of a page."),
+    limit: int = Query(LIST_DEFAULT, ge=1, le=LIST_MAX),
+    cursor: str | None = Query(None, max_length=CURSOR_MAX, description="`next_cursor` of a page."),
 ):
-    """A user's sessions, newest first; follow `next_cursor` for more."""
-    page = get_session_store().list_user_sessions(
-        user_id, include_archived=include_archived, limit=limit, cursor=cursor or None
+    """Sessions newest first: a user's (live, plus archived with `include_archived`, paged by
+    `next_cursor`), or by `status` and `tags` (all of them) over live and archived sessions."""
+    page = list_page(
+        user_id=user_id,
+        status=status,
+        tags=tags,
+        include_archived=include_archived,
+        limit=limit,
+        cursor=cursor or None,
     )
     return {"items": page.items, "next_cursor": page.next_cursor}
 
@@ -137,13 +230,26 @@ def list_sessions(
 def get_session(
     request,
     session_id: SessionId,
-    recent_events: int = Query(20, ge=0, le=200, description="How many latest events to include."),
+    recent_events: int = Query(
+        20, ge=0, le=RECENT_EVENTS_MAX, description="How many latest events to include."
+    ),
 ):
     """A live or archived session with its state and latest events."""
-    session = get_session_store().get_session(session_id, recent_events=recent_events)
+    return session_out(read_session(session_id, recent_events), detail=True)
+
+
+def read_session(session_id: str, recent_events: int):
+    """The session, live or archived; archived ones are still read while Redis is down."""
+    store = get_session_store()
+    try:
+        session = store.get_session(session_id, recent_events=recent_events)
+    except StoreUnavailable:
+        session = store.get_archived_session(session_id, recent_events)
+        if session is None:  # it may be live: only Redis can say
+            raise
     if session is None:
         raise SessionNotFound(session_id)
-    return session_out(session, detail=True)
+    return session
 
 
 @api.get(
@@ -155,8 +261,8 @@ def get_session(
 def get_timeline(
     request,
     session_id: SessionId,
-    offset: int = Query(0, ge=0, le=10_000_000),
-    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=TIMELINE_OFFSET_MAX),
+    limit: int = Query(TIMELINE_DEFAULT, ge=1, le=TIMELINE_MAX),
 ):
     """Queries, messages and tool calls in order, `limit` at a time from `offset`."""
     events, total = get_session_store().get_timeline(session_id, offset=offset, limit=limit)
@@ -268,6 +374,50 @@ def end_session(request, session_id: SessionId, payload: EndIn):
     return session_out(session)
 
 
+@api.patch(
+    "/sessions/{session_id}",
+    auth=WRITE,
+    response={200: SessionOut, **_WRITE_ERRORS},
+    tags=["sessions"],
+    summary="Update purpose, tags or custom metadata",
+)
+def update_session_metadata(request, session_id: SessionId, payload: SessionMetadataIn):
+    """Change a live session's purpose, tags (replaced) or custom metadata (merged by key);
+    fields left out stay as they are."""
+    fields = payload.model_dump(exclude_none=True)
+    if "metadata" in fields:  # the store speaks the seed's name
+        fields["custom_metadata"] = fields.pop("metadata")
+    call_store("update_session_metadata", session_id, **fields)
+    return session_out(read_session(session_id, 0))
+
+
+@api.post(
+    "/sessions/{session_id}/requests",
+    auth=WRITE,
+    response={200: SessionOut, **_WRITE_ERRORS},
+    tags=["tracking"],
+    summary="Count a request (AIECS counters)",
+)
+def record_request(request, session_id: SessionId, payload: SessionCountersIn):
+    """Count a request, add its processing time in seconds and mark an error if it failed."""
+    call_store("update_session", session_id, **payload.model_dump())
+    return session_out(read_session(session_id, 0))
+
+
+@api.get(
+    "/sessions/{session_id}/statistics",
+    response={200: SessionStatisticsOut, **_SESSION_READ_ERRORS},
+    tags=["sessions"],
+    summary="One session's statistics",
+)
+def session_statistics(request, session_id: SessionId):
+    """Tools used, durations, tokens, cost, requests and errors of one session."""
+    stats = call_store("get_session_statistics", session_id)
+    if stats is None:
+        raise SessionNotFound(session_id)
+    return stats
+
+
 @api.get(
     "/stats",
     response={200: StatsOut, **_READ_ERRORS},
@@ -277,7 +427,7 @@ def end_session(request, session_id: SessionId, payload: EndIn):
 def session_stats(
     request,
     user_id: str | None = Query(
-        None, min_length=1, max_length=v.MAX_USER_ID_LENGTH, pattern=v.USER_ID_PATTERN
+        None, min_length=1, max_length=v.MAX_USER_ID_LENGTH, pattern=NO_NUL
     ),
     session_type: SessionTypeName | None = Query(None, description="Only this type."),  # noqa: B008
     days: int = Query(30, ge=1, le=365),
@@ -296,12 +446,53 @@ def session_stats(
 )
 def user_summary(
     request,
-    user_id: str = Query(
-        ..., min_length=1, max_length=v.MAX_USER_ID_LENGTH, pattern=v.USER_ID_PATTERN
-    ),
+    user_id: str = Query(..., min_length=1, max_length=v.MAX_USER_ID_LENGTH, pattern=NO_NUL),
     days: int = Query(30, ge=1, le=365),
 ):
     """What one user did over the last `days`: sessions, types, assets, queries."""
     from sessions_app.analytics import get_user_session_summary
 
     return get_user_session_summary(user_id, days)
+
+
+@api.post(
+    "/ingest",
+    auth=WRITE,
+    response={200: IngestOut, **_WRITE_ERRORS},
+    tags=["tracking"],
+    summary="Apply a batch of writes",
+)
+def ingest(request, payload: IngestIn):
+    """Writes across any sessions (at most `maxItems` of them), each answered on its own.
+
+    Each operation is `{"op", "session_id", "event_id", <the fields of its single route>}`
+    with `op` one of create, query, message, tool_call, context, result, metadata, counters,
+    end. An event id is applied once: resending it answers `duplicate`, so retrying a batch
+    is safe. A bad operation gets `error` with field and reason; the others still apply.
+    A 503 means the batch stopped part way: retry it whole with the same event ids.
+    """
+    return apply_batch(payload.operations, scope=idempotency_scope(request))
+
+
+@api.post(
+    "/otel/v1/traces",
+    auth=WRITE,
+    response={200: None, **_WRITE_ERRORS},
+    tags=["tracking"],
+    summary="OTLP/HTTP trace export",
+    # The body is OTLP (protobuf or JSON) as the OpenTelemetry spec defines it, not ours.
+    include_in_schema=False,
+)
+def otlp_traces(request):
+    """Record spans sent by an OpenTelemetry SDK (OTEL_EXPORTER_OTLP_ENDPOINT=.../api/v1/otel)."""
+    from sessions_app import otel
+
+    content_type = request.content_type or ""
+    try:
+        export = otel.decode(
+            request.body, content_type, request.headers.get("Content-Encoding", "")
+        )
+    except otel.OtlpError as exc:
+        return errors.error_response(exc.status, "invalid_otlp", exc.reason, "body")
+    result = otel.ingest(export)
+    return HttpResponse(otel.encode_response(result, content_type), content_type=content_type)

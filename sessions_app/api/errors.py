@@ -114,13 +114,66 @@ def _field_from_loc(loc) -> str | None:
     return ".".join(parts) or None
 
 
+def pydantic_error(first: dict, field: str | None) -> tuple[int, str, str]:
+    """(status, code, reason) of one pydantic error: unknown fields are 400, the rest 422."""
+    kind = first.get("type")
+    if kind == "extra_forbidden":
+        return 400, "unknown_field", "is not a field of this request"
+    if kind == "missing":
+        return 422, "invalid_input", "is required"
+    return 422, "invalid_input", first.get("msg", "is invalid")
+
+
+def first_error(errors: list[dict]) -> dict:
+    """The error to report: an unknown field first (400), else the first one."""
+    unknown = [error for error in errors if error.get("type") == "extra_forbidden"]
+    return (unknown or errors or [{}])[0]
+
+
 def _validation_error(request, exc: ValidationError):
-    first = exc.errors[0] if exc.errors else {}
+    first = first_error(exc.errors)
     field = _field_from_loc(first.get("loc", ()))
-    reason = first.get("msg", "is invalid")
-    if first.get("type") == "missing":
-        reason = "is required"
-    return error_response(422, "invalid_input", reason, field)
+    status, code, reason = pydantic_error(first, field)
+    return error_response(status, code, reason, field)
+
+
+def unknown_query_parameters(
+    request, allowed: frozenset[str], lists: frozenset[str] = frozenset()
+) -> JsonResponse | None:
+    """400 naming the first query parameter the operation does not know, or a single-valued
+    one given more than once (which would otherwise silently keep the last); else None."""
+    repeated = sorted(
+        name for name in request.GET if name not in lists and len(request.GET.getlist(name)) > 1
+    )
+    if repeated:
+        return error_response(400, "repeated_parameter", "may be given only once", repeated[0])
+    unknown = sorted(name for name in request.GET if name not in allowed)
+    if not unknown:
+        return None
+    known = ", ".join(sorted(allowed)) or "none"
+    return error_response(
+        400,
+        "unknown_parameter",
+        f"is not a query parameter of this route (known: {known})",
+        unknown[0],
+    )
+
+
+def describe(exc: Exception) -> tuple[int, str, str, str | None] | None:
+    """(status, code, reason, field) of a store error a single item can fail with, else None."""
+    if isinstance(exc, InvalidInput):
+        return 422, exc.code, exc.reason, exc.field
+    if isinstance(exc, SessionNotFound):
+        return 404, exc.code, str(exc), "session_id"
+    if isinstance(
+        exc, (SessionNotActive, QueryLimitExceeded, SessionAlreadyExists, EventLimitExceeded)
+    ):
+        return 409, exc.code, str(exc), "session_id"
+    if isinstance(exc, StateTooLarge):
+        return 413, exc.code, str(exc), "value"
+    if isinstance(exc, SessionLimitExceeded):
+        return 429, exc.code, str(exc), None
+    return None
 
 
 def _http_error(request, exc: HttpError):
@@ -165,6 +218,11 @@ def _not_active(request, exc: SessionNotActive):
 
 def _query_limit(request, exc: QueryLimitExceeded):
     return error_response(409, exc.code, str(exc), "session_id")
+
+
+def _unsupported(request, exc):
+    # The interface offers something the store this server runs cannot do (yet).
+    return error_response(422, "unsupported", str(exc), exc.argument)
 
 
 def _status(status: int, field: str | None):
@@ -235,5 +293,8 @@ def install(api) -> None:
         RateLimited: _rate_limited,
         Exception: _unexpected,
     }
+    from sessions_app.api.ingest import Unsupported
+
+    handlers[Unsupported] = _unsupported
     for exc_class, handler in handlers.items():
         api.add_exception_handler(exc_class, handler)

@@ -7,7 +7,7 @@ from ninja import Field, Schema
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints, WithJsonSchema
 
 from sessions_app import validation as v
-from sessions_app.models import END_STATUSES, MessageRole, SessionType
+from sessions_app.models import END_STATUSES, MessageRole, SessionStatus, SessionType
 
 # A session id (generated UUIDv7 or caller-chosen), by the one rule in validation.
 SessionId = Annotated[str, StringConstraints(pattern=rf"^{v.SESSION_ID_PATTERN}$")]
@@ -15,6 +15,7 @@ SessionId = Annotated[str, StringConstraints(pattern=rf"^{v.SESSION_ID_PATTERN}$
 SessionTypeName = Literal[tuple(SessionType.values)]
 EndStatus = Literal[tuple(str(status) for status in END_STATUSES)]
 Role = Literal[tuple(MessageRole.values)]
+StatusName = Literal[tuple(SessionStatus.values)]
 
 # Numeric bounds come from validation.py, which derives them from the archive's columns.
 MAX_MS = v.MAX_DURATION_MS
@@ -55,7 +56,7 @@ class StrictIn(BaseModel):
     Not ninja's Schema: that one reads attributes off any value, so it would accept a list.
     """
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, extra="forbid")
 
 
 class ErrorDetail(Schema):
@@ -72,7 +73,11 @@ class ErrorOut(Schema):
     error: ErrorDetail
 
 
-class SessionCreateIn(StrictIn):
+# Caller-chosen session ids (the seed's `session_id="user-123"`) follow the store's one rule.
+SessionIdText = SessionId
+
+
+class SessionCreateFields(StrictIn):
     session_type: SessionTypeName = Field(examples=["equity"])
     user_id: str = Field(
         "", max_length=v.MAX_USER_ID_LENGTH, pattern=v.USER_ID_PATTERN, examples=["analyst-42"]
@@ -93,6 +98,38 @@ class SessionCreateIn(StrictIn):
     ip: IpAddress | None = Field(None, description="Client IP address (no IPv6 zone id).")
     preferences: JsonObject = Field(default_factory=dict, description="JSON object, <= 32 KiB.")
     metadata: JsonObject = Field(default_factory=dict, description="JSON object, <= 32 KiB.")
+
+
+class SessionCreateIn(SessionCreateFields):
+    session_id: SessionIdText | None = Field(
+        None,
+        description="Caller-chosen id (409 if a session already has it); generated when absent.",
+        examples=["user-123-web"],
+    )
+
+
+class SessionMetadataIn(StrictIn):
+    """What `PATCH /sessions/{id}` changes; fields left out stay as they are."""
+
+    purpose: str | None = Field(None, max_length=v.MAX_PURPOSE_LENGTH, examples=["Q3 review"])
+    tags: list[Tag] | None = Field(None, max_length=v.MAX_TAGS, examples=[["earnings"]])
+    metadata: JsonObject | None = Field(
+        None, description="Custom metadata, merged key by key; <= 32 KiB.", examples=[{"k": 1}]
+    )
+
+
+class SessionCountersIn(StrictIn):
+    """AIECS request counters: one request, its processing time, whether it failed."""
+
+    increment_requests: bool = Field(True, description="Count one request.")
+    add_processing_time: float = Field(
+        0.0,
+        ge=0,
+        le=v.MAX_DURATION_MS / 1000,
+        description="Seconds of processing to add.",
+        examples=[1.5],
+    )
+    mark_error: bool = Field(False, description="Count one error.")
 
 
 class TimelineEventOut(Schema):
@@ -143,6 +180,8 @@ class SessionOut(Schema):
     tokens_in: int
     tokens_out: int
     cost: float
+    request_count: int = Field(description="AIECS: requests counted (POST .../requests).")
+    total_processing_time: float = Field(description="AIECS: seconds of processing counted.")
     preferences: JsonObject
     metadata: JsonObject
 
@@ -348,6 +387,8 @@ def session_out(session, *, detail: bool = False) -> dict[str, Any]:
         "tokens_in": session.tokens_in,
         "tokens_out": session.tokens_out,
         "cost": float(session.cost),
+        "request_count": session.request_count,
+        "total_processing_time": session.total_processing_time,
         "preferences": session.preferences,
         "metadata": session.metadata,
     }
@@ -356,3 +397,45 @@ def session_out(session, *, detail: bool = False) -> dict[str, Any]:
         data["intermediate_results"] = session.state.intermediate_results
         data["recent_events"] = session.recent_events
     return data
+
+
+class TokenUsageOut(Schema):
+    input: int
+    output: int
+
+
+class SessionStatisticsOut(Schema):
+    """One session's statistics (the MCP manager's get_session_statistics)."""
+
+    session_id: str
+    status: str
+    total_invocations: int = Field(description="Tool calls.")
+    total_duration_ms: float = Field(description="Summed tool-call durations.")
+    tools_used: list[str]
+    total_messages: int
+    messages_by_role: dict[str, int]
+    token_usage: TokenUsageOut
+    estimated_cost: float
+    duration_seconds: float
+
+
+class IngestErrorOut(Schema):
+    code: str
+    field: str | None
+    reason: str
+
+
+class IngestItemOut(Schema):
+    index: int = Field(description="Position of the operation in the request.")
+    event_id: str | None
+    status: Literal["accepted", "duplicate", "error"]
+    seq: int | None = Field(None, description="Timeline position of a new event.")
+    session_id: str | None = Field(None, description="Id of a created session.")
+    error: IngestErrorOut | None = None
+
+
+class IngestOut(Schema):
+    items: list[IngestItemOut]
+    accepted: int
+    duplicate: int
+    error: int

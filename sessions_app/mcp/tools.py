@@ -17,8 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sessions_app import apikeys
 from sessions_app import validation as v
 from sessions_app.api.errors import unstorable_field
+from sessions_app.api.ingest import Unsupported, call_store
+from sessions_app.api.limits import LIST_LIMITS, TIMELINE_LIMITS
 from sessions_app.api.schemas import (
+    MAX_COST,
     MAX_MS,
+    MAX_TOKENS,
     MAX_TTL_HOURS,
     Asset,
     EndStatus,
@@ -28,16 +32,28 @@ from sessions_app.api.schemas import (
     SessionSummaryOut,
     SessionTypeName,
     StatsOut,
+    StatusName,
     Tag,
+    TimelineEventOut,
     session_out,
 )
 from sessions_app.domain import QueryRecord
-from sessions_app.exceptions import InvalidInput, SessionNotFound, StoreError
+from sessions_app.exceptions import (
+    InvalidInput,
+    SessionAlreadyExists,
+    SessionNotFound,
+    StoreError,
+    StoreUnavailable,
+)
 from sessions_app.store import get_session_store
 
 logger = logging.getLogger(__name__)
 
 SESSION_ID_PATTERN = rf"^{v.SESSION_ID_PATTERN}$"
+JSON_LIMIT = f"At most {v.MAX_JSON_BYTES} bytes of JSON."
+# The REST routes' limits, stated once there (sessions_app.api.endpoints).
+LIST_DEFAULT, LIST_MAX, CURSOR_MAX = LIST_LIMITS
+TIMELINE_MAX, TIMELINE_OFFSET_MAX = TIMELINE_LIMITS
 
 
 class Args(BaseModel):
@@ -58,6 +74,13 @@ class CreateArgs(Args):
         None, alias="ttlHours", gt=0, le=MAX_TTL_HOURS, description="Default from the policy."
     )
     tags: list[Tag] = Field(default_factory=list, max_length=v.MAX_TAGS)
+    session_id: str | None = Field(
+        None,
+        alias="sessionId",
+        pattern=SESSION_ID_PATTERN,
+        description="Caller-chosen id (fails if taken); generated when absent.",
+    )
+    purpose: str = Field("", max_length=v.MAX_PURPOSE_LENGTH)
 
 
 class SessionArgs(Args):
@@ -67,12 +90,22 @@ class SessionArgs(Args):
 
 
 class ListArgs(Args):
-    user_id: str = Field(
-        alias="userId", min_length=1, max_length=v.MAX_USER_ID_LENGTH, pattern=v.USER_ID_PATTERN
+    user_id: str | None = Field(
+        None,
+        alias="userId",
+        min_length=1,
+        max_length=v.MAX_USER_ID_LENGTH,
+        pattern=v.USER_ID_PATTERN,
+    )
+    status: StatusName | None = Field(None, description="Only sessions with this status.")
+    tags: list[Tag] | None = Field(
+        None, max_length=v.MAX_TAGS, description="Only sessions carrying all of these tags."
     )
     include_archived: bool = Field(False, alias="includeArchived")
-    limit: int = Field(20, ge=1, le=200)
-    cursor: str | None = Field(None, max_length=200, description="nextCursor of a previous call.")
+    limit: int = Field(LIST_DEFAULT, ge=1, le=LIST_MAX)
+    cursor: str | None = Field(
+        None, max_length=CURSOR_MAX, description="nextCursor of a previous call."
+    )
 
 
 class ExtendArgs(SessionArgs):
@@ -98,7 +131,7 @@ class TrackQueryArgs(SessionArgs):
         max_length=v.MAX_QUERY_TYPE_LENGTH,
         pattern=v.QUERY_TYPE_INPUT_PATTERN,
     )
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=dict, description=JSON_LIMIT)
     result_summary: str = Field("", alias="resultSummary", max_length=v.MAX_SUMMARY_LENGTH)
     execution_time_ms: float = Field(0.0, alias="executionTimeMs", ge=0, le=MAX_MS)
     cache_hit: bool = Field(False, alias="cacheHit")
@@ -116,6 +149,42 @@ class EndArgs(SessionArgs):
     status: EndStatus = "completed"
 
 
+class ToolInvocationArgs(SessionArgs):
+    tool_name: str = Field(alias="toolName", min_length=1, max_length=v.MAX_NAME_LENGTH)
+    invocation_id: str = Field("", alias="invocationId", max_length=v.MAX_NAME_LENGTH)
+    duration_ms: float | None = Field(None, alias="durationMs", ge=0, le=MAX_MS)
+    tokens_in: int = Field(0, alias="tokensIn", ge=0, le=MAX_TOKENS)
+    tokens_out: int = Field(0, alias="tokensOut", ge=0, le=MAX_TOKENS)
+    cost: float = Field(0.0, ge=0, le=MAX_COST)
+    error: str = Field("", max_length=v.MAX_SUMMARY_LENGTH)
+
+
+class MetadataArgs(SessionArgs):
+    purpose: str | None = Field(None, max_length=v.MAX_PURPOSE_LENGTH)
+    tags: list[Tag] | None = Field(None, max_length=v.MAX_TAGS, description="Replaces the tags.")
+    custom_metadata: dict[str, Any] | None = Field(
+        None, alias="customMetadata", description=f"Merged key by key. {JSON_LIMIT}"
+    )
+
+
+class RequestArgs(SessionArgs):
+    increment_requests: bool = Field(True, alias="incrementRequests")
+    add_processing_time: float = Field(
+        0.0, alias="addProcessingTime", ge=0, le=MAX_MS / 1000, description="Seconds."
+    )
+    mark_error: bool = Field(False, alias="markError")
+
+
+class EntryArgs(SessionArgs):
+    key: str = Field(min_length=1, max_length=v.MAX_CONTEXT_KEY_LENGTH, pattern=r"\S")
+    value: Any = Field(description=f"Any JSON value. {JSON_LIMIT}")
+
+
+class TimelineArgs(SessionArgs):
+    offset: int = Field(0, ge=0, le=TIMELINE_OFFSET_MAX)
+    limit: int = Field(50, ge=1, le=TIMELINE_MAX)
+
+
 # ---- what each tool does (sync: runs in Django's thread via sync_to_async) -------------------
 
 
@@ -124,27 +193,34 @@ def _dump(schema: type[BaseModel], data) -> dict[str, Any]:
 
 
 def _create(args: CreateArgs) -> dict:
-    session = get_session_store().create_session(
+    fields = {"session_id": args.session_id} if args.session_id else {}
+    session = call_store(
+        "create_session",
         assets=args.assets,
         session_type=args.session_type,
         user_id=args.user_id,
         ttl_hours=args.ttl_hours,
         tags=args.tags,
+        purpose=args.purpose,
         source="mcp",
+        **fields,
     )
     return _dump(SessionOut, session_out(session))
 
 
 def _info(args: SessionArgs) -> dict:
-    session = get_session_store().get_session(args.session_id)
-    if session is None:
-        raise SessionNotFound(args.session_id)
-    return _dump(SessionDetailOut, session_out(session, detail=True))
+    from sessions_app.api.endpoints import read_session
+
+    return _dump(SessionDetailOut, session_out(read_session(args.session_id, 20), detail=True))
 
 
 def _list(args: ListArgs) -> dict:
-    page = get_session_store().list_user_sessions(
-        args.user_id,
+    from sessions_app.api.endpoints import list_page
+
+    page = list_page(
+        user_id=args.user_id,
+        status=args.status,
+        tags=args.tags,
         include_archived=args.include_archived,
         limit=args.limit,
         cursor=args.cursor or None,
@@ -196,6 +272,54 @@ def _end(args: EndArgs) -> dict:
     return _dump(SessionOut, session_out(session))
 
 
+def _tool_invocation(args: ToolInvocationArgs) -> dict:
+    seq = get_session_store().record_tool_call(
+        args.session_id, **args.model_dump(exclude={"session_id"})
+    )
+    return {"sessionId": args.session_id, "seq": seq}
+
+
+def _metadata(args: MetadataArgs) -> dict:
+    fields = args.model_dump(exclude={"session_id"}, exclude_none=True)
+    call_store("update_session_metadata", args.session_id, **fields)
+    return _info(args)
+
+
+def _request(args: RequestArgs) -> dict:
+    call_store("update_session", args.session_id, **args.model_dump(exclude={"session_id"}))
+    return {"sessionId": args.session_id, "recorded": True}
+
+
+def _context(args: EntryArgs) -> dict:
+    get_session_store().update_context(args.session_id, args.key, args.value)
+    return {"sessionId": args.session_id, "key": args.key.strip()}
+
+
+def _result_entry(args: EntryArgs) -> dict:
+    get_session_store().store_intermediate_result(args.session_id, args.key, args.value)
+    return {"sessionId": args.session_id, "key": args.key.strip()}
+
+
+def _timeline(args: TimelineArgs) -> dict:
+    events, total = get_session_store().get_timeline(
+        args.session_id, offset=args.offset, limit=args.limit
+    )
+    return {"events": [_dump(TimelineEventOut, event) for event in events], "total": total}
+
+
+def _statistics(args: SessionArgs) -> dict:
+    stats = call_store("get_session_statistics", args.session_id)
+    if stats is None:
+        raise SessionNotFound(args.session_id)
+    return json.loads(json.dumps(stats, default=str))
+
+
+def _delete(args: SessionArgs) -> dict:
+    if not get_session_store().delete_session(args.session_id):
+        raise SessionNotFound(args.session_id)
+    return {"sessionId": args.session_id, "deleted": True}
+
+
 @dataclass(frozen=True)
 class ToolSpec:
     args: type[Args]
@@ -235,7 +359,8 @@ TOOLS: dict[str, ToolSpec] = {
         ListArgs,
         _list,
         "read",
-        "A user's sessions, newest first; includeArchived adds ended ones.",
+        "Sessions newest first, by user, status and tags (all of them); "
+        "includeArchived adds ended ones.",
         _READ,
     ),
     "extend-session": ToolSpec(
@@ -252,6 +377,20 @@ TOOLS: dict[str, ToolSpec] = {
         "Session statistics over the last `days`, optionally for one user and/or type.",
         _READ,
     ),
+    "get-session-timeline": ToolSpec(
+        TimelineArgs,
+        _timeline,
+        "read",
+        "A page of a session's timeline (queries, messages, tool calls) in order.",
+        _READ,
+    ),
+    "get-session-statistics": ToolSpec(
+        SessionArgs,
+        _statistics,
+        "read",
+        "One session's statistics: tools used, durations, tokens, cost, requests and errors.",
+        _READ,
+    ),
     "track-query": ToolSpec(
         TrackQueryArgs,
         _track_query,
@@ -266,12 +405,50 @@ TOOLS: dict[str, ToolSpec] = {
         "Record a conversation message (user, assistant, tool or system) in a live session.",
         _WRITE,
     ),
+    "record-tool-invocation": ToolSpec(
+        ToolInvocationArgs,
+        _tool_invocation,
+        "write",
+        "Record (link) a tool invocation with its duration, tokens, cost and error.",
+        _WRITE,
+    ),
+    "update-session-metadata": ToolSpec(
+        MetadataArgs,
+        _metadata,
+        "write",
+        "Change a live session's purpose, tags or custom metadata (what is left out stays).",
+        _WRITE,
+    ),
+    "record-request": ToolSpec(
+        RequestArgs,
+        _request,
+        "write",
+        "Count a request, add its processing time (seconds) and mark an error if it failed.",
+        _WRITE,
+    ),
+    "update-context": ToolSpec(
+        EntryArgs, _context, "write", "Set one context key of a live session.", _WRITE
+    ),
+    "store-intermediate-result": ToolSpec(
+        EntryArgs,
+        _result_entry,
+        "write",
+        "Set one intermediate result of a live session.",
+        _WRITE,
+    ),
     "end-session": ToolSpec(
         EndArgs,
         _end,
         "write",
         "End a live session as completed, failed or abandoned; it is archived right away.",
         types.ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False),
+    ),
+    "delete-session": ToolSpec(
+        SessionArgs,
+        _delete,
+        "write",
+        "Delete a session, live or archived, with its whole timeline.",
+        types.ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True),
     ),
 }
 
@@ -347,8 +524,13 @@ async def call_tool(name: str, arguments: dict | None, api_key=None) -> types.Ca
         return _error(exc.code, exc.reason, _argument_name(spec, exc.field))
     except SessionNotFound as exc:
         return _error(exc.code, str(exc), "sessionId")
-    except StoreError as exc:  # not active, query limit, Redis down
-        return _error(exc.code, str(exc))
+    except StoreUnavailable as exc:  # the message names Redis's host:port: not for clients
+        return _error(exc.code, "the live session store is unavailable; retry later")
+    except Unsupported as exc:
+        return _error("unsupported", str(exc))
+    except StoreError as exc:  # not active, query limit, session exists
+        conflict = isinstance(exc, SessionAlreadyExists)
+        return _error(exc.code, str(exc), "sessionId" if conflict else None)
     except DatabaseError:
         return _error("database_unavailable", "the database is unavailable; retry later")
     except Exception:  # a bug: log it, answer with an error result rather than drop the call

@@ -84,6 +84,33 @@ class McpHttpApp:
         if scope["type"] != "http":
             return
         headers = dict(scope.get("headers") or [])
+        if settings.SECURE_SSL_REDIRECT and not _is_secure(scope, headers):
+            # The site's HTTPS policy (SecurityMiddleware's redirect); 308 keeps the POST.
+            host = headers.get(b"host", b"").decode("latin-1")
+            location = f"https://{host}{scope.get('root_path', '')}{scope['path']}"
+            await _send_json(
+                send,
+                308,
+                {"error": {"code": "https_required", "field": None, "reason": "use HTTPS"}},
+                [(b"location", location.encode("latin-1"))],
+            )
+            return
+        if scope["method"] == "GET":
+            # Stateless JSON transport: no server-initiated SSE stream to offer. The MCP spec's
+            # answer is 405; the SDK would otherwise hold a stream open that never closes.
+            await _send_json(
+                send,
+                405,
+                {
+                    "error": {
+                        "code": "method_not_allowed",
+                        "field": None,
+                        "reason": "this MCP endpoint offers no SSE stream; POST JSON-RPC",
+                    }
+                },
+                [(b"allow", b"POST, DELETE")],
+            )
+            return
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         key = None
         if scheme.lower() == "bearer" and token:
@@ -114,6 +141,15 @@ class McpHttpApp:
             )
             return
         scope[API_KEY_SCOPE_KEY] = key
+        hsts = _hsts_headers() if _is_secure(scope, headers) else []
+        if hsts:
+            plain_send = send
+
+            async def send(message):  # the HSTS header Django's pages carry, on /mcp too
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", []), *hsts]}
+                await plain_send(message)
+
         await self.manager.handle_request(scope, receive, send)
 
 
@@ -127,6 +163,29 @@ def _authenticate(token: str, ip: str):
         return key
     finally:
         close_old_connections()
+
+
+def _is_secure(scope, headers: dict[bytes, bytes]) -> bool:
+    """HTTPS as Django judges it: the scheme, or the proxy header when one is configured."""
+    if scope.get("scheme") == "https":
+        return True
+    proxy = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy:
+        name, value = proxy
+        header = name.removeprefix("HTTP_").replace("_", "-").lower().encode("latin-1")
+        return headers.get(header, b"").decode("latin-1").split(",")[0].strip() == value
+    return False
+
+
+def _hsts_headers() -> list[tuple[bytes, bytes]]:
+    if not settings.SECURE_HSTS_SECONDS:
+        return []
+    value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+    if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+        value += "; includeSubDomains"
+    if settings.SECURE_HSTS_PRELOAD:
+        value += "; preload"
+    return [(b"strict-transport-security", value.encode())]
 
 
 async def _send_json(send, status: int, body: dict, headers=()) -> None:

@@ -252,6 +252,13 @@ API_CALLS = {
     ("post", "/api/v1/sessions/{session_id}/end"): ({"status": "completed"}, 200),
     ("get", "/api/v1/stats"): ({"days": 7}, 200),
     ("get", "/api/v1/user-summary"): ({"user_id": "user-1"}, 200),
+    ("patch", "/api/v1/sessions/{session_id}"): ({"purpose": "p"}, 200),
+    ("post", "/api/v1/sessions/{session_id}/requests"): ({"mark_error": True}, 200),
+    ("get", "/api/v1/sessions/{session_id}/statistics"): (None, 200),
+    ("post", "/api/v1/ingest"): (
+        {"operations": [{"op": "query", "session_id": "s", "event_id": "e", "query_type": "p"}]},
+        200,
+    ),
 }
 
 
@@ -330,6 +337,14 @@ def mcp_arguments(tool: str, session_id: str) -> dict:
         "track-query": {"sessionId": session_id, "queryType": "price"},
         "add-message": {"sessionId": session_id, "role": "user", "content": "hi"},
         "end-session": {"sessionId": session_id},
+        "get-session-timeline": {"sessionId": session_id},
+        "get-session-statistics": {"sessionId": session_id},
+        "record-tool-invocation": {"sessionId": session_id, "toolName": "quote"},
+        "update-session-metadata": {"sessionId": session_id, "purpose": "p"},
+        "record-request": {"sessionId": session_id, "markError": True},
+        "update-context": {"sessionId": session_id, "key": "k", "value": 1},
+        "store-intermediate-result": {"sessionId": session_id, "key": "k", "value": 1},
+        "delete-session": {"sessionId": session_id},
     }[tool]
 
 
@@ -342,6 +357,14 @@ MCP_SCOPES = {
     "track-query": "write",
     "add-message": "write",
     "end-session": "write",
+    "get-session-timeline": "read",
+    "get-session-statistics": "read",
+    "record-tool-invocation": "write",
+    "update-session-metadata": "write",
+    "record-request": "write",
+    "update-context": "write",
+    "store-intermediate-result": "write",
+    "delete-session": "write",
 }
 
 

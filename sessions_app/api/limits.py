@@ -1,0 +1,13 @@
+"""Paging limits shared by the REST routes and the MCP tools (stated once, here)."""
+
+LIST_DEFAULT = 50  # the seed's list-sessions default
+LIST_MAX = 200
+CURSOR_MAX = 200
+LIST_LIMITS = (LIST_DEFAULT, LIST_MAX, CURSOR_MAX)
+
+TIMELINE_DEFAULT = 50
+TIMELINE_MAX = 500
+TIMELINE_OFFSET_MAX = 10_000_000
+TIMELINE_LIMITS = (TIMELINE_MAX, TIMELINE_OFFSET_MAX)
+
+RECENT_EVENTS_MAX = 200
