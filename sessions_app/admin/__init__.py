@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 
+from sessions_app.admin import alerts
 from sessions_app.admin.operations import (
     ApiKeyAdmin,
     DailyMetricAdmin,
@@ -24,3 +25,4 @@ admin.site.register(RetentionPolicy, RetentionPolicyAdmin)
 admin.site.register(DailyMetric, DailyMetricAdmin)
 admin.site.register(JobRun, JobRunAdmin)
 admin.site.register(ApiKey, ApiKeyAdmin)
+alerts.register(admin.site)

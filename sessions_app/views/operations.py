@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_celery_beat.models import PeriodicTask
 
-from sessions_app import health, jobs, schedules
+from sessions_app import audit, health, jobs, schedules
 from sessions_app.models import JobRun, RetentionPolicy, SessionType
 from sessions_app.policies import all_effective_policies
 from sessions_app.views.common import RUN_JOBS, dashboard_view, wants_partial
@@ -134,6 +134,7 @@ def run_job_now(request, job: str):
     except Exception as error:  # noqa: BLE001 - the broker's errors vary; say what happened
         messages.error(request, f"Could not queue “{description}”: {error}")
     else:
+        audit.record("run_job", "job", JOBS[job][0], actor=request, object_repr=description)
         messages.success(
             request, f"Queued “{description}”. Its run appears below once a worker picks it up."
         )

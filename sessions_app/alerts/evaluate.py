@@ -1,0 +1,101 @@
+"""Evaluate every enabled rule: new state, fired/resolved events, notifications."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from sessions_app.alerts import notify as notifications
+from sessions_app.alerts.models import SPARKLINE_POINTS, AlertEvent, AlertRule, AlertState
+from sessions_app.alerts.sources import Reading, Sources
+
+logger = logging.getLogger(__name__)
+
+_STATE_FIELDS = ["state", "last_value", "last_evaluated_at", "last_notified_at", "recent_values"]
+
+
+def next_state(rule: AlertRule, reading: Reading) -> str:
+    """The rule's state given a reading; too little data never starts or stops a firing rule."""
+    enough = reading.sessions is None or reading.sessions >= rule.min_sessions
+    if reading.value is None or not enough:
+        return AlertState.FIRING if rule.state == AlertState.FIRING else AlertState.NO_DATA
+    return AlertState.FIRING if rule.breaches(reading.value) else AlertState.OK
+
+
+def _may_notify(rule: AlertRule, event: AlertEvent, now: datetime) -> bool:
+    if rule.silenced_until and rule.silenced_until > now:
+        return False
+    if event.kind == AlertEvent.Kind.RESOLVED:
+        return True  # the all-clear for a notified alert always goes out
+    cooldown = timedelta(minutes=rule.cooldown_minutes)
+    return rule.last_notified_at is None or now - rule.last_notified_at >= cooldown
+
+
+def evaluate_rules(now: datetime | None = None, notify: bool = True) -> dict:
+    """One pass over the enabled rules; counts of what happened (the job's JobRun counts)."""
+    now = now or timezone.now()
+    rules = list(AlertRule.objects.filter(enabled=True))
+    sources = Sources(rules, now)
+    events: list[AlertEvent] = []
+    for rule in rules:
+        reading = sources.read(rule)
+        state = next_state(rule, reading)
+        if state == AlertState.FIRING and rule.state != AlertState.FIRING:
+            kind = AlertEvent.Kind.FIRED
+        elif rule.state == AlertState.FIRING and state == AlertState.OK:
+            kind = AlertEvent.Kind.RESOLVED
+        else:
+            kind = None
+        if kind:
+            events.append(
+                AlertEvent(
+                    rule=rule,
+                    kind=kind,
+                    at=now,
+                    value=reading.value,
+                    threshold=rule.threshold,
+                    sessions=reading.sessions or 0,
+                )
+            )
+        rule.state = state
+        rule.last_value = reading.value
+        rule.last_evaluated_at = now
+        points = [*rule.recent_values, [int(now.timestamp()), reading.value]]
+        rule.recent_values = points[-SPARKLINE_POINTS:]
+    with transaction.atomic():
+        AlertRule.objects.bulk_update(rules, _STATE_FIELDS)
+        AlertEvent.objects.bulk_create(events)
+    counts = {
+        "rules": len(rules),
+        "firing": sum(rule.state == AlertState.FIRING for rule in rules),
+        "fired": sum(e.kind == AlertEvent.Kind.FIRED for e in events),
+        "resolved": sum(e.kind == AlertEvent.Kind.RESOLVED for e in events),
+        "notified": 0,
+    }
+    if not notify:
+        return counts
+    for event in events:
+        rule = event.rule
+        if not _may_notify(rule, event, now):
+            continue
+        try:
+            notifications.notify(event)
+        except Exception:
+            logger.exception("alert %s: notification failed", rule.name)
+            continue
+        counts["notified"] += 1
+        if event.kind == AlertEvent.Kind.FIRED:
+            rule.last_notified_at = now
+            AlertRule.objects.filter(pk=rule.pk).update(last_notified_at=now)
+    counts.update(notifications.deliver_due(now))
+    return counts
+
+
+def silence(rule: AlertRule, until: datetime | None) -> AlertRule:
+    """Silence a rule's notifications until `until` (None: unsilence); audited as a change."""
+    rule.silenced_until = until
+    rule.save(update_fields=["silenced_until"])
+    return rule

@@ -1,0 +1,238 @@
+"""Metric values for alert rules: from the DailyMetric rollups, the live store and JobRun rows.
+
+One `Sources` serves one evaluation pass and shares its reads between rules: one rollup query
+for every rollup rule, one Redis round trip for live counts, one query per job for failure
+streaks. Only rules narrowed to a user read archived sessions, through the (user_id,
+created_at) index. Nothing here scans sessions or events.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from django.apps import apps
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from sessions_app import jobs
+from sessions_app.alerts.models import AlertRule, Metric
+from sessions_app.metrics import day_bounds
+from sessions_app.models import DailyMetric, JobRun, Session, SessionStatus
+
+logger = logging.getLogger(__name__)
+
+ROLLUP_METRICS = {
+    Metric.ERROR_RATE,
+    Metric.ABANDONMENT_RATE,
+    Metric.FAILURE_RATE,
+    Metric.P95_DURATION,
+    Metric.COST,
+    Metric.TOKENS,
+    Metric.SESSIONS_STARTED,
+}
+# Runs looked at for a failure streak; a longer streak reads as this many.
+STREAK_LOOKBACK = 50
+EVALUATE_ALERTS = "evaluate_alerts"  # JobRun.job of the evaluation job
+KNOWN_JOBS = (jobs.CLEANUP, jobs.RETENTION, jobs.METRICS, EVALUATE_ALERTS)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A metric's value (None: no data) and the sessions behind it (None: not about sessions)."""
+
+    value: float | None
+    sessions: int | None = None
+
+
+def archive_backlog() -> int:
+    """Sessions past due and not archived yet.
+
+    ADAPT AT MERGE: uses the store's public `archive_backlog()` when it has one; until then the
+    due index's count below now (the store's key layout, read in this one place).
+    """
+    from sessions_app.store import get_session_store
+
+    store = get_session_store()
+    if hasattr(store, "archive_backlog"):
+        return int(store.archive_backlog())
+    from sessions_app.redis_client import key
+
+    return int(store.redis.zcount(key("idx", "due"), "-inf", timezone.now().timestamp()))
+
+
+def quarantined_sessions() -> int | None:
+    """Sessions the archiver could not write and set aside; None while no quarantine exists.
+
+    ADAPT AT MERGE: counts the archive branch's quarantine model if it is installed.
+    """
+    for name in ("QuarantinedSession", "Quarantine", "SessionQuarantine"):
+        try:
+            model = apps.get_model("sessions_app", name)
+        except LookupError:
+            continue
+        return model._default_manager.count()
+    return None
+
+
+def window_days(window_minutes: int, now: datetime) -> tuple[date, date]:
+    """(first day, today) in TIME_ZONE: the whole days the window touches."""
+    today = timezone.localdate(now)
+    first = timezone.localdate(now - timedelta(minutes=window_minutes))
+    return first, today
+
+
+def _rate(part: float, whole: float) -> float | None:
+    return 100.0 * part / whole if whole else None
+
+
+def _from_totals(metric: str, totals: dict) -> Reading:
+    started = int(totals.get("started") or 0)
+    if metric == Metric.ERROR_RATE:
+        return Reading(_rate(totals.get("errors") or 0, totals.get("queries") or 0), started)
+    if metric == Metric.ABANDONMENT_RATE:
+        return Reading(_rate(totals.get("abandoned") or 0, started), started)
+    if metric == Metric.FAILURE_RATE:
+        return Reading(_rate(totals.get("failed") or 0, started), started)
+    if metric == Metric.P95_DURATION:
+        return Reading(float(totals["p95"]) if started else None, started)
+    if metric == Metric.COST:
+        return Reading(float(totals.get("cost") or Decimal(0)), started)
+    if metric == Metric.TOKENS:
+        return Reading(float(totals.get("tokens") or 0), started)
+    return Reading(float(started), started)  # sessions started
+
+
+class Sources:
+    """Reads for one evaluation pass at `now`, shared between rules."""
+
+    def __init__(self, rules: list[AlertRule], now: datetime | None = None):
+        self.now = now or timezone.now()
+        self._rules = rules
+        self._rollups: list[DailyMetric] | None = None
+        self._live: dict | None = None
+        self._streaks: dict[str, int] = {}
+        self._cached: dict[str, object] = {}
+
+    def read(self, rule: AlertRule) -> Reading:
+        """The rule's metric now; errors reading one source give no data, not a failed pass."""
+        try:
+            return self._read(rule)
+        except Exception as exc:  # noqa: BLE001 - one unreadable source must not stop the pass
+            logger.warning("alert %s: cannot read %s: %s", rule.name, rule.metric, exc)
+            return Reading(None)
+
+    def _read(self, rule: AlertRule) -> Reading:
+        metric = Metric(rule.metric)
+        if metric in ROLLUP_METRICS:
+            if rule.user_id:
+                return _from_totals(metric, self._user_totals(rule))
+            return _from_totals(metric, self._rollup_totals(rule))
+        if metric == Metric.LIVE_SESSIONS:
+            counts = self._live_counts()
+            value = counts["by_type"].get(rule.session_type, 0) if rule.session_type else None
+            return Reading(float(counts["total"] if value is None else value))
+        if metric == Metric.ARCHIVE_BACKLOG:
+            return Reading(float(self._once("backlog", archive_backlog)))
+        if metric == Metric.QUARANTINED:
+            count = self._once("quarantined", quarantined_sessions)
+            return Reading(None if count is None else float(count))
+        names = [rule.job] if rule.job else list(KNOWN_JOBS)
+        return Reading(float(max(self._streak(name) for name in names)))
+
+    def _once(self, name: str, func):
+        if name not in self._cached:
+            self._cached[name] = func()
+        return self._cached[name]
+
+    def _live_counts(self) -> dict:
+        if self._live is None:
+            from sessions_app.store import get_session_store
+
+            self._live = get_session_store().live_counts()
+        return self._live
+
+    def _rollup_rows(self) -> list[DailyMetric]:
+        """DailyMetric rows of every day any rollup rule's window touches (one query)."""
+        if self._rollups is None:
+            windows = [r.window_minutes for r in self._rules if r.metric in ROLLUP_METRICS]
+            first, _ = window_days(max(windows, default=1), self.now)
+            self._rollups = list(
+                DailyMetric.objects.filter(day__gte=first).only(
+                    "day",
+                    "session_type",
+                    "sessions_started",
+                    "sessions_failed",
+                    "sessions_abandoned",
+                    "queries",
+                    "errors",
+                    "p95_duration_seconds",
+                    "tokens_in",
+                    "tokens_out",
+                    "cost",
+                )
+            )
+        return self._rollups
+
+    def _rollup_totals(self, rule: AlertRule) -> dict:
+        first, today = window_days(rule.window_minutes, self.now)
+        totals = {"started": 0, "errors": 0, "queries": 0, "abandoned": 0, "failed": 0}
+        totals.update(p95=0.0, cost=Decimal(0), tokens=0)
+        for row in self._rollup_rows():
+            if not first <= row.day <= today:
+                continue
+            if rule.session_type and row.session_type != rule.session_type:
+                continue
+            totals["started"] += row.sessions_started
+            totals["errors"] += row.errors
+            totals["queries"] += row.queries
+            totals["abandoned"] += row.sessions_abandoned
+            totals["failed"] += row.sessions_failed
+            # Daily p95s do not add up; the worst day's is the window's upper bound.
+            totals["p95"] = max(totals["p95"], row.p95_duration_seconds)
+            totals["cost"] += row.cost
+            totals["tokens"] += row.tokens_in + row.tokens_out
+        return totals
+
+    def _user_totals(self, rule: AlertRule) -> dict:
+        """One user's archived sessions in the window (the user_id, created_at index)."""
+        first, today = window_days(rule.window_minutes, self.now)
+        start, end = day_bounds(first, today)
+        sessions = Session.objects.filter(user_id=rule.user_id, created_at__gte=start)
+        sessions = sessions.filter(created_at__lt=end)
+        if rule.session_type:
+            sessions = sessions.filter(session_type=rule.session_type)
+        totals = sessions.aggregate(
+            started=Count("id"),
+            errors=Sum("error_count"),
+            queries=Sum("query_count"),
+            abandoned=Count("id", filter=Q(status=SessionStatus.ABANDONED)),
+            failed=Count("id", filter=Q(status=SessionStatus.FAILED)),
+            cost=Sum("cost"),
+            tokens_in=Sum("tokens_in"),
+            tokens_out=Sum("tokens_out"),
+        )
+        totals["tokens"] = (totals.pop("tokens_in") or 0) + (totals.pop("tokens_out") or 0)
+        if rule.metric == Metric.P95_DURATION:
+            durations = sorted(sessions.values_list("duration_seconds", flat=True)[:10_000])
+            totals["p95"] = durations[int(0.95 * (len(durations) - 1))] if durations else 0.0
+        return totals
+
+    def _streak(self, job: str) -> int:
+        """Failed runs of `job` in a row, newest first (skipped and running runs ignored)."""
+        if job not in self._streaks:
+            outcomes = (
+                JobRun.objects.filter(job=job)
+                .exclude(outcome__in=[JobRun.Outcome.SKIPPED, JobRun.Outcome.RUNNING])
+                .order_by("-started_at")
+                .values_list("outcome", flat=True)[:STREAK_LOOKBACK]
+            )
+            streak = 0
+            for outcome in outcomes:
+                if outcome != JobRun.Outcome.FAILED:
+                    break
+                streak += 1
+            self._streaks[job] = streak
+        return self._streaks[job]
