@@ -110,10 +110,13 @@ def test_periodic_task_change_is_audited_but_beat_bookkeeping_is_not(su_client):
     assert not AuditEntry.objects.exists()
     every_5, _ = IntervalSchedule.objects.get_or_create(every=5, period="minutes")
     task = PeriodicTask.objects.get(pk=task.pk)
+    old_interval = str(task.interval)
     task.enabled = False
+    task.interval = every_5
     task.save()
     entry = only(object_type="periodic_task", action="change")
-    assert entry.before == {"enabled": True} and entry.after == {"enabled": False}
+    assert entry.before == {"enabled": True, "interval": old_interval}
+    assert entry.after == {"enabled": False, "interval": "every 5 minutes"}
     assert entry.object_repr.startswith(task.name)
 
 
