@@ -287,3 +287,50 @@ def test_alerts_page_lists_rules_and_only_admins_silence(client, analyst, retent
     client.post(f"/alerts/{rule.pk}/silence", {"hours": "4"})
     rule.refresh_from_db()
     assert rule.silenced_until > timezone.now() + timedelta(hours=3, minutes=59)
+
+
+def test_user_narrowed_rules_read_only_that_users_sessions():
+    from tests.factories import archived_sessions
+
+    now = timezone.now()
+    archived_sessions(
+        [
+            {
+                "user_id": user,
+                "session_type": session_type,
+                "status": status,
+                "created_at": now - timedelta(minutes=30),
+                "duration_seconds": duration,
+                "queries": [{"query_type": "price", "error": error}] * 2,
+            }
+            for user, session_type, status, error, duration in [
+                ("bob", "equity", "completed", "boom", 10),
+                ("bob", "crypto", "failed", "", 20),
+                ("alice", "equity", "abandoned", "", 30),
+                ("alice", "equity", "completed", "", 40),
+            ]
+        ]
+    )
+    rules = {
+        name: AlertRule.objects.create(
+            name=name, metric=metric, user_id=user, session_type=session_type, threshold=1e9
+        )
+        for name, metric, user, session_type in [
+            ("bob errors", Metric.ERROR_RATE, "bob", ""),
+            ("bob equity errors", Metric.ERROR_RATE, "bob", "equity"),
+            ("bob failures", Metric.FAILURE_RATE, "bob", ""),
+            ("alice abandoned", Metric.ABANDONMENT_RATE, "alice", ""),
+            ("alice started", Metric.SESSIONS_STARTED, "alice", ""),
+            ("nobody", Metric.ERROR_RATE, "nobody", ""),
+        ]
+    }
+    evaluate_rules(now=now, notify=False)
+    values = {name: AlertRule.objects.get(pk=rule.pk).last_value for name, rule in rules.items()}
+    assert values == {
+        "bob errors": 50.0,
+        "bob equity errors": 100.0,
+        "bob failures": 50.0,
+        "alice abandoned": 50.0,
+        "alice started": 2.0,
+        "nobody": None,
+    }

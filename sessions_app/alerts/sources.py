@@ -12,9 +12,11 @@ import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 
 from django.apps import apps
-from django.db.models import Count, Q, Sum
+from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from sessions_app import jobs
@@ -105,6 +107,56 @@ def _from_totals(metric: str, totals: dict) -> Reading:
     return Reading(float(started), started)  # sessions started
 
 
+def _totals(rows, rule: AlertRule, now: datetime) -> dict:
+    """Sums over the rows (DailyMetric-shaped) of the rule's days and type."""
+    first, today = window_days(rule.window_minutes, now)
+    totals = {"started": 0, "errors": 0, "queries": 0, "abandoned": 0, "failed": 0}
+    totals.update(p95=0.0, cost=Decimal(0), tokens=0)
+    for row in rows:
+        if not first <= row.day <= today:
+            continue
+        if rule.session_type and row.session_type != rule.session_type:
+            continue
+        totals["started"] += row.sessions_started
+        totals["errors"] += row.errors
+        totals["queries"] += row.queries
+        totals["abandoned"] += row.sessions_abandoned
+        totals["failed"] += row.sessions_failed
+        # Daily p95s do not add up; the worst day's is the window's upper bound.
+        totals["p95"] = max(totals["p95"], row.p95_duration_seconds)
+        totals["cost"] += row.cost
+        totals["tokens"] += row.tokens_in + row.tokens_out
+    return totals
+
+
+# The user rules' grouped read: DailyMetric-shaped sums per (user, type, day in TIME_ZONE).
+_USER_COLUMNS = (
+    "user_id",
+    "session_type",
+    "day",
+    "sessions_started",
+    "errors",
+    "queries",
+    "sessions_abandoned",
+    "sessions_failed",
+    "p95_duration_seconds",
+    "cost",
+    "tokens_in",
+    "tokens_out",
+)
+_USER_SQL = f"""
+SELECT user_id, session_type, (created_at AT TIME ZONE %s)::date AS day, count(*),
+       coalesce(sum(error_count), 0), coalesce(sum(query_count), 0),
+       count(*) FILTER (WHERE status = '{SessionStatus.ABANDONED}'),
+       count(*) FILTER (WHERE status = '{SessionStatus.FAILED}'),
+       percentile_disc(0.95) WITHIN GROUP (ORDER BY duration_seconds),
+       coalesce(sum(cost), 0), coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0)
+FROM {Session._meta.db_table}
+WHERE user_id = ANY(%s) AND created_at >= %s AND created_at < %s
+GROUP BY 1, 2, 3
+"""  # noqa: S608 - table name and statuses are constants; values are bound
+
+
 class Sources:
     """Reads for one evaluation pass at `now`, shared between rules."""
 
@@ -115,6 +167,7 @@ class Sources:
         self._live: dict | None = None
         self._streaks: dict[str, int] = {}
         self._cached: dict[str, object] = {}
+        self._users: list[SimpleNamespace] | None = None
 
     def read(self, rule: AlertRule) -> Reading:
         """The rule's metric now; errors reading one source give no data, not a failed pass."""
@@ -177,48 +230,29 @@ class Sources:
         return self._rollups
 
     def _rollup_totals(self, rule: AlertRule) -> dict:
-        first, today = window_days(rule.window_minutes, self.now)
-        totals = {"started": 0, "errors": 0, "queries": 0, "abandoned": 0, "failed": 0}
-        totals.update(p95=0.0, cost=Decimal(0), tokens=0)
-        for row in self._rollup_rows():
-            if not first <= row.day <= today:
-                continue
-            if rule.session_type and row.session_type != rule.session_type:
-                continue
-            totals["started"] += row.sessions_started
-            totals["errors"] += row.errors
-            totals["queries"] += row.queries
-            totals["abandoned"] += row.sessions_abandoned
-            totals["failed"] += row.sessions_failed
-            # Daily p95s do not add up; the worst day's is the window's upper bound.
-            totals["p95"] = max(totals["p95"], row.p95_duration_seconds)
-            totals["cost"] += row.cost
-            totals["tokens"] += row.tokens_in + row.tokens_out
-        return totals
+        return _totals(self._rollup_rows(), rule, self.now)
+
+    def _user_rows(self) -> list[SimpleNamespace]:
+        """Per (user, type, day) sums for every user some rule narrows to: one grouped query
+        over those users' archived sessions in the longest window (the user_id index)."""
+        if self._users is None:
+            narrowed = [r for r in self._rules if r.user_id and r.metric in ROLLUP_METRICS]
+            users = sorted({r.user_id for r in narrowed})
+            self._users = []
+            if users:
+                first, today = window_days(max(r.window_minutes for r in narrowed), self.now)
+                start, end = day_bounds(first, today)
+                with connection.cursor() as cursor:
+                    cursor.execute(_USER_SQL, [settings.TIME_ZONE, users, start, end])
+                    self._users = [
+                        SimpleNamespace(**dict(zip(_USER_COLUMNS, row, strict=True)))
+                        for row in cursor.fetchall()
+                    ]
+        return self._users
 
     def _user_totals(self, rule: AlertRule) -> dict:
-        """One user's archived sessions in the window (the user_id, created_at index)."""
-        first, today = window_days(rule.window_minutes, self.now)
-        start, end = day_bounds(first, today)
-        sessions = Session.objects.filter(user_id=rule.user_id, created_at__gte=start)
-        sessions = sessions.filter(created_at__lt=end)
-        if rule.session_type:
-            sessions = sessions.filter(session_type=rule.session_type)
-        totals = sessions.aggregate(
-            started=Count("id"),
-            errors=Sum("error_count"),
-            queries=Sum("query_count"),
-            abandoned=Count("id", filter=Q(status=SessionStatus.ABANDONED)),
-            failed=Count("id", filter=Q(status=SessionStatus.FAILED)),
-            cost=Sum("cost"),
-            tokens_in=Sum("tokens_in"),
-            tokens_out=Sum("tokens_out"),
-        )
-        totals["tokens"] = (totals.pop("tokens_in") or 0) + (totals.pop("tokens_out") or 0)
-        if rule.metric == Metric.P95_DURATION:
-            durations = sorted(sessions.values_list("duration_seconds", flat=True)[:10_000])
-            totals["p95"] = durations[int(0.95 * (len(durations) - 1))] if durations else 0.0
-        return totals
+        rows = [row for row in self._user_rows() if row.user_id == rule.user_id]
+        return _totals(rows, rule, self.now)
 
     def _streak(self, job: str) -> int:
         """Failed runs of `job` in a row, newest first (skipped and running runs ignored)."""
