@@ -207,3 +207,20 @@ def test_gunicorn_with_two_workers_sums_counters(tmp_path):
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
         log.close()
+
+
+def test_mcp_requests_are_counted_by_status():
+    import asyncio
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 406, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message):
+        pass
+
+    counter = prometheus.HTTP_REQUESTS.labels("mcp", "/mcp", "GET", "406")
+    before = counter._value.get()
+    scope = {"type": "http", "path": "/mcp/", "method": "GET"}
+    asyncio.run(prometheus.observe_asgi(app, scope, None, send))
+    assert counter._value.get() == before + 1
