@@ -334,3 +334,15 @@ def test_user_narrowed_rules_read_only_that_users_sessions():
         "alice started": 2.0,
         "nobody": None,
     }
+
+
+def test_operations_recent_runs_leave_out_successful_alert_passes(analyst_client):
+    now = timezone.now()
+    JobRun.objects.create(job="evaluate_alerts", outcome="success", started_at=now)
+    JobRun.objects.create(job="evaluate_alerts", outcome="failed", started_at=now, error="x")
+    JobRun.objects.create(job="generate_session_metrics", outcome="success", started_at=now)
+    runs = analyst_client.get("/operations/").context["recent_runs"]
+    assert sorted((run.job, run.outcome) for run in runs) == [
+        ("evaluate_alerts", "failed"),
+        ("generate_session_metrics", "success"),
+    ]
