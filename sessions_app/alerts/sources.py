@@ -157,6 +157,18 @@ GROUP BY 1, 2, 3
 """  # noqa: S608 - table name and statuses are constants; values are bound
 
 
+_STREAK_SQL = f"""
+SELECT j.job, r.outcome
+FROM unnest(%s::text[]) AS j(job)
+CROSS JOIN LATERAL (
+    SELECT outcome, started_at FROM {JobRun._meta.db_table}
+    WHERE job = j.job AND outcome IN ('{JobRun.Outcome.SUCCESS}', '{JobRun.Outcome.FAILED}')
+    ORDER BY started_at DESC LIMIT %s
+) AS r
+ORDER BY j.job, r.started_at DESC
+"""  # noqa: S608 - table name and outcomes are constants; values are bound
+
+
 class Sources:
     """Reads for one evaluation pass at `now`, shared between rules."""
 
@@ -257,16 +269,18 @@ class Sources:
     def _streak(self, job: str) -> int:
         """Failed runs of `job` in a row, newest first (skipped and running runs ignored)."""
         if job not in self._streaks:
-            outcomes = (
-                JobRun.objects.filter(job=job)
-                .exclude(outcome__in=[JobRun.Outcome.SKIPPED, JobRun.Outcome.RUNNING])
-                .order_by("-started_at")
-                .values_list("outcome", flat=True)[:STREAK_LOOKBACK]
-            )
-            streak = 0
-            for outcome in outcomes:
-                if outcome != JobRun.Outcome.FAILED:
-                    break
-                streak += 1
-            self._streaks[job] = streak
+            names = sorted({job, *KNOWN_JOBS, *(r.job for r in self._rules if r.job)})
+            # One round trip for every job: the latest finished runs of each (job index).
+            with connection.cursor() as cursor:
+                cursor.execute(_STREAK_SQL, [names, STREAK_LOOKBACK])
+                outcomes: dict[str, list[str]] = {name: [] for name in names}
+                for name, outcome in cursor.fetchall():
+                    outcomes[name].append(outcome)
+            for name, runs in outcomes.items():
+                streak = 0
+                for outcome in runs:
+                    if outcome != JobRun.Outcome.FAILED:
+                        break
+                    streak += 1
+                self._streaks[name] = streak
         return self._streaks[job]
