@@ -180,6 +180,7 @@ class Sources:
         self._streaks: dict[str, int] = {}
         self._cached: dict[str, object] = {}
         self._users: list[SimpleNamespace] | None = None
+        self._totals: dict[tuple, dict] = {}
 
     def read(self, rule: AlertRule) -> Reading:
         """The rule's metric now; errors reading one source give no data, not a failed pass."""
@@ -242,7 +243,11 @@ class Sources:
         return self._rollups
 
     def _rollup_totals(self, rule: AlertRule) -> dict:
-        return _totals(self._rollup_rows(), rule, self.now)
+        # Rules share types and windows: sum each (type, first day) once per pass.
+        key = (rule.session_type, window_days(rule.window_minutes, self.now)[0])
+        if key not in self._totals:
+            self._totals[key] = _totals(self._rollup_rows(), rule, self.now)
+        return self._totals[key]
 
     def _user_rows(self) -> list[SimpleNamespace]:
         """Per (user, type, day) sums for every user some rule narrows to: one grouped query
