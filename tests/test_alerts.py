@@ -230,6 +230,7 @@ def test_live_sessions_and_job_streak_metrics(store):
     live.refresh_from_db()
     streak.refresh_from_db()
     assert live.last_value == 2 and live.state == AlertState.FIRING
+    assert live.recent_values == [[int(now.timestamp()), 2.0]]
     assert streak.last_value == 2 and streak.state == AlertState.FIRING
 
 
@@ -345,4 +346,20 @@ def test_operations_recent_runs_leave_out_successful_alert_passes(analyst_client
     assert sorted((run.job, run.outcome) for run in runs) == [
         ("evaluate_alerts", "failed"),
         ("generate_session_metrics", "success"),
+    ]
+
+
+def test_sparkline_history_keeps_the_last_points():
+    from sessions_app.alerts.models import SPARKLINE_POINTS
+
+    rule = AlertRule.objects.create(name="backlog", metric=Metric.ARCHIVE_BACKLOG, threshold=5)
+    start = timezone.now()
+    for minute in range(SPARKLINE_POINTS + 3):
+        evaluate_rules(now=start + timedelta(minutes=minute), notify=False)
+    rule.refresh_from_db()
+    assert len(rule.recent_values) == SPARKLINE_POINTS
+    assert rule.recent_values[0][0] == int((start + timedelta(minutes=3)).timestamp())
+    assert rule.recent_values[-1] == [
+        int((start + timedelta(minutes=SPARKLINE_POINTS + 2)).timestamp()),
+        0.0,
     ]
