@@ -21,6 +21,7 @@ WEB_THREADS = int(os.environ.get("WEB_THREADS") or 4)
 django_app = WSGIMiddleware(get_wsgi_application(), workers=WEB_THREADS)
 
 from sessions_app.mcp import McpHttpApp  # noqa: E402 - needs the apps loaded above
+from sessions_app.prometheus import observe_asgi  # noqa: E402
 
 MCP_PATH = "/mcp"
 
@@ -46,7 +47,7 @@ def build_application():
         if scope["type"] == "lifespan":
             await lifespan(receive, send)
         elif scope["type"] == "http" and scope["path"].rstrip("/") == MCP_PATH:
-            await mcp_app(scope, receive, send)
+            await observe_asgi(mcp_app, scope, receive, send)
         elif scope["type"] == "http":
             await django_app(scope, receive, send)
         # websockets: none served; the server closes the connection

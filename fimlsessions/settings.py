@@ -78,6 +78,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "sessions_app.prometheus.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "sessions_app.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -88,6 +89,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "sessions_app.audit.AuditActorMiddleware",
     # Last, so its process_exception sees a view's exception first.
     "sessions_app.middleware.DatabaseUnavailableMiddleware",
 ]
@@ -191,6 +193,26 @@ if SESSION_MAX_TTL_HOURS < SESSION_DEFAULT_TTL_HOURS:
         "SESSION_MAX_TTL_HOURS must be at least SESSION_DEFAULT_TTL_HOURS "
         f"({SESSION_MAX_TTL_HOURS} < {SESSION_DEFAULT_TTL_HOURS})"
     )
+
+# Alert emails: the console in development; SMTP once EMAIL_HOST is set.
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "FIML Sessions <alerts@localhost>")
+# Where alert emails and webhooks link to (the dashboard's own address).
+ALERTS_BASE_URL = env_str("ALERTS_BASE_URL", f"http://127.0.0.1:{PORT}")
+
+# /metrics (Prometheus): a scraper needs the bearer token or an address in the allow-list.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
 
 LOGGING = {
     "version": 1,

@@ -5,11 +5,12 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from sessions_app import auth_views as login_views
-from sessions_app import health
+from sessions_app import health, prometheus
 from sessions_app.api import api
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
+    path("metrics", prometheus.metrics_view, name="prometheus_metrics"),
     # Both login pages count failed attempts (sessions_app.ratelimit).
     path("accounts/login/", login_views.RateLimitedLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

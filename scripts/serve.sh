@@ -9,6 +9,12 @@ note="$(mktemp)"
 trap 'rm -f "$note"' EXIT
 python manage.py bootstrap --login-note "$note"
 
+# Prometheus multiprocess mode: every gunicorn worker and Celery process writes its metrics here
+# and /metrics sums them; emptied at each start so counters begin at zero with the processes.
+PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-${FIML_DATA_DIR:-.data}/prometheus}"
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+export PROMETHEUS_MULTIPROC_DIR
+
 # -e /dev/null: honcho must not read .env a second time (it would override the embedded URLs
 # for web, worker and beat but not for bootstrap). -p: honcho gives the first process (web)
 # PORT=N; without it, it sets PORT=5000.

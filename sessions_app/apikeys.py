@@ -134,4 +134,9 @@ def revoke(key: ApiKey) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=key.revoked_at)
+        from sessions_app import audit  # a signal cannot see a queryset update
+
+        audit.record(
+            "revoke", "api_key", key.pk, object_repr=str(key), after={"revoked_at": key.revoked_at}
+        )
     return key

@@ -303,6 +303,10 @@ class RetentionPolicy(models.Model):
             and self.max_ttl_hours < self.default_ttl_hours
         ):
             errors["max_ttl_hours"] = "Max TTL must be at least the default TTL."
+        if not errors:  # values in force across inheritance (global row + overrides)
+            from sessions_app.policy_checks import errors_if_saved
+
+            errors.update(errors_if_saved(self))
         if errors:
             raise ValidationError(errors)
 
@@ -418,3 +422,8 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+# Models kept in their own modules, registered with the app here.
+from sessions_app.alerts.models import *  # noqa: E402, F403
+from sessions_app.audit import AuditEntry  # noqa: E402, F401

@@ -11,6 +11,9 @@ ANALYST_PERMISSIONS = [
     "view_dailymetric",
     "view_jobrun",
     "view_retentionpolicy",
+    "view_alertrule",
+    "view_alertevent",
+    "view_auditentry",
 ]
 RETENTION_ADMIN_PERMISSIONS = [
     *ANALYST_PERMISSIONS,
@@ -21,6 +24,15 @@ RETENTION_ADMIN_PERMISSIONS = [
     "add_retentionpolicy",
     "change_retentionpolicy",
     "delete_retentionpolicy",
+    "add_alertrule",
+    "change_alertrule",
+    "delete_alertrule",
+    "silence_alertrule",
+    "view_webhooktarget",
+    "add_webhooktarget",
+    "change_webhooktarget",
+    "delete_webhooktarget",
+    "view_webhookdelivery",
 ]
 ROLE_PERMISSIONS = {ANALYSTS: ANALYST_PERMISSIONS, RETENTION_ADMINS: RETENTION_ADMIN_PERMISSIONS}
 

@@ -20,16 +20,19 @@ logger = logging.getLogger(__name__)
 CLEANUP_TASK_NAME = "Archive expired, idle and ended sessions"
 RETENTION_TASK_NAME = "Delete archived sessions past retention"
 METRICS_TASK_NAME = "Recompute daily session metrics (today and yesterday)"
+ALERTS_TASK_NAME = "Evaluate alert rules"
 
 CLEANUP_TASK = "sessions_app.tasks.cleanup_expired_sessions"
 RETENTION_TASK = "sessions_app.tasks.delete_old_archived_sessions"
 METRICS_TASK = "sessions_app.tasks.generate_session_metrics"
+ALERTS_TASK = "sessions_app.alerts.tasks.evaluate_alerts"
 
 # (name, task, minute, hour) of the crontab jobs, in UTC. Metrics run every 15 minutes so the
 # overview reads today from rollups too, not from a growing day of raw rows.
 DAILY_TASKS = (
     (RETENTION_TASK_NAME, RETENTION_TASK, "30", "3"),
     (METRICS_TASK_NAME, METRICS_TASK, "*/15", "*"),
+    (ALERTS_TASK_NAME, ALERTS_TASK, "*", "*"),
 )
 
 

@@ -3,6 +3,7 @@
 from django.urls import path, register_converter
 
 from sessions_app import validation, views
+from sessions_app.views import alerts as alert_views
 
 
 class ExportFormat:
@@ -48,4 +49,6 @@ urlpatterns = [
     path("operations/", views.operations, name="operations"),
     path("operations/health", views.operations_health, name="operations_health"),
     path("operations/run/<slug:job>", views.run_job_now, name="run_job"),
+    path("alerts/", alert_views.alerts, name="alerts"),
+    path("alerts/<int:rule_id>/silence", alert_views.alert_silence, name="alert_silence"),
 ]

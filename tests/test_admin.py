@@ -291,7 +291,8 @@ def test_policy_change_is_validated_logged_and_audited(retention_admin_client, c
     policy.refresh_from_db()
     assert policy.default_ttl_hours != 48  # nothing changed
 
-    data.update(max_ttl_hours=96, retention_days=10)
+    # Shortening retention asks first (tests/test_policy_admin.py); this post confirms.
+    data.update(max_ttl_hours=96, retention_days=10, _confirm_retention="1")
     with caplog.at_level(logging.INFO, logger="sessions_app.admin"):
         response = retention_admin_client.post(change, data)
     assert response.status_code == 302
@@ -307,7 +308,8 @@ def test_policy_change_is_validated_logged_and_audited(retention_admin_client, c
 def test_per_type_override_shows_what_is_in_force(superuser_client):
     response = superuser_client.post(
         url("sessions_app_retentionpolicy_add"),
-        {"session_type": "crypto", "retention_days": 7},
+        # Shorter than the global retention: confirmed past the dry-run page.
+        {"session_type": "crypto", "retention_days": 7, "_confirm_retention": "1"},
     )
     assert response.status_code == 302
     override = RetentionPolicy.objects.get(session_type="crypto")

@@ -163,6 +163,9 @@ def test_retention_admin_edits_a_policy_and_sees_it_on_operations(
     page.fill("#id_retention_days", "7")
     page.fill("#id_max_queries_per_session", "250")
     page.click("input[name=_save]")
+    # 7 days is shorter than the global retention: the dry run asks first.
+    assert "Crypto" in page.locator("#retention-preview").inner_text()
+    page.click("input[type=submit][value^='Yes']")
     page.wait_for_url("**/admin/sessions_app/retentionpolicy/")
 
     page.goto(f"{live_server.url}/operations/")
@@ -174,3 +177,31 @@ def test_retention_admin_edits_a_policy_and_sees_it_on_operations(
     page.wait_for_selector("#health .health-item")  # the lazy health panel arrived
     assert page.locator("form[action$='/operations/run/metrics'] button").count() == 1
     screenshot("operations")
+
+
+def test_alerts_page_shows_state_sparkline_and_silence(
+    page, live_server, retention_admin, screenshot
+):
+    from sessions_app.alerts.models import AlertEvent, AlertRule
+
+    rule = AlertRule.objects.create(
+        name="Equity error rate",
+        metric="error_rate",
+        session_type="equity",
+        threshold=20,
+        state="firing",
+        last_value=50.0,
+        recent_values=[[i, v] for i, v in enumerate([5, 8, 12, 30, 45, 50])],
+    )
+    AlertEvent.objects.create(rule=rule, kind="fired", at=timezone.now(), value=50, threshold=20)
+    login(page, live_server, retention_admin)
+    page.goto(f"{live_server.url}/alerts/")
+    row = page.locator(f"tr[data-rule='{rule.pk}']")
+    assert "firing" in row.inner_text().lower()
+    assert row.locator("svg.sparkline polyline").count() == 1
+    screenshot("alerts")
+    page.select_option(f"#silence-{rule.pk}", "4")
+    row.locator("button").click()
+    page.wait_for_selector(".flash")
+    assert "Silenced" in page.locator(".flash").first.inner_text()
+    assert "silenced until" in page.locator(f"tr[data-rule='{rule.pk}']").inner_text()

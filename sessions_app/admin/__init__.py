@@ -2,7 +2,10 @@
 
 from django.contrib import admin
 
-from sessions_app.admin import schedules  # noqa: F401 - tidies django-celery-beat's admin
+from sessions_app.admin import (
+    alerts,
+    schedules,  # noqa: F401 - tidies django-celery-beat's admin
+)
 from sessions_app.admin.operations import (
     ApiKeyAdmin,
     DailyMetricAdmin,
@@ -32,3 +35,4 @@ admin.site.site_header = "FIML Sessions administration"
 admin.site.site_title = "FIML Sessions administration"
 admin.site.index_title = "Sessions, retention and schedules"
 admin.site.register(QuarantinedSession, QuarantinedSessionAdmin)
+alerts.register(admin.site)

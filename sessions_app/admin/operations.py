@@ -6,6 +6,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from sessions_app import apikeys
+from sessions_app.admin.retention_dry_run import RetentionDryRunMixin
 from sessions_app.models import ApiKey, JobRun, RetentionPolicy
 from sessions_app.policies import get_effective_policy
 
@@ -18,7 +19,7 @@ class RetentionPolicyForm(forms.ModelForm):
         fields = ("session_type", *RetentionPolicy.POLICY_FIELDS)
 
 
-class RetentionPolicyAdmin(admin.ModelAdmin):
+class RetentionPolicyAdmin(RetentionDryRunMixin, admin.ModelAdmin):
     form = RetentionPolicyForm
     list_display = ("__str__", *RetentionPolicy.POLICY_FIELDS, "updated_at")
     readonly_fields = ("effective", "updated_at")

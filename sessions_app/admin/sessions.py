@@ -21,7 +21,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from sessions_app import archive, validation
+from sessions_app import archive, audit, validation
 from sessions_app.exceptions import StoreError, StoreUnavailable
 from sessions_app.models import Session, SessionEvent
 
@@ -191,6 +191,7 @@ class SessionAdmin(LargeTableAdmin):
 
     def delete_model(self, request, obj):
         archive.delete_archived_sessions([obj.pk])
+        audit.record_sessions("delete_session", [obj.pk], actor=request)
         logger.info("admin %s deleted archived session %s", request.user, obj.pk)
 
     def delete_queryset(self, request, queryset):
@@ -200,6 +201,7 @@ class SessionAdmin(LargeTableAdmin):
             if not ids:
                 break
             deleted += archive.delete_archived_sessions(ids)
+            audit.record_sessions("delete_session", ids, actor=request)
         logger.info("admin %s deleted %d archived sessions", request.user, deleted)
 
     # ---- actions through the store ------------------------------------------------------
@@ -304,13 +306,16 @@ class SessionAdmin(LargeTableAdmin):
         return HttpResponseRedirect(request.get_full_path())
 
 
-def _each(model_admin, request, ids, operation, verb: str) -> int:
+def _each(model_admin, request, ids, operation, verb: str, **details) -> int:
     """Run `operation(store, id)` for each id; report per-session errors; the number done."""
     done = 0
     store = _store()
+    acted = []
     for session_id in ids:
         try:
-            done += bool(operation(store, session_id))
+            if operation(store, session_id):
+                done += 1
+                acted.append(session_id)
         except StoreError as exc:
             model_admin.message_user(request, f"{session_id}: {exc}", messages.ERROR)
         except DatabaseError as exc:
@@ -318,6 +323,8 @@ def _each(model_admin, request, ids, operation, verb: str) -> int:
                 request, f"{session_id}: database unavailable ({exc})", messages.ERROR
             )
     logger.info("admin %s %s %d of %d sessions", request.user, verb, done, len(ids))
+    action = {"archived": "archive", "extended": "extend", "deleted": "delete_session"}[verb]
+    audit.record_sessions(action, acted, actor=request, **details)
     return done
 
 
@@ -353,7 +360,12 @@ def extend_live_sessions(model_admin, request, ids, hours: float) -> None:
             messages.WARNING,
         )
     done = _each(
-        model_admin, request, live, lambda store, i: store.extend_session(i, hours), "extended"
+        model_admin,
+        request,
+        live,
+        lambda store, i: store.extend_session(i, hours),
+        "extended",
+        hours=hours,
     )
     if done:
         model_admin.message_user(

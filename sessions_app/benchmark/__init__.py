@@ -22,7 +22,7 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
-from sessions_app.benchmark import jobs, report, store_ops, web
+from sessions_app.benchmark import alerts, jobs, report, store_ops, web
 from sessions_app.benchmark.core import (
     SECTIONS,
     BenchConfig,
@@ -41,6 +41,7 @@ RUNNERS = {
     "archive": jobs.run_archive,
     "retention": jobs.run_retention,
     "dashboard": web.run_dashboard,
+    "alerts": alerts.run_alerts,
     "metrics": jobs.run_metrics,
     "api": web.run_api,
 }

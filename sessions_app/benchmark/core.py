@@ -10,7 +10,7 @@ from typing import Any
 
 # Read-only sections first, so the pages are timed on the data as seeded, not on rows the
 # write sections add (and delete again at the end).
-SECTIONS = ("floor", "dashboard", "metrics", "store", "archive", "retention", "api")
+SECTIONS = ("floor", "dashboard", "alerts", "metrics", "store", "archive", "retention", "api")
 
 
 class Unavailable(Exception):

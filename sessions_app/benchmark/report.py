@@ -17,6 +17,7 @@ TITLES = {
     "retention": "Retention deletes",
     "dashboard": "Dashboard pages, server time",
     "metrics": "Daily metrics",
+    "alerts": "Alert evaluation",
     "api": "REST API through gunicorn",
 }
 

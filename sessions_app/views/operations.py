@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_celery_beat.models import PeriodicTask
 
-from sessions_app import health, jobs, schedules
+from sessions_app import audit, health, jobs, schedules
 from sessions_app.models import JobRun, QuarantinedSession, RetentionPolicy, SessionType
 from sessions_app.policies import all_effective_policies
 from sessions_app.views.common import RUN_JOBS, dashboard_view, wants_partial
@@ -136,7 +136,10 @@ def _jobs_context(request, watch: str = "", since: str = "") -> dict:
     return {
         "active_nav": "operations",
         "jobs": rows,
-        "recent_runs": JobRun.objects.all()[:RECENT_RUNS],
+        # The every-minute alert evaluation would fill the list; its failures still show.
+        "recent_runs": JobRun.objects.exclude(job="evaluate_alerts", outcome="success")[
+            :RECENT_RUNS
+        ],
         "can_run": request.user.has_perm(RUN_JOBS),
         "watch": _watch(rows, watch, since),
     }
@@ -192,6 +195,7 @@ def run_job_now(request, job: str):
         messages.error(request, f"Could not queue “{description}”: {error}")
         queued = False
     else:
+        audit.record("run_job", "job", JOBS[job][0], actor=request, object_repr=description)
         messages.success(
             request, f"Queued “{description}”. Its run appears below once a worker picks it up."
         )

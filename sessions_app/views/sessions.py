@@ -6,7 +6,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from sessions_app import history, validation
+from sessions_app import audit, history, validation
 from sessions_app.exceptions import SessionNotFound, StoreError, StoreUnavailable
 from sessions_app.forms import EndForm, ExtendForm, ExtendLimit, error_list
 from sessions_app.policies import get_effective_policy
@@ -98,6 +98,7 @@ def session_extend(request, session_id: str):
     expires_at = _run(request, "extend", lambda: store.extend_session(session_id, hours=hours))
     if expires_at is not None:
         messages.success(request, f"Extended the session by {hours:g} hours.")
+        audit.record_sessions("extend", [session_id], actor=request, hours=hours)
     return _back(session_id)
 
 
@@ -112,6 +113,7 @@ def session_end(request, session_id: str):
     store = get_session_store()
     if _run(request, "end", lambda: store.end_session(session_id, status=status)) is not None:
         messages.success(request, f"Ended the session as {status}.")
+        audit.record_sessions("end", [session_id], actor=request, status=status)
     return _back(session_id)
 
 
@@ -122,6 +124,7 @@ def session_archive(request, session_id: str):
     archived = _run(request, "archive", lambda: store.archive_session(session_id))
     if archived:
         messages.success(request, "Archived the session.")
+        audit.record_sessions("archive", [session_id], actor=request)
     elif archived is False:
         messages.info(request, "Nothing to archive: the session is not live.")
     return _back(session_id)
@@ -143,6 +146,7 @@ def session_delete(request, session_id: str):
         return _back(session_id)
     if deleted:
         messages.success(request, f"Deleted session {session_id}.")
+        audit.record_sessions("delete_session", [session_id], actor=request)
     else:
         messages.info(request, f"Session {session_id} was already gone.")
     return redirect("dashboard:history")

@@ -20,6 +20,8 @@ from django.utils import timezone
 
 from fimlsessions.celery import app as celery_app
 from sessions_app import apikeys, urls
+from sessions_app.alerts.models import AlertEvent, AlertRule, WebhookDelivery, WebhookTarget
+from sessions_app.audit import AuditEntry
 from sessions_app.models import ApiKey, DailyMetric, JobRun, QuarantinedSession
 from sessions_app.policies import ensure_global_policy
 from sessions_app.store import get_session_store
@@ -36,8 +38,8 @@ DASHBOARD_GRANTS = {
     "none": set(),
     "staff": set(),
     "analyst": {"view", "export"},
-    "retention_admin": {"view", "export", "manage", "run_jobs"},
-    "superuser": {"view", "export", "manage", "run_jobs"},
+    "retention_admin": {"view", "export", "manage", "run_jobs", "silence"},
+    "superuser": {"view", "export", "manage", "run_jobs", "silence"},
 }
 # URL name -> [(method, permission beyond "view", status when allowed)]
 DASHBOARD = {
@@ -56,8 +58,14 @@ DASHBOARD = {
     "operations": [("GET", None, 200)],
     "operations_health": [("GET", None, 200)],
     "run_job": [("POST", "run_jobs", 302), ("GET", "run_jobs", 405)],
+    "alerts": [("GET", None, 200)],
+    "alert_silence": [("POST", "silence", 302), ("GET", "silence", 405)],
 }
-POST_DATA = {"session_extend": {"hours": "1"}, "session_end": {"status": "completed"}}
+POST_DATA = {
+    "session_extend": {"hours": "1"},
+    "session_end": {"status": "completed"},
+    "alert_silence": {"hours": "1"},
+}
 
 # Admin: models a retention admin may view / add (sessions_app.roles); models nobody may add.
 ADMIN_RA_VIEW = {
@@ -66,8 +74,17 @@ ADMIN_RA_VIEW = {
     "sessions_app.dailymetric",
     "sessions_app.jobrun",
     "sessions_app.retentionpolicy",
+    "sessions_app.alertrule",
+    "sessions_app.alertevent",
+    "sessions_app.webhooktarget",
+    "sessions_app.webhookdelivery",
+    "sessions_app.auditentry",
 }
-ADMIN_RA_ADD = {"sessions_app.retentionpolicy"}
+ADMIN_RA_ADD = {
+    "sessions_app.retentionpolicy",
+    "sessions_app.alertrule",
+    "sessions_app.webhooktarget",
+}
 STANDARD_ADMIN_PAGES = ("_changelist", "_add", "_history", "_delete", "_change")
 ADMIN_NO_ADD = {
     "sessions_app.quarantinedsession",
@@ -75,6 +92,9 @@ ADMIN_NO_ADD = {
     "sessions_app.sessionevent",
     "sessions_app.dailymetric",
     "sessions_app.jobrun",
+    "sessions_app.alertevent",
+    "sessions_app.webhookdelivery",
+    "sessions_app.auditentry",
 }
 
 
@@ -98,8 +118,14 @@ def eager_celery():
     celery_app.conf.task_always_eager = previous
 
 
-def dashboard_kwargs(name: str, pattern, session_id) -> dict:
-    values = {"session_id": session_id, "fmt": "csv", "user_id": "user-1", "job": "metrics"}
+def dashboard_kwargs(name: str, pattern, session_id, rule_id: int = 0) -> dict:
+    values = {
+        "session_id": session_id,
+        "fmt": "csv",
+        "user_id": "user-1",
+        "job": "metrics",
+        "rule_id": rule_id,
+    }
     return {arg: values[arg] for arg in pattern.pattern.converters}
 
 
@@ -107,6 +133,7 @@ def test_every_dashboard_url_answers_each_role_as_it_must(clients, eager_celery)
     names = {p.name for p in urls.urlpatterns}
     assert names == set(DASHBOARD), f"add to the matrix: {names ^ set(DASHBOARD)}"
     archived = archived_session(user_id="user-1", purpose="matrix")
+    rule = AlertRule.objects.create(name="matrix", metric="live_sessions", threshold=1)
     store = get_session_store()
     mismatches = []
     checked = 0
@@ -119,7 +146,7 @@ def test_every_dashboard_url_answers_each_role_as_it_must(clients, eager_celery)
                     target = store.create_session(session_type="equity", user_id="user-1").id
                 url = reverse(
                     f"dashboard:{pattern.name}",
-                    kwargs=dashboard_kwargs(pattern.name, pattern, target),
+                    kwargs=dashboard_kwargs(pattern.name, pattern, target, rule.pk),
                 )
                 client = clients[role]
                 if method == "GET":
@@ -157,6 +184,8 @@ def admin_objects():
     session = archived_session(queries=[{"query_type": "price"}])
     interval = IntervalSchedule.objects.create(every=5, period=IntervalSchedule.MINUTES)
     key, _ = apikeys.create_api_key("matrix", ["read"])
+    rule = AlertRule.objects.create(name="matrix", metric="live_sessions", threshold=1)
+    target = WebhookTarget.objects.create(name="matrix", url="https://example.com/h", secret="s")
     return {
         "sessions_app.session": session,
         "sessions_app.sessionevent": session.events.first(),
@@ -171,6 +200,15 @@ def admin_objects():
             job="cleanup_expired_sessions", started_at=timezone.now()
         ),
         "sessions_app.apikey": key,
+        "sessions_app.alertrule": rule,
+        "sessions_app.alertevent": AlertEvent.objects.create(
+            rule=rule, kind="fired", at=timezone.now(), value=2, threshold=1
+        ),
+        "sessions_app.webhooktarget": target,
+        "sessions_app.webhookdelivery": WebhookDelivery.objects.create(
+            target=target, event=AlertEvent.objects.first(), payload={}
+        ),
+        "sessions_app.auditentry": AuditEntry.objects.first(),
         "django_celery_beat.periodictask": PeriodicTask.objects.create(
             name="matrix", task="sessions_app.tasks.cleanup_expired_sessions", interval=interval
         ),
