@@ -79,7 +79,7 @@ def test_history_filter_updates_url_and_rows_then_open_a_timeline(
 
     page.click("table.sessions tbody tr a.mono")
     page.wait_for_url("**/sessions/*/")
-    timeline = page.locator("ol.timeline li")
+    timeline = page.locator("ol.timeline li.event")
     assert timeline.count() == 1 + 2 + 1  # session 4: one query, two messages, one tool call
     assert "price result 0" in page.inner_text("ol.timeline")
     assert "Question 4" in page.inner_text("ol.timeline")

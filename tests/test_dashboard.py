@@ -449,12 +449,14 @@ def test_archived_session_detail_with_timeline(analyst_client):
 
 
 def test_timeline_is_paginated(analyst_client):
-    session = archived_session(queries=[{"query_type": f"q{i}"} for i in range(60)])
+    session = archived_session(queries=[{"query_type": f"q{i}"} for i in range(160)])
     url = reverse("dashboard:session", args=[session.id])
     first = analyst_client.get(url)
-    assert [e.seq for e in first.context["events"]] == list(range(50))
-    second = analyst_client.get(url, {"page": 2}, **HTMX)
-    assert [e.seq for e in second.context["events"]] == list(range(50, 60))
+    steps = [step.event.seq for item in first.context["trace"].items for step in item.steps]
+    assert steps == list(range(100))
+    second = analyst_client.get(url, {"offset": 100}, **HTMX)
+    steps = [step.event.seq for item in second.context["trace"].items for step in item.steps]
+    assert steps == list(range(100, 160))
     assert "<html" not in second.content.decode()
 
 

@@ -1,23 +1,19 @@
 """Session detail (live or archived) with its timeline, and the actions staff may take on it."""
 
-from uuid import UUID
-
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from sessions_app import history
+from sessions_app import history, trace
 from sessions_app.exceptions import SessionNotFound, StoreError, StoreUnavailable
 from sessions_app.forms import EndForm, ExtendForm, error_list
 from sessions_app.store import get_session_store
 from sessions_app.views.common import MANAGE, dashboard_view, render_page
 
-TIMELINE_PAGE = 50
 
-
-def _load(session_id: UUID):
+def _load(session_id):
     """(session, live_unavailable): the live or archived session; if Redis is down, archived."""
     store = get_session_store()
     try:
@@ -27,50 +23,60 @@ def _load(session_id: UUID):
         return store.get_archived_session(session_id, 0), True
 
 
-def _timeline(session_id: UUID, page: int, live_unavailable: bool):
-    offset = (page - 1) * TIMELINE_PAGE
-    if live_unavailable:
-        return history.archived_timeline(session_id, offset, TIMELINE_PAGE)
-    try:
-        return get_session_store().get_timeline(session_id, offset=offset, limit=TIMELINE_PAGE)
-    except SessionNotFound:
-        # Archived or deleted between the two reads, or live with nothing recorded yet.
-        return history.archived_timeline(session_id, offset, TIMELINE_PAGE)
+def _fetcher(session_id, live_unavailable: bool) -> trace.Fetch:
+    """get_timeline(offset, limit) for this session, live or archived, whatever Redis does."""
+
+    def fetch(offset: int, limit: int):
+        if live_unavailable:
+            return history.archived_timeline(session_id, offset, limit)
+        try:
+            return get_session_store().get_timeline(session_id, offset=offset, limit=limit)
+        except SessionNotFound:
+            # Archived or deleted between the two reads, or live with nothing recorded yet.
+            return history.archived_timeline(session_id, offset, limit)
+
+    return fetch
 
 
-def _page_number(request) -> int:
+def _int_param(request, name: str, default: int | None = None) -> int | None:
+    """A non-negative integer query parameter; anything else is the default."""
     try:
-        return max(int(request.GET.get("page", "1")), 1)
-    except ValueError:
-        return 1
+        return max(int(request.GET[name]), 0)
+    except (KeyError, ValueError):
+        return default
 
 
 @dashboard_view()
-def session_detail(request, session_id: UUID):
-    """Metadata, counters, timeline page, context and intermediate results of one session."""
+def session_detail(request, session_id):
+    """Metadata, counters, the trace (paged as it scrolls), context and intermediate results.
+
+    An HTMX request with `offset` gets the next page of trace items only; `upto=SEQ` extends
+    the page to that event (the error links and "jump to next error" use it).
+    """
     session, live_unavailable = _load(session_id)
     if session is None:
         raise Http404("No live or archived session has this id.")
-    page = _page_number(request)
-    events, total = _timeline(session_id, page, live_unavailable)
-    pages = max((total + TIMELINE_PAGE - 1) // TIMELINE_PAGE, 1)
+    offset = _int_param(request, "offset", 0)
+    upto = _int_param(request, "upto")
+    turn = _int_param(request, "turn")
+    fetch = _fetcher(session.id, live_unavailable)
+    page = trace.trace_page(fetch, session, offset=offset, upto=upto, turn=turn)
     context = {
         "active_nav": "history",
         "session": session,
         "live_unavailable": live_unavailable,
-        "events": events,
-        "event_total": total,
-        "page": page,
-        "pages": pages,
-        "first_seq": (page - 1) * TIMELINE_PAGE,
+        "trace": page,
+        "event_total": page.total,
         "can_manage": request.user.has_perm(MANAGE),
         "extend_form": ExtendForm(),
         "end_form": EndForm(),
     }
-    return render_page(request, "dashboard/session_detail.html", "partials/timeline.html", context)
+    return render_page(
+        request, "dashboard/session_detail.html", "partials/trace_items.html", context
+    )
 
 
-def _back(session_id: UUID):
+def _back(session_id):
     return redirect(reverse("dashboard:session", args=[session_id]))
 
 
@@ -85,7 +91,7 @@ def _run(request, verb: str, action):
 
 @dashboard_view(MANAGE)
 @require_POST
-def session_extend(request, session_id: UUID):
+def session_extend(request, session_id):
     form = ExtendForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Could not extend the session: " + "; ".join(error_list(form)))
@@ -100,7 +106,7 @@ def session_extend(request, session_id: UUID):
 
 @dashboard_view(MANAGE)
 @require_POST
-def session_end(request, session_id: UUID):
+def session_end(request, session_id):
     form = EndForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Could not end the session: " + "; ".join(error_list(form)))
@@ -114,7 +120,7 @@ def session_end(request, session_id: UUID):
 
 @dashboard_view(MANAGE)
 @require_POST
-def session_archive(request, session_id: UUID):
+def session_archive(request, session_id):
     store = get_session_store()
     archived = _run(request, "archive", lambda: store.archive_session(session_id))
     if archived:
@@ -125,7 +131,7 @@ def session_archive(request, session_id: UUID):
 
 
 @dashboard_view(MANAGE)
-def session_delete(request, session_id: UUID):
+def session_delete(request, session_id):
     """GET: a confirmation page (works without JavaScript). POST: delete, back to the history."""
     if request.method != "POST":
         session, _ = _load(session_id)
