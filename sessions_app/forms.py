@@ -6,7 +6,7 @@ Each error names the field and the reason; a view shows them and runs no query w
 from django import forms
 from django.utils import timezone
 
-from sessions_app import history
+from sessions_app import explore, history
 from sessions_app.exceptions import InvalidInput
 from sessions_app.models import END_STATUSES, SessionStatus, SessionType
 
@@ -171,3 +171,27 @@ def error_list(form: forms.Form) -> list[str]:
         label = (field.label or name.replace("_", " ").capitalize()) if field else ""
         messages.extend(f"{label}: {error}" if label else str(error) for error in errors)
     return messages
+
+
+# ---- analyst pages: users list --------------------------------------------------------------
+
+
+class UsersListForm(forms.Form):
+    """Search, sort, period and page of the users list (all from the query string)."""
+
+    q = forms.CharField(required=False, max_length=128, label="Search users")
+    sort = forms.ChoiceField(
+        choices=[(f"{p}{name}", f"{p}{name}") for name in explore.USER_SORTS for p in ("", "-")],
+        required=False,
+    )
+    days = forms.TypedChoiceField(
+        choices=[(d, f"Last {d} days") for d in explore.USER_PERIODS],
+        coerce=int,
+        required=False,
+        empty_value=30,
+        label="Period",
+    )
+    page = forms.IntegerField(required=False, min_value=1, max_value=100_000)
+
+    def clean_q(self):
+        return self.cleaned_data["q"].strip()

@@ -23,6 +23,7 @@ from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
 from psycopg.errors import QueryCanceled
 
+from sessions_app import explore
 from sessions_app.exceptions import InvalidInput
 from sessions_app.metrics import day_bounds
 from sessions_app.models import Session, SessionEvent
@@ -102,10 +103,14 @@ class HistoryFilters:
     text: str = ""
     has_errors: bool | None = None
     min_queries: int | None = None
+    # The user page wants that one id; History matches the user and tag in any case.
+    exact_user: bool = False
 
     @property
     def is_empty(self) -> bool:
-        return all(getattr(self, f.name) in (None, "") for f in fields(self))
+        return all(
+            getattr(self, f.name) in (None, "") for f in fields(self) if f.name != "exact_user"
+        )
 
 
 def text_query(text: str) -> str:
@@ -117,14 +122,18 @@ def text_query(text: str) -> str:
 def filter_sessions(filters: HistoryFilters) -> QuerySet[Session]:
     """Archived sessions matching every given filter (unordered)."""
     query = Session.objects.all()
-    if filters.user:
+    if filters.user and filters.exact_user:
         query = query.filter(user_id=filters.user)
+    elif filters.user:
+        # Every stored spelling of the id (session_user_ci_idx), then the (user_id, ...) indexes.
+        query = query.filter(user_id__in=explore.user_ids_matching(filters.user))
     if filters.session_type:
         query = query.filter(session_type=filters.session_type)
     if filters.status:
         query = query.filter(status=filters.status)
     if filters.tag:
-        query = query.filter(tags__contains=[filters.tag])  # GIN: tags @> ARRAY[...]
+        # Any casing of the tag: GIN `tags && ARRAY[spellings]`.
+        query = query.filter(tags__overlap=explore.tag_spellings(filters.tag))
     if filters.asset:
         query = query.filter(assets__contains=[filters.asset])
     if filters.start or filters.end:

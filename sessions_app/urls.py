@@ -32,6 +32,7 @@ urlpatterns = [
     path("live/", views.live, name="live"),
     path("users/", views.user_lookup, name="users"),
     path("users/<path:user_id>/", views.user_detail, name="user"),
+    path("suggest/<slug:kind>", views.suggest, name="suggest"),
     path("operations/", views.operations, name="operations"),
     path("operations/health", views.operations_health, name="operations_health"),
     path("operations/run/<slug:job>", views.run_job_now, name="run_job"),

@@ -594,8 +594,8 @@ def test_user_lookup_redirects_and_validates(analyst_client):
     assert response.status_code == 302
     assert response["Location"] == reverse("dashboard:user", args=["user-7"])
     response = analyst_client.get(reverse("dashboard:users"), {"user": "   "})
-    assert response.status_code == 400
-    assert "This field is required" in response.content.decode()
+    assert response.status_code == 200  # nothing to open: the users list
+    assert "users" in response.context
 
 
 # ---- operations ---------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Dashboard views, one module per page area; each serves its page and its HTMX partial."""
 
+from sessions_app.views.analyst import suggest
 from sessions_app.views.history import history_export, history_page
 from sessions_app.views.live import live
 from sessions_app.views.operations import operations, operations_health, run_job_now
@@ -27,6 +28,7 @@ __all__ = [
     "session_detail",
     "session_end",
     "session_extend",
+    "suggest",
     "user_detail",
     "user_lookup",
 ]
