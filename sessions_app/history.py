@@ -16,10 +16,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from django.db import OperationalError, connection, transaction
-from django.db.models import BooleanField, QuerySet
+from django.db.models import BooleanField, F, QuerySet
 from django.db.models.expressions import RawSQL
 from psycopg.errors import QueryCanceled
 
@@ -34,7 +35,11 @@ SORT_COLUMNS = {
     "duration": ("duration_seconds", "float8"),
     "queries": ("query_count", "integer"),
     "errors": ("error_count", "integer"),
+    "cost": ("cost", "numeric"),
+    "tokens": ("total_tokens", "bigint"),
 }
+# Sort columns that are expressions: the annotation and the SQL its index is built on (0007).
+SORT_EXPRESSIONS = {"total_tokens": "(tokens_in + tokens_out)"}
 DEFAULT_SORT = "-created"
 COUNT_CAP = 1000
 # A purpose search with at most this many matches sorts them itself (see _text_candidates).
@@ -59,6 +64,7 @@ LIST_FIELDS = (
     "tokens_in",
     "tokens_out",
     "cost",
+    "total_tokens",
 )
 EXPORT_FIELDS = (
     "id",
@@ -120,8 +126,8 @@ def text_query(text: str) -> str:
 
 
 def filter_sessions(filters: HistoryFilters) -> QuerySet[Session]:
-    """Archived sessions matching every given filter (unordered)."""
-    query = Session.objects.all()
+    """Archived sessions matching every given filter (unordered), with `total_tokens`."""
+    query = Session.objects.annotate(total_tokens=F("tokens_in") + F("tokens_out"))
     if filters.user and filters.exact_user:
         query = query.filter(user_id=filters.user)
     elif filters.user:
@@ -183,6 +189,8 @@ def encode_cursor(sort: str, direction: str, value: Any, pk: uuid.UUID) -> str:
     """An opaque cursor: after (direction "n") or before ("p") the row (value, pk) in `sort`."""
     if isinstance(value, datetime):
         value = value.isoformat()
+    elif isinstance(value, Decimal):
+        value = str(value)  # exact: a float could skip or repeat rows at the page boundary
     raw = json.dumps([sort, direction, value, str(pk)], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
@@ -200,12 +208,16 @@ def decode_cursor(cursor: str, sort: str) -> tuple[str, Any, uuid.UUID]:
             value = datetime.fromisoformat(value)
             if value.tzinfo is None:
                 raise ValueError
-        elif column_type == "integer":
+        elif column_type in ("integer", "bigint"):
             if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError
+        elif column_type == "numeric":
+            value = Decimal(value) if isinstance(value, str) else None
+            if value is None or not value.is_finite():
                 raise ValueError
         elif isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError
-    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError, ArithmeticError):
         raise InvalidInput(
             "cursor", "is not a page link for this sort order; start again from page one"
         ) from None
@@ -214,6 +226,7 @@ def decode_cursor(cursor: str, sort: str) -> tuple[str, Any, uuid.UUID]:
 
 def _keyset(column: str, column_type: str, op: str, value: Any, pk: uuid.UUID) -> RawSQL:
     # A row comparison lets Postgres seek straight to the cursor in the (column, id) index.
+    column = SORT_EXPRESSIONS.get(column, column)
     return RawSQL(  # noqa: S611 - column and op come from SORT_COLUMNS and code, values bound
         f"({column}, id) {op} (%s::{column_type}, %s::uuid)",
         (value, pk),
@@ -281,7 +294,7 @@ def search_sessions(
     if filters.text:
         ids = _text_candidates(query)
         if ids is not None:
-            query = Session.objects.filter(
+            query = Session.objects.annotate(total_tokens=F("tokens_in") + F("tokens_out")).filter(
                 RawSQL("id = ANY(%s::uuid[])", (ids,), output_field=BooleanField())
             )
             count = (len(ids), True)

@@ -11,10 +11,11 @@ SUGGEST_KINDS = ("user", "tag", "asset")
 
 @dashboard_view()
 def suggest(request, kind: str):
-    """<option>s of known users, tags or assets starting with ?q= (any case)."""
+    """<option>s of known users, tags or assets starting with the typed text (any case)."""
     if kind not in SUGGEST_KINDS:
         raise Http404("No such suggestion list.")
-    values = explore.suggest(kind, request.GET.get("q", ""))
+    # ?q=, or the filter input's own name when HTMX sends the field itself (?tag=ear).
+    values = explore.suggest(kind, request.GET.get("q") or request.GET.get(kind, ""))
     response = render(request, "partials/suggestions.html", {"values": values})
     response["Cache-Control"] = "private, max-age=30"
     return response
