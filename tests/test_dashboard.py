@@ -306,7 +306,7 @@ def test_history_date_range(analyst_client, sample):
         ({"min_queries": "-1"}, "Min queries: Ensure this value is greater than or equal to 0"),
         ({"start": "2025-13-01"}, "From: Enter a valid date"),
         ({"start": "2025-02-10", "end": "2025-02-01"}, "on or before the end date"),
-        ({"sort": "cost"}, "Select a valid choice"),
+        ({"sort": "price"}, "Select a valid choice"),
         ({"per_page": "1000"}, "Select a valid choice"),
         ({"cursor": "garbage"}, "page link is out of date"),
         ({"q": "!!!"}, "Purpose contains: Type at least one letter"),
