@@ -34,6 +34,8 @@ class OverviewFilterForm(forms.Form):
     start = forms.DateField(required=False, widget=DateInput, label="From")
     end = forms.DateField(required=False, widget=DateInput, label="To")
     type = forms.ChoiceField(choices=_type_choices(), required=False, label="Type")
+    # Overlay the previous period of equal length on the charts (KPIs always compare).
+    compare = forms.BooleanField(required=False, label="Overlay previous period")
 
     def clean(self):
         data = super().clean()
