@@ -121,6 +121,6 @@ def test_overview_with_comparison_query_count(
     analyst_client, two_weeks, django_assert_max_num_queries
 ):
     analyst_client.get(reverse("dashboard:overview"), {"range": "7"})
-    # Login (4) and, per period, the rollup cutoffs and the one overview statement.
-    with django_assert_max_num_queries(8):
+    # Login (4), per period the rollup cutoffs and the one overview statement, saved views (1).
+    with django_assert_max_num_queries(9):
         analyst_client.get(reverse("dashboard:overview"), {"range": "30", "compare": "on"})

@@ -73,3 +73,21 @@ def delta(change: dict | None, kind: str = "pct"):
         arrow,
         text,
     )
+
+
+@register.inclusion_tag("partials/saved_views_menu.html", takes_context=True)
+def saved_views_menu(context, page: str):
+    """The "Views" menu of a page: the user's saved views of it and a form saving the current
+    filters (one query)."""
+    from sessions_app.saved_views import views_of
+
+    request = context["request"]
+    query = request.GET.copy()
+    query.pop("cursor", None)
+    return {
+        "menu_page": page,
+        "views": views_of(request.user, page),
+        "query": query.urlencode(),
+        "csrf_token": context.get("csrf_token"),
+        "next": request.get_full_path(),
+    }

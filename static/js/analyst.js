@@ -77,6 +77,17 @@
     var button = event.target.closest("button.copy-id");
     if (button) { event.preventDefault(); copy(button); }
   });
+  // Saved views: filters change the URL through HTMX, so save what the address bar shows now.
+  document.addEventListener("submit", function (event) {
+    var form = event.target.closest("form.js-current-query");
+    if (!form) return;
+    var params = new URLSearchParams(location.search);
+    params.delete("cursor");
+    form.querySelector("input[name=query]").value = params.toString();
+    var next = form.querySelector("input[name=next]");
+    if (next) next.value = location.pathname + location.search;
+  }, true);
+
   document.addEventListener("DOMContentLoaded", function () {
     var root = trace();
     if (!root) return;
