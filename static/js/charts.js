@@ -68,8 +68,11 @@
       event.native.target.style.cursor = elements.length ? "pointer" : "default";
     };
     config.options.onClick = function (event, elements, chart) {
-      if (!elements.length) return;
-      var hit = elements[0];
+      // Everything under the pointer; a bar wins over the previous period's line drawn on it.
+      var under = chart.getElementsAtEventForMode(event, "point", { intersect: true }, true);
+      if (!under.length) under = elements;
+      if (!under.length) return;
+      var hit = under.find(function (e) { return !chart.data.datasets[e.datasetIndex].previous; }) || under[0];
       var url = drillUrl(drill, meta, chart, hit);
       if (url) window.location.assign(url);
     };
