@@ -193,6 +193,8 @@ def axis_label(seconds: float) -> str:
 
 
 def _short(seconds: float) -> str:
+    if seconds < 10 and seconds != int(seconds):
+        return f"{seconds:.2f}".rstrip("0") + "s"  # short sessions: 0.25s, 2.5s
     seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"

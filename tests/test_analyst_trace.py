@@ -131,3 +131,5 @@ def test_offsets_and_axis_labels():
     assert trace.offset_text(65.3) == "+1:05.300"
     assert trace.offset_text(3725.0) == "+1:02:05.000"
     assert trace.axis_label(200) == "3m 20s"
+    assert trace.axis_label(0.25) == "0.25s" and trace.axis_label(2.5) == "2.5s"
+    assert trace.axis_label(0) == "0s"

@@ -18,8 +18,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 WIDTHS = {"desktop": 1440, "phone": 390}
 
 
-def shoot(browser, live_server, user, path: str, name: str) -> None:
-    """Screenshots of `path` at every width in WIDTHS (a fresh logged-in context each)."""
+def shoot(browser, live_server, user, path: str, name: str, top: str = "") -> None:
+    """Screenshots of `path` at every width in WIDTHS (a fresh logged-in context each); with
+    `top`, also the first screen scrolled to that element's id."""
     folder = ARTIFACTS_DIR / "screenshots"
     folder.mkdir(parents=True, exist_ok=True)
     for width in WIDTHS.values():
@@ -30,6 +31,9 @@ def shoot(browser, live_server, user, path: str, name: str) -> None:
             page.goto(f"{live_server.url}{path}")
             page.wait_for_load_state("networkidle")
             page.screenshot(path=str(folder / f"analyst-{name}-{width}.png"), full_page=True)
+            if top:
+                page.locator(f"#{top}").scroll_into_view_if_needed()
+                page.screenshot(path=str(folder / f"analyst-{name}-{width}-screen.png"))
         finally:
             context.close()
 
@@ -127,6 +131,48 @@ def test_trace_waterfall_kind_filter_and_jump_to_errors(
     page.wait_for_selector("#event-239")
     assert page.locator("#trace-more").count() == 0
     shoot(browser, live_server, analyst, f"/sessions/{long_trace.id}/", "trace")
+
+
+def test_agent_trace_groups_turns_and_tool_calls(browser, page, live_server, analyst, store):
+    """A live agent session: each tool call sits with its result inside the user's turn."""
+    from sessions_app.store import QueryRecord
+
+    session = store.create_session(assets=["NVDA"], session_type="agent", user_id="alice")
+    for turn in range(3):
+        store.add_message(session.id, role="user", content=f"Question {turn}: how is NVDA doing?")
+        for call in range(2):
+            invocation = f"call_{turn}{call}"
+            store.record_tool_call(
+                session.id,
+                tool_name=["market_data", "news_search"][call],
+                invocation_id=invocation,
+                duration_ms=400.0 + 300 * call,
+                tokens_in=500,
+                tokens_out=120,
+                cost=0.0031,
+                error="rate limited" if (turn, call) == (1, 1) else "",
+            )
+            store.add_message(
+                session.id,
+                role="tool",
+                content="{...}",
+                tool_name="market_data",
+                invocation_id=invocation,
+            )
+        store.add_query(session.id, QueryRecord(query_type="price", execution_time_ms=35.0))
+        store.add_message(session.id, role="assistant", content=f"Answer {turn}.")
+    login(page, live_server, analyst)
+    page.goto(f"{live_server.url}/sessions/{session.id}/")
+    groups = page.locator("#trace-list li.step-group")
+    assert groups.count() == 6
+    first = groups.first
+    assert first.locator("li.event").count() == 2
+    assert "500 → 120 tok · $0.0031" in first.inner_text()
+    assert page.locator("#event-0.turn-start").count() == 1
+    assert page.locator("#error-count").inner_text() == "1 error"
+    page.click("#next-error")
+    page.wait_for_selector(".event-error.jumped")
+    shoot(browser, live_server, analyst, f"/sessions/{session.id}/", "trace-agent", top="trace")
 
 
 def test_users_list_sorts_and_searches_as_you_type(browser, page, live_server, analyst, week):
