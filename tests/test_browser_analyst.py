@@ -182,11 +182,11 @@ def test_users_list_sorts_and_searches_as_you_type(browser, page, live_server, a
     page.click("#users-table th a[data-sort=cost]")
     page.wait_for_url("**/users/?*sort=-cost*")
     page.wait_for_function(
-        "document.querySelector('#users-table tbody tr').dataset.user === 'Alfred'"
+        "() => document.querySelector('#users-table tbody tr').dataset.user === 'Alfred'"
     )
     page.fill("#id_q", "AL")
-    page.wait_for_function("new URLSearchParams(location.search).get('q') === 'AL'")
-    page.wait_for_function("document.querySelectorAll('#users-table tbody tr').length === 2")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('q') === 'AL'")
+    page.wait_for_function("() => document.querySelectorAll('#users-table tbody tr').length === 2")
     rows = page.locator("#users-table tbody tr")
     assert [rows.nth(i).get_attribute("data-user") for i in range(2)] == ["Alfred", "alice"]
     page.fill("#id_q", "alx")
@@ -209,7 +209,7 @@ def test_overview_kpis_show_changes_and_a_bar_click_opens_history(
     page.check("#id_compare")
     page.wait_for_url("**/?*compare=on*")
     page.wait_for_function(
-        "Chart.getChart(document.getElementById('chart-sessions'))"
+        "() => Chart.getChart(document.getElementById('chart-sessions'))"
         ".data.datasets.some(d => d.previous)"
     )
     # Click the first type's bar on the last day that has one.

@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 
+from sessions_app.admin.analyst import SavedViewAdmin
 from sessions_app.admin.operations import (
     ApiKeyAdmin,
     DailyMetricAdmin,
@@ -14,6 +15,7 @@ from sessions_app.models import (
     DailyMetric,
     JobRun,
     RetentionPolicy,
+    SavedView,
     Session,
     SessionEvent,
 )
@@ -24,3 +26,4 @@ admin.site.register(RetentionPolicy, RetentionPolicyAdmin)
 admin.site.register(DailyMetric, DailyMetricAdmin)
 admin.site.register(JobRun, JobRunAdmin)
 admin.site.register(ApiKey, ApiKeyAdmin)
+admin.site.register(SavedView, SavedViewAdmin)

@@ -122,6 +122,27 @@ def _page_targets(ctx: RunContext) -> list[tuple[str, str, dict, str]]:
         ("live sessions", "dashboard:live", {}, ""),
         ("user page (busiest)", "dashboard:user", {"user_id": top_user}, ""),
         ("operations", "dashboard:operations", {}, ""),
+        # Analyst pages (issue 12).
+        ("overview, 30 days + previous overlaid", "dashboard:overview", {}, "range=30&compare=on"),
+        ("history, sort by cost", "dashboard:history", {}, "sort=-cost"),
+        ("history, sort by tokens", "dashboard:history", {}, "sort=-tokens"),
+        (
+            "history, user in another case",
+            "dashboard:history",
+            {},
+            urlencode({"user": top_user.upper()}),
+        ),
+        ("users list, 30 days", "dashboard:users", {}, ""),
+        ("users list, 90 days by cost", "dashboard:users", {}, "days=90&sort=-cost"),
+        ("users list, search", "dashboard:users", {}, urlencode({"q": top_user[:3]})),
+        (
+            "user autocomplete",
+            "dashboard:suggest",
+            {"kind": "user"},
+            urlencode({"q": top_user[:2]}),
+        ),
+        ("tag autocomplete", "dashboard:suggest", {"kind": "tag"}, "q=ea"),
+        ("saved views", "dashboard:saved_views", {}, ""),
     ]
     return pages
 
