@@ -3,10 +3,11 @@
 Kept apart from analytics.py (whose rollups the archive work owns); everything here reads
 through analytics' public selectors or an index named below.
 
-Users list: no per-user rollup exists yet, so `list_users` groups the period's archived sessions
-by user through `session_created_user_idx` (created_at INCLUDE the summed columns): an
-index-only range scan of the period, never a heap read. Once a per-(user, day) rollup lands,
-only `_USERS_SQL` changes (sum the rollup's rows for the period instead).
+Users list: no per-user rollup exists yet, so `period_users` groups the period's archived
+sessions by user through `session_created_user_idx` (created_at INCLUDE the summed columns): an
+index-only range scan, never a heap read. That list is kept for USERS_SNAPSHOT_SECONDS per
+process, so sorting, paging and every keystroke of the search reuse it instead of aggregating
+again. Once a per-user rollup lands, only `_USERS_SQL` changes (sum the rollup's rows).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.core.cache import cache
 from django.utils import timezone
 
 from sessions_app import analytics
@@ -24,16 +26,8 @@ from sessions_app.metrics import day_bounds
 
 # ---- users list ---------------------------------------------------------------------------------
 
-# URL sort key -> SQL over the grouped row; ties (and ids) in byte order, A-Z before a-z.
-USER_SORTS = {
-    "user": 'user_id COLLATE "C"',
-    "sessions": "sessions",
-    "queries": "queries",
-    "errors": "errors",
-    "tokens": "tokens",
-    "cost": "cost",
-    "last_active": "last_active",
-}
+# URL sort keys of the users list ("user" sorts by id; the others are UserRow fields).
+USER_SORTS = ("user", "sessions", "queries", "errors", "tokens", "cost", "last_active")
 DEFAULT_USER_SORT = "-last_active"
 USER_PERIODS = (7, 30, 90)
 USERS_PER_PAGE = 25
@@ -42,20 +36,15 @@ SUGGESTIONS = 8
 _TOP = "\U0010ffff"
 
 _USERS_SQL = """
-SELECT user_id, count(*) AS sessions, sum(query_count) AS queries, sum(error_count) AS errors,
-       sum(tokens_in + tokens_out) AS tokens, sum(cost) AS cost,
-       max(last_activity_at) AS last_active, count(*) OVER () AS users
+SELECT user_id, count(*), sum(query_count), sum(error_count), sum(tokens_in + tokens_out),
+       sum(cost), max(last_activity_at)
 FROM sessions_app_session
-WHERE created_at >= %(start)s AND created_at < %(end)s AND user_id <> '' {search}
+WHERE created_at >= %(start)s AND created_at < %(end)s AND user_id <> ''
 GROUP BY user_id
-ORDER BY {order} {direction} NULLS LAST, user_id COLLATE "C"
-LIMIT %(limit)s OFFSET %(offset)s
 """
-
-# Case-insensitive prefix of the user id, through session_user_ci_idx's leading column.
-_USER_PREFIX = (
-    """AND lower(user_id) COLLATE "C" >= %(low)s AND lower(user_id) COLLATE "C" < %(high)s"""
-)
+# One aggregate per period serves every sort, page and keystroke of the search for this long
+# (per process); a newly archived session (max(archived_at), one index probe) renews it.
+USERS_SNAPSHOT_SECONDS = 60
 
 
 @dataclass
@@ -93,6 +82,22 @@ def _prefix_params(search: str) -> dict[str, str]:
     return {"low": low, "high": low + _TOP}
 
 
+def period_users(days: int) -> list[UserRow]:
+    """Every user with archived sessions started in the last `days` days, with their totals."""
+    today = timezone.localdate()
+    latest = analytics._fetch_one("SELECT max(archived_at) FROM sessions_app_session", {})[0]
+    key = f"explore:users:{days}:{today.isoformat()}:{latest.isoformat() if latest else '-'}"
+    rows = cache.get(key)
+    if rows is None:
+        start, end = day_bounds(today - timedelta(days=days - 1), today)
+        rows = [
+            UserRow(r[0], int(r[1]), int(r[2] or 0), int(r[3] or 0), int(r[4] or 0), r[5], r[6])
+            for r in analytics._fetch_all(_USERS_SQL, {"start": start, "end": end})
+        ]
+        cache.set(key, rows, USERS_SNAPSHOT_SECONDS)
+    return rows
+
+
 def list_users(
     search: str = "",
     sort: str = DEFAULT_USER_SORT,
@@ -100,38 +105,30 @@ def list_users(
     days: int = 30,
     per_page: int = USERS_PER_PAGE,
 ) -> UserPage:
-    """Users with archived sessions started in the last `days` days, with their totals: one
-    statement (rows and the number of matching users together)."""
+    """One page of the period's users whose id starts with `search` (any case), in `sort`
+    order; ties and the "user" column in code-point order (A-Z before a-z)."""
     name, descending = parse_user_sort(sort)
     if days not in USER_PERIODS:
         raise InvalidInput("days", f"must be one of {', '.join(map(str, USER_PERIODS))}")
-    page = max(int(page), 1)
-    today = timezone.localdate()
-    start, end = day_bounds(today - timedelta(days=days - 1), today)
-    search = search.strip()
-    params: dict[str, Any] = {
-        "start": start,
-        "end": end,
-        "limit": per_page,
-        "offset": (page - 1) * per_page,
-    }
+    search = search.replace("\x00", "").strip()
+    rows = period_users(days)
     if search:
-        params.update(_prefix_params(search))
-    sql = _USERS_SQL.format(
-        search=_USER_PREFIX if search else "",
-        order=USER_SORTS[name],
-        direction="DESC" if descending else "ASC",
-    )
-    rows = analytics._fetch_all(sql, params)
-    total = int(rows[0][7]) if rows else 0
-    if not rows and page > 1:  # past the end: count without the offset
-        return list_users(search, sort, 1, days, per_page)
-    users = [
-        UserRow(r[0], int(r[1]), int(r[2] or 0), int(r[3] or 0), int(r[4] or 0), r[5], r[6])
-        for r in rows
-    ]
+        low = search.lower()
+        rows = [row for row in rows if row.user_id.lower().startswith(low)]
+    rows = sorted(rows, key=lambda row: row.user_id)
+    if name != "user":
+        present = [row for row in rows if getattr(row, name) is not None]
+        missing = [row for row in rows if getattr(row, name) is None]
+        # Stable sorts: equal values keep the id order whichever the direction.
+        present.sort(key=lambda row: getattr(row, name), reverse=descending)
+        rows = present + missing
+    elif descending:
+        rows.reverse()
+    total = len(rows)
     pages = max((total + per_page - 1) // per_page, 1)
-    return UserPage(users, total, page, pages, f"{'-' if descending else ''}{name}", days, search)
+    page = min(max(int(page), 1), pages)
+    chosen = rows[(page - 1) * per_page : page * per_page]
+    return UserPage(chosen, total, page, pages, f"{'-' if descending else ''}{name}", days, search)
 
 
 _USER_IDS_SQL = """

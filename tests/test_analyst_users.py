@@ -107,8 +107,22 @@ def test_users_list_rejects_bad_input_by_name(analyst_client, people):
 
 def test_users_list_query_count_is_fixed(analyst_client, people, django_assert_num_queries):
     analyst_client.get(reverse("dashboard:users"), **HTMX)
-    with django_assert_num_queries(5):  # session, user, 2 permission reads, the list
+    # Session, user, 2 permission reads, the snapshot's freshness probe (the aggregate is cached).
+    with django_assert_num_queries(5):
         analyst_client.get(reverse("dashboard:users"), {"sort": "-cost"}, **HTMX)
+
+
+def test_one_aggregate_serves_sorts_searches_and_pages_until_a_session_is_archived(
+    people, django_assert_num_queries
+):
+    explore.list_users()
+    with django_assert_num_queries(1):  # max(archived_at) only
+        page = explore.list_users(sort="-cost", search="AL", page=1)
+    assert [r.user_id for r in page.rows] == ["Alfred", "alice"]
+    from tests.factories import archived_session
+
+    archived_session(user_id="newbie", archived_at=timezone.now())
+    assert [r.user_id for r in explore.list_users(search="new").rows] == ["newbie"]
 
 
 def test_unknown_user_gets_no_such_user_with_suggestions(analyst_client, people):

@@ -13,7 +13,7 @@ INDEXES = [
         "(created_at) INCLUDE (user_id, query_count, error_count, tokens_in, tokens_out, cost,"
         " last_activity_at)",
     ),
-    # Case-insensitive user filter, user search and autocomplete: prefix ranges and skip scans
+    # Case-insensitive user filter, autocomplete and suggestions: prefix ranges and skip scans
     # on lower(user_id) in byte order (explore.user_ids_starting / user_ids_matching).
     ("session_user_ci_idx", '((lower(user_id)) COLLATE "C", user_id COLLATE "C")'),
     # History sorted by cost: ORDER BY cost, id with keyset (cost, id) < (...).
