@@ -143,8 +143,9 @@ def test_user_page(page, live_server, analyst, screenshot, demo_data):
     page.goto(f"{live_server.url}/users/")
     assert "analyst-1" in page.inner_text("main")  # listed as active now
     screenshot("users")
-    page.fill("#id_user", "analyst-1")
-    page.click("main button[type=submit]")
+    page.fill("#id_q", "analyst-1")
+    page.wait_for_function("() => document.querySelectorAll('#users-table tbody tr').length === 1")
+    page.click("#users-table a:has-text('analyst-1')")
     page.wait_for_url("**/users/analyst-1/")
     assert page.locator("#user-sessions tbody tr").count() == 8
     assert "Still going" not in page.inner_text("#user-sessions")  # live ones listed apart
