@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from django.core.cache import cache
@@ -82,18 +83,24 @@ def _prefix_params(search: str) -> dict[str, str]:
     return {"low": low, "high": low + _TOP}
 
 
-def period_users(days: int) -> list[UserRow]:
-    """Every user with archived sessions started in the last `days` days, with their totals."""
+# Column of each sort key in a snapshot row (user_id, sessions, queries, errors, tokens, cost,
+# last_active).
+_SORT_INDEX = {name: i for i, name in enumerate(("user", *USER_SORTS[1:]))}
+
+
+def period_users(days: int) -> list[tuple]:
+    """Every user with archived sessions started in the last `days` days, with their totals, as
+    plain tuples in id order (cheap to cache, copy and sort)."""
     today = timezone.localdate()
     latest = analytics._fetch_one("SELECT max(archived_at) FROM sessions_app_session", {})[0]
     key = f"explore:users:{days}:{today.isoformat()}:{latest.isoformat() if latest else '-'}"
     rows = cache.get(key)
     if rows is None:
         start, end = day_bounds(today - timedelta(days=days - 1), today)
-        rows = [
-            UserRow(r[0], int(r[1]), int(r[2] or 0), int(r[3] or 0), int(r[4] or 0), r[5], r[6])
+        rows = sorted(
+            (r[0], int(r[1]), int(r[2] or 0), int(r[3] or 0), int(r[4] or 0), r[5], r[6])
             for r in analytics._fetch_all(_USERS_SQL, {"start": start, "end": end})
-        ]
+        )
         cache.set(key, rows, USERS_SNAPSHOT_SECONDS)
     return rows
 
@@ -111,23 +118,23 @@ def list_users(
     if days not in USER_PERIODS:
         raise InvalidInput("days", f"must be one of {', '.join(map(str, USER_PERIODS))}")
     search = search.replace("\x00", "").strip()
-    rows = period_users(days)
+    rows = period_users(days)  # already in id order
     if search:
         low = search.lower()
-        rows = [row for row in rows if row.user_id.lower().startswith(low)]
-    rows = sorted(rows, key=lambda row: row.user_id)
-    if name != "user":
-        present = [row for row in rows if getattr(row, name) is not None]
-        missing = [row for row in rows if getattr(row, name) is None]
-        # Stable sorts: equal values keep the id order whichever the direction.
-        present.sort(key=lambda row: getattr(row, name), reverse=descending)
+        rows = [row for row in rows if row[0].lower().startswith(low)]
+    column = _SORT_INDEX[name]
+    if column == 0:
+        rows = rows[::-1] if descending else rows
+    else:
+        present = [row for row in rows if row[column] is not None]
+        missing = [row for row in rows if row[column] is None]
+        # A stable sort: equal values keep the id order whichever the direction.
+        present.sort(key=itemgetter(column), reverse=descending)
         rows = present + missing
-    elif descending:
-        rows.reverse()
     total = len(rows)
     pages = max((total + per_page - 1) // per_page, 1)
     page = min(max(int(page), 1), pages)
-    chosen = rows[(page - 1) * per_page : page * per_page]
+    chosen = [UserRow(*row) for row in rows[(page - 1) * per_page : page * per_page]]
     return UserPage(chosen, total, page, pages, f"{'-' if descending else ''}{name}", days, search)
 
 
