@@ -14,13 +14,14 @@ import uuid
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib import admin
+from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from fimlsessions.celery import app as celery_app
 from sessions_app import apikeys, urls
-from sessions_app.models import ApiKey, DailyMetric, JobRun
+from sessions_app.models import ApiKey, DailyMetric, JobRun, SavedView
 from sessions_app.policies import ensure_global_policy
 from sessions_app.store import get_session_store
 from tests.factories import archived_session
@@ -56,8 +57,19 @@ DASHBOARD = {
     "operations": [("GET", None, 200)],
     "operations_health": [("GET", None, 200)],
     "run_job": [("POST", "run_jobs", 302), ("GET", "run_jobs", 405)],
+    "suggest": [("GET", None, 200)],
+    "saved_views": [("GET", None, 200), ("POST", None, 302)],
+    # A shared view opens for any dashboard user; only its owner edits (each role gets its own).
+    "saved_view": [("GET", None, 302)],
+    "saved_view_edit": [("POST", None, 302), ("GET", None, 405)],
+    "saved_view_delete": [("POST", None, 302), ("GET", None, 405)],
 }
-POST_DATA = {"session_extend": {"hours": "1"}, "session_end": {"status": "completed"}}
+POST_DATA = {
+    "session_extend": {"hours": "1"},
+    "session_end": {"status": "completed"},
+    "saved_views": {"name": "matrix", "page": "history", "query": "type=equity"},
+    "saved_view_edit": {"name": "renamed"},
+}
 
 # Admin: models a retention admin may view / add (sessions_app.roles); models nobody may add.
 ADMIN_RA_VIEW = {
@@ -70,6 +82,7 @@ ADMIN_RA_VIEW = {
 ADMIN_RA_ADD = {"sessions_app.retentionpolicy"}
 STANDARD_ADMIN_PAGES = ("_changelist", "_add", "_history", "_delete", "_change")
 ADMIN_NO_ADD = {
+    "sessions_app.savedview",
     "sessions_app.session",
     "sessions_app.sessionevent",
     "sessions_app.dailymetric",
@@ -99,10 +112,20 @@ def eager_celery():
 
 def dashboard_kwargs(name: str, pattern, session_id) -> dict:
     values = {"session_id": session_id, "fmt": "csv", "user_id": "user-1", "job": "metrics"}
+    values.update(kind="user", pk=session_id)
     return {arg: values[arg] for arg in pattern.pattern.converters}
 
 
-def test_every_dashboard_url_answers_each_role_as_it_must(clients, eager_celery):
+def _saved_view_of(client, user_model) -> SavedView:
+    """A fresh saved view owned by the client's user (any user for anonymous clients)."""
+    user_id = client.session.get("_auth_user_id")
+    owner = user_model.objects.get(pk=user_id) if user_id else user_model.objects.first()
+    return SavedView.objects.create(
+        owner=owner, name=f"v{uuid.uuid4().hex[:8]}", page="history", query="type=equity"
+    )
+
+
+def test_every_dashboard_url_answers_each_role_as_it_must(clients, eager_celery, django_user_model):
     names = {p.name for p in urls.urlpatterns}
     assert names == set(DASHBOARD), f"add to the matrix: {names ^ set(DASHBOARD)}"
     archived = archived_session(user_id="user-1", purpose="matrix")
@@ -116,6 +139,8 @@ def test_every_dashboard_url_answers_each_role_as_it_must(clients, eager_celery)
                 target = archived.id
                 if method == "POST" and pattern.name.startswith("session_"):
                     target = store.create_session(session_type="equity", user_id="user-1").id
+                if pattern.name in ("saved_view", "saved_view_edit", "saved_view_delete"):
+                    target = _saved_view_of(clients[role], django_user_model).pk
                 url = reverse(
                     f"dashboard:{pattern.name}",
                     kwargs=dashboard_kwargs(pattern.name, pattern, target),
@@ -167,6 +192,11 @@ def admin_objects():
             job="cleanup_expired_sessions", started_at=timezone.now()
         ),
         "sessions_app.apikey": key,
+        "sessions_app.savedview": SavedView.objects.create(
+            owner=get_user_model().objects.first(),
+            name="matrix",
+            page="history",
+        ),
         "django_celery_beat.periodictask": PeriodicTask.objects.create(
             name="matrix", task="sessions_app.tasks.cleanup_expired_sessions", interval=interval
         ),
