@@ -173,3 +173,14 @@ def test_autocomplete_from_indexed_values(analyst_client, people):
         analyst_client.get(reverse("dashboard:suggest", args=["user"]), {"q": ""}).status_code
         == 200
     )
+
+
+def test_autocomplete_refuses_unknown_lists_and_odd_input(analyst_client, people):
+    assert analyst_client.get(reverse("dashboard:suggest", args=["purpose"])).status_code == 404
+    odd = analyst_client.get(reverse("dashboard:suggest", args=["user"]), {"q": "a\x00l%_"})
+    assert odd.status_code == 200 and odd.content.decode().strip() == ""
+    tags = analyst_client.get(reverse("dashboard:suggest", args=["tag"]), {"q": "%"})
+    assert tags.status_code == 200 and tags.content.decode().strip() == ""  # % is literal
+    # The filter input's own parameter works too (HTMX sends the field itself).
+    body = analyst_client.get(reverse("dashboard:suggest", args=["user"]), {"user": "b"})
+    assert '<option value="bob">' in body.content.decode()
