@@ -252,3 +252,40 @@ def test_save_a_view_then_reopen_it_from_the_menu(browser, page, live_server, an
     assert page.input_value("#id_type") == "crypto"
     shoot(browser, live_server, analyst, "/views/", "saved-views")
     shoot(browser, live_server, analyst, "/history/?sort=-cost", "history")
+
+
+# Elements of <main> reaching past the viewport's edges (tables scroll inside .table-wrap).
+OUTSIDE = """() => {
+  const out = [];
+  document.querySelectorAll('main *').forEach(e => {
+    const r = e.getBoundingClientRect();
+    if ((r.right > innerWidth + 1 || r.left < -1) && !e.closest('.table-wrap')) {
+      out.push(`${e.tagName}.${e.className} ${Math.round(r.left)}..${Math.round(r.right)}`);
+    }
+  });
+  return out;
+}"""
+
+
+def test_analyst_pages_and_the_open_views_menu_fit_a_phone(
+    browser, live_server, analyst, week, long_trace
+):
+    context = browser.new_context(viewport={"width": 390, "height": 900})
+    page = context.new_page()
+    try:
+        login(page, live_server, analyst)
+        for path in (
+            "/users/",
+            "/users/nobody/",
+            "/views/",
+            "/history/",
+            "/?range=7&compare=on",
+            f"/sessions/{long_trace.id}/",
+        ):
+            page.goto(live_server.url + path)
+            page.wait_for_load_state("networkidle")
+            if page.locator("#saved-views summary").count():
+                page.click("#saved-views summary")
+            assert page.evaluate(OUTSIDE) == [], path
+    finally:
+        context.close()
