@@ -225,6 +225,28 @@ def test_overview_kpis_show_changes_and_a_bar_click_opens_history(
                   type: chart.data.datasets[0].label.toLowerCase()};
         }"""
     )
+    # Tooltips: units on every line, and the day's total under a stacked bar.
+    tips = page.evaluate(
+        """() => {
+          const chart = Chart.getChart(document.getElementById('chart-sessions'));
+          const cb = chart.options.plugins.tooltip.callbacks;
+          const data = chart.data.datasets[0].data;
+          let i = data.length - 1; while (i >= 0 && !data[i]) i--;
+          const items = chart.data.datasets.map((d, k) => ({
+            chart, dataIndex: i, datasetIndex: k, dataset: d, label: chart.data.labels[i],
+            raw: d.data[i], parsed: {y: d.data[i]}}));
+          const total = chart.data.datasets.filter(d => !d.previous)
+            .reduce((sum, d) => sum + (d.data[i] || 0), 0);
+          const assets = Chart.getChart(document.getElementById('chart-assets'));
+          const a = assets.data.datasets[0];
+          return {footer: cb.footer(items), label: cb.label(items[0]), total,
+                  asset: assets.options.plugins.tooltip.callbacks.label(
+                    {chart: assets, dataIndex: 0, dataset: a, label: assets.data.labels[0],
+                     raw: a.data[0], parsed: {x: a.data[0]}})};
+        }"""
+    )
+    assert tips["footer"] == f"Total: {tips['total']} sessions"
+    assert tips["label"].endswith(" sessions") and tips["asset"].endswith(" sessions")
     shoot(browser, live_server, analyst, "/?range=7&compare=on", "overview-compare")
     page.mouse.click(point["x"], point["y"])
     page.wait_for_url(f"**/history/?start={point['day']}&end={point['day']}&type={point['type']}")
