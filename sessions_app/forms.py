@@ -8,7 +8,7 @@ from datetime import timedelta
 from django import forms
 from django.utils import timezone
 
-from sessions_app import history, validation
+from sessions_app import explore, history, validation
 from sessions_app.exceptions import InvalidInput
 from sessions_app.models import END_STATUSES, SessionStatus, SessionType
 
@@ -49,6 +49,8 @@ class OverviewFilterForm(forms.Form):
     start = forms.DateField(required=False, widget=DateInput, label="From")
     end = forms.DateField(required=False, widget=DateInput, label="To")
     type = forms.ChoiceField(choices=_type_choices(), required=False, label="Type")
+    # Overlay the previous period of equal length on the charts (KPIs always compare).
+    compare = forms.BooleanField(required=False, label="Overlay previous period")
 
     def clean_start(self):
         return _valid(validation.day, "start", self.cleaned_data["start"])
@@ -228,3 +230,27 @@ def error_list(form: forms.Form) -> list[str]:
         label = (field.label or name.replace("_", " ").capitalize()) if field else ""
         messages.extend(f"{label}: {error}" if label else str(error) for error in errors)
     return messages
+
+
+# ---- analyst pages: users list --------------------------------------------------------------
+
+
+class UsersListForm(forms.Form):
+    """Search, sort, period and page of the users list (all from the query string)."""
+
+    q = forms.CharField(required=False, max_length=128, label="Search users")
+    sort = forms.ChoiceField(
+        choices=[(f"{p}{name}", f"{p}{name}") for name in explore.USER_SORTS for p in ("", "-")],
+        required=False,
+    )
+    days = forms.TypedChoiceField(
+        choices=[(d, f"Last {d} days") for d in explore.USER_PERIODS],
+        coerce=int,
+        required=False,
+        empty_value=30,
+        label="Period",
+    )
+    page = forms.IntegerField(required=False, min_value=1, max_value=100_000)
+
+    def clean_q(self):
+        return self.cleaned_data["q"].strip()

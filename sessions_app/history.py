@@ -16,14 +16,15 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from django.db import OperationalError, connection, transaction
-from django.db.models import BooleanField, QuerySet
+from django.db.models import BooleanField, F, QuerySet
 from django.db.models.expressions import RawSQL
 from psycopg.errors import QueryCanceled
 
-from sessions_app import validation
+from sessions_app import explore, validation
 from sessions_app.archive import timeline
 from sessions_app.exceptions import InvalidInput
 from sessions_app.metrics import day_bounds
@@ -35,7 +36,11 @@ SORT_COLUMNS = {
     "duration": ("duration_seconds", "float8"),
     "queries": ("query_count", "integer"),
     "errors": ("error_count", "integer"),
+    "cost": ("cost", "numeric"),
+    "tokens": ("total_tokens", "bigint"),
 }
+# Sort columns that are expressions: the annotation and the SQL its index is built on (0007).
+SORT_EXPRESSIONS = {"total_tokens": "(tokens_in + tokens_out)"}
 DEFAULT_SORT = "-created"
 COUNT_CAP = 1000
 # A purpose search with at most this many matches sorts them itself (see _text_candidates).
@@ -60,6 +65,7 @@ LIST_FIELDS = (
     "tokens_in",
     "tokens_out",
     "cost",
+    "total_tokens",
 )
 EXPORT_FIELDS = (
     "id",
@@ -104,10 +110,14 @@ class HistoryFilters:
     text: str = ""
     has_errors: bool | None = None
     min_queries: int | None = None
+    # The user page wants that one id; History matches the user and tag in any case.
+    exact_user: bool = False
 
     @property
     def is_empty(self) -> bool:
-        return all(getattr(self, f.name) in (None, "") for f in fields(self))
+        return all(
+            getattr(self, f.name) in (None, "") for f in fields(self) if f.name != "exact_user"
+        )
 
 
 def text_query(text: str) -> str:
@@ -117,16 +127,20 @@ def text_query(text: str) -> str:
 
 
 def filter_sessions(filters: HistoryFilters) -> QuerySet[Session]:
-    """Archived sessions matching every given filter (unordered)."""
-    query = Session.objects.all()
-    if filters.user:
+    """Archived sessions matching every given filter (unordered), with `total_tokens`."""
+    query = Session.objects.annotate(total_tokens=F("tokens_in") + F("tokens_out"))
+    if filters.user and filters.exact_user:
         query = query.filter(user_id=filters.user)
+    elif filters.user:
+        # Every stored spelling of the id (session_user_ci_idx), then the (user_id, ...) indexes.
+        query = query.filter(user_id__in=explore.user_ids_matching(filters.user))
     if filters.session_type:
         query = query.filter(session_type=filters.session_type)
     if filters.status:
         query = query.filter(status=filters.status)
     if filters.tag:
-        query = query.filter(tags__contains=[filters.tag])  # GIN: tags @> ARRAY[...]
+        # Any casing of the tag: GIN `tags && ARRAY[spellings]`.
+        query = query.filter(tags__overlap=explore.tag_spellings(filters.tag))
     if filters.asset:
         query = query.filter(assets__contains=[filters.asset])
     if filters.start or filters.end:
@@ -176,6 +190,8 @@ def encode_cursor(sort: str, direction: str, value: Any, pk: str) -> str:
     """An opaque cursor: after (direction "n") or before ("p") the row (value, pk) in `sort`."""
     if isinstance(value, datetime):
         value = value.isoformat()
+    elif isinstance(value, Decimal):
+        value = str(value)  # exact: a float could skip or repeat rows at the page boundary
     raw = json.dumps([sort, direction, value, str(pk)], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
@@ -193,9 +209,14 @@ def decode_cursor(cursor: str, sort: str) -> tuple[str, Any, str]:
             value = datetime.fromisoformat(value)
             if value.tzinfo is None:
                 raise ValueError
-        elif column_type == "integer":
-            # Within Postgres' integer range: a crafted 1e30 must not become a 500.
-            if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 2**31:
+        elif column_type in ("integer", "bigint"):
+            # Within the column's range: a crafted 1e30 must not become a 500.
+            limit = 2**31 if column_type == "integer" else 2**63
+            if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= limit:
+                raise ValueError
+        elif column_type == "numeric":
+            value = Decimal(value) if isinstance(value, str) else None
+            if value is None or not value.is_finite() or abs(value) >= Decimal("1e30"):
                 raise ValueError
         elif (
             isinstance(value, bool)
@@ -204,7 +225,7 @@ def decode_cursor(cursor: str, sort: str) -> tuple[str, Any, str]:
             or abs(value) > 1e300
         ):
             raise ValueError
-    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError, ArithmeticError):
         raise InvalidInput(
             "cursor", "is not a page link for this sort order; start again from page one"
         ) from None
@@ -213,6 +234,7 @@ def decode_cursor(cursor: str, sort: str) -> tuple[str, Any, str]:
 
 def _keyset(column: str, column_type: str, op: str, value: Any, pk: str) -> RawSQL:
     # A row comparison lets Postgres seek straight to the cursor in the (column, id) index.
+    column = SORT_EXPRESSIONS.get(column, column)
     return RawSQL(  # noqa: S611 - column and op come from SORT_COLUMNS and code, values bound
         f"({column}, id) {op} (%s::{column_type}, %s::text)",
         (value, pk),
@@ -280,7 +302,7 @@ def search_sessions(
     if filters.text:
         ids = _text_candidates(query)
         if ids is not None:
-            query = Session.objects.filter(
+            query = Session.objects.annotate(total_tokens=F("tokens_in") + F("tokens_out")).filter(
                 RawSQL("id = ANY(%s::text[])", (ids,), output_field=BooleanField())
             )
             count = (len(ids), True)

@@ -424,6 +424,39 @@ class ApiKey(models.Model):
         return self.revoked_at is None
 
 
+# ---- analyst features ---------------------------------------------------------------------------
+
+
+class SavedView(models.Model):
+    """A user's named filters of the History or Overview page, opened (and shared) by URL."""
+
+    class Page(models.TextChoices):
+        OVERVIEW = "overview", "Overview"
+        HISTORY = "history", "History"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="saved_views"
+    )
+    name = models.CharField(max_length=80)
+    page = models.CharField(max_length=16, choices=Page.choices)
+    # The page's filters as a query string, only the parameters that page understands.
+    query = models.CharField(max_length=1000, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["page", "name"]
+        constraints = [
+            # Also the index of the menu's lookup: one owner's views of one page, by name.
+            models.UniqueConstraint(
+                fields=["owner", "page", "name"], name="savedview_owner_page_name_uniq"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.page})"
+
+
 # Models kept in their own modules, registered with the app here.
 from sessions_app.alerts.models import *  # noqa: E402, F403
 from sessions_app.audit import AuditEntry  # noqa: E402, F401

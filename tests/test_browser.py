@@ -81,7 +81,7 @@ def test_history_filter_updates_url_and_rows_then_open_a_timeline(
 
     page.click("table.sessions tbody tr a.mono")
     page.wait_for_url("**/sessions/*/")
-    timeline = page.locator("ol.timeline li")
+    timeline = page.locator("ol.timeline li.event")
     assert timeline.count() == 1 + 2 + 1  # session 4: one query, two messages, one tool call
     assert "price result 0" in page.inner_text("ol.timeline")
     assert "Question 4" in page.inner_text("ol.timeline")
@@ -145,8 +145,9 @@ def test_user_page(page, live_server, analyst, screenshot, demo_data):
     page.goto(f"{live_server.url}/users/")
     assert "analyst-1" in page.inner_text("main")  # listed as active now
     screenshot("users")
-    page.fill("#id_user", "analyst-1")
-    page.click("main button[type=submit]")
+    page.fill("#id_q", "analyst-1")
+    page.wait_for_function("() => document.querySelectorAll('#users-table tbody tr').length === 1")
+    page.click("#users-table a:has-text('analyst-1')")
     page.wait_for_url("**/users/analyst-1/")
     assert page.locator("#user-sessions tbody tr").count() == 8
     assert "Still going" not in page.inner_text("#user-sessions")  # live ones listed apart

@@ -306,7 +306,7 @@ def test_history_date_range(analyst_client, sample):
         ({"min_queries": "-1"}, "Min queries: Ensure this value is greater than or equal to 0"),
         ({"start": "2025-13-01"}, "From: Enter a valid date"),
         ({"start": "2025-02-10", "end": "2025-02-01"}, "on or before the end date"),
-        ({"sort": "cost"}, "Select a valid choice"),
+        ({"sort": "price"}, "Select a valid choice"),
         ({"per_page": "1000"}, "Select a valid choice"),
         ({"cursor": "garbage"}, "page link is out of date"),
         ({"q": "!!!"}, "Purpose contains: Type at least one letter"),
@@ -449,12 +449,14 @@ def test_archived_session_detail_with_timeline(analyst_client):
 
 
 def test_timeline_is_paginated(analyst_client):
-    session = archived_session(queries=[{"query_type": f"q{i}"} for i in range(60)])
+    session = archived_session(queries=[{"query_type": f"q{i}"} for i in range(160)])
     url = reverse("dashboard:session", args=[session.id])
     first = analyst_client.get(url)
-    assert [e.seq for e in first.context["events"]] == list(range(50))
-    second = analyst_client.get(url, {"page": 2}, **HTMX)
-    assert [e.seq for e in second.context["events"]] == list(range(50, 60))
+    steps = [step.event.seq for item in first.context["trace"].items for step in item.steps]
+    assert steps == list(range(100))
+    second = analyst_client.get(url, {"offset": 100}, **HTMX)
+    steps = [step.event.seq for item in second.context["trace"].items for step in item.steps]
+    assert steps == list(range(100, 160))
     assert "<html" not in second.content.decode()
 
 
@@ -601,8 +603,8 @@ def test_user_lookup_redirects_and_validates(analyst_client):
     assert response.status_code == 302
     assert response["Location"] == reverse("dashboard:user", args=["user-7"])
     response = analyst_client.get(reverse("dashboard:users"), {"user": "   "})
-    assert response.status_code == 400
-    assert "This field is required" in response.content.decode()
+    assert response.status_code == 200  # nothing to open: the users list
+    assert "users" in response.context
 
 
 # ---- operations ---------------------------------------------------------------------------------

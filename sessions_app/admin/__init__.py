@@ -6,6 +6,7 @@ from sessions_app.admin import (
     alerts,
     schedules,  # noqa: F401 - tidies django-celery-beat's admin
 )
+from sessions_app.admin.analyst import SavedViewAdmin
 from sessions_app.admin.operations import (
     ApiKeyAdmin,
     DailyMetricAdmin,
@@ -20,6 +21,7 @@ from sessions_app.models import (
     JobRun,
     QuarantinedSession,
     RetentionPolicy,
+    SavedView,
     Session,
     SessionEvent,
 )
@@ -36,3 +38,4 @@ admin.site.site_title = "FIML Sessions administration"
 admin.site.index_title = "Sessions, retention and schedules"
 admin.site.register(QuarantinedSession, QuarantinedSessionAdmin)
 alerts.register(admin.site)
+admin.site.register(SavedView, SavedViewAdmin)

@@ -1,5 +1,12 @@
 """Dashboard views, one module per page area; each serves its page and its HTMX partial."""
 
+from sessions_app.views.analyst import (
+    saved_view,
+    saved_view_delete,
+    saved_view_edit,
+    saved_views,
+    suggest,
+)
 from sessions_app.views.history import history_export, history_page
 from sessions_app.views.live import live
 from sessions_app.views.operations import operations, operations_health, run_job_now
@@ -22,11 +29,16 @@ __all__ = [
     "operations_health",
     "overview",
     "run_job_now",
+    "saved_view",
+    "saved_view_delete",
+    "saved_view_edit",
+    "saved_views",
     "session_archive",
     "session_delete",
     "session_detail",
     "session_end",
     "session_extend",
+    "suggest",
     "user_detail",
     "user_lookup",
 ]

@@ -23,6 +23,8 @@ COLUMNS = [
     ("duration", "Duration"),
     ("queries", "Queries"),
     ("errors", "Errors"),
+    ("tokens", "Tokens"),
+    ("cost", "Cost"),
     (None, "Assets"),
     (None, "Tags"),
 ]

@@ -1,8 +1,11 @@
 """Overview: KPI cards and charts for a period and session type."""
 
-from django.http import HttpResponse
+from urllib.parse import urlencode
 
-from sessions_app import analytics
+from django.http import HttpResponse
+from django.urls import reverse_lazy
+
+from sessions_app import analytics, explore
 from sessions_app.exceptions import InvalidInput
 from sessions_app.forms import OverviewFilterForm, error_list
 from sessions_app.models import SessionStatus, SessionType
@@ -68,8 +71,17 @@ def _minutes(values: list) -> list:
     return [None if v is None else round(v / 60, 2) for v in values]
 
 
-def chart_configs(stats: dict, series: dict) -> dict:
-    """Chart.js configurations for every overview chart (drawn by static/js/charts.js)."""
+def chart_configs(stats: dict, series: dict, previous: dict | None = None) -> dict:
+    """Chart.js configurations for every overview chart (drawn by static/js/charts.js), with
+    units, drill-down targets and, when `previous` is given, the previous period overlaid."""
+    configs = _base_configs(stats, series)
+    add_drilldown(configs, stats, series)
+    if previous is not None:
+        overlay_previous(configs, previous)
+    return configs
+
+
+def _base_configs(stats: dict, series: dict) -> dict:
     labels = series["labels"]
     status_items = [(s, n) for s, n in stats["status_breakdown"].items() if n]
     return {
@@ -164,6 +176,102 @@ def chart_configs(stats: dict, series: dict) -> dict:
     }
 
 
+# ---- drill-down, units and the previous period (analyst features) -----------------------------
+
+HISTORY_URL = reverse_lazy("dashboard:history")
+
+
+def _history_link(**params) -> str:
+    return f"{HISTORY_URL}?{urlencode({k: v for k, v in params.items() if v})}"
+
+
+def add_drilldown(configs: dict, stats: dict, series: dict) -> None:
+    """Give each chart a `meta` block charts.js reads: the tooltip unit, whether a stacked bar's
+    tooltip shows the day's total, and where a click goes (History filtered to it)."""
+    period = stats["period"]
+    session_type = stats["session_type"] or ""
+    whole = {"start": period["start"], "end": period["end"], "type": session_type}
+    types = list(series["sessions_by_type"])
+    day = {"kind": "day", "base": str(HISTORY_URL), "type": session_type}
+    meta = {
+        "sessions": {"unit": "sessions", "total": True, "drill": {**day, "series_types": types}},
+        "queries": {"unit": "queries", "total": True, "drill": day},
+        "duration": {"unit": "min", "drill": day},
+        "cache": {"unit": "%", "drill": day},
+        "assets": {"unit": "sessions", "drill": _label_drill("asset", stats["top_assets"], whole)},
+        "tags": {"unit": "sessions", "drill": _label_drill("tag", stats["popular_tags"], whole)},
+    }
+    statuses = [s for s, n in stats["status_breakdown"].items() if n]
+    meta["status"] = {
+        "unit": "sessions",
+        "drill": {
+            "kind": "links",
+            # Live sessions are not in History: the live page lists them.
+            "links": [
+                str(reverse_lazy("dashboard:live"))
+                if s == "active"
+                else _history_link(status=s, **whole)
+                for s in statuses
+            ],
+        },
+    }
+    for name, block in meta.items():
+        configs[name]["meta"] = block
+
+
+def _label_drill(param: str, items: list[dict], whole: dict) -> dict:
+    return {
+        "kind": "links",
+        "links": [_history_link(**{param: item[param]}, **whole) for item in items],
+    }
+
+
+PREVIOUS_COLOUR = "#64748b"
+
+
+def overlay_previous(configs: dict, previous: dict) -> None:
+    """Draw the previous period's per-day totals over the sessions, queries, duration and
+    cache charts, day 1 over day 1 (a dashed grey line; its tooltip names its own date)."""
+
+    def line(label, data, axis_stack=None):
+        dataset = {
+            "type": "line",
+            "label": label,
+            "data": data,
+            "borderColor": PREVIOUS_COLOUR,
+            "backgroundColor": PREVIOUS_COLOUR,
+            "borderDash": [6, 4],
+            "pointRadius": 2,
+            "spanGaps": True,
+            "previous": True,
+            "order": -1,
+        }
+        if axis_stack:
+            dataset["stack"] = axis_stack  # its own stack: not piled on the bars
+        return dataset
+
+    prev_sessions = [
+        sum(values) for values in zip(*previous["sessions_by_type"].values(), strict=True)
+    ] or [0] * len(previous["labels"])
+    prev_queries = [
+        sum(values) for values in zip(*previous["queries_by_type"].values(), strict=True)
+    ] or [0] * len(previous["labels"])
+    configs["sessions"]["data"]["datasets"].append(
+        line("Previous period, all types", prev_sessions, "previous")
+    )
+    configs["queries"]["data"]["datasets"].append(
+        line("Previous period, all types", prev_queries, "previous")
+    )
+    configs["duration"]["data"]["datasets"].append(
+        line("Previous period p50", _minutes(previous["duration_p50"]))
+    )
+    configs["cache"]["data"]["datasets"].append(
+        line("Previous period cache hit rate", previous["cache_hit_rate"])
+    )
+    for name in ("sessions", "queries", "duration", "cache"):
+        configs[name]["meta"]["previous_labels"] = previous["labels"]
+
+
 @dashboard_view()
 def overview(request):
     """The overview page; an HTMX filter change gets just the body partial."""
@@ -176,10 +284,15 @@ def overview(request):
         )
     period = form.period_kwargs()
     session_type = form.session_type()
-    stats, series = analytics.get_overview(session_type, **period)
+    stats, series, prev_stats, prev_series = explore.get_overview_comparison(session_type, **period)
+    overlay = form.is_bound and form.cleaned_data.get("compare")
     context.update(
         stats=stats,
-        charts=chart_configs(stats, series) if stats["total_sessions"] else None,
+        previous=prev_stats,
+        changes=explore.compare_stats(stats, prev_stats),
+        charts=chart_configs(stats, series, prev_series if overlay else None)
+        if stats["total_sessions"]
+        else None,
         query=request.GET.urlencode(),
     )
     return render_page(request, "dashboard/overview.html", "partials/overview_body.html", context)

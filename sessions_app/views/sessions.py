@@ -6,14 +6,12 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from sessions_app import audit, history, validation
+from sessions_app import audit, history, trace, validation
 from sessions_app.exceptions import SessionNotFound, StoreError, StoreUnavailable
 from sessions_app.forms import EndForm, ExtendForm, ExtendLimit, error_list
 from sessions_app.policies import get_effective_policy
 from sessions_app.store import get_session_store
 from sessions_app.views.common import MANAGE, dashboard_view, render_page
-
-TIMELINE_PAGE = 50
 
 
 def _load(session_id: str):
@@ -26,45 +24,60 @@ def _load(session_id: str):
         return store.get_archived_session(session_id, 0), True
 
 
-def _timeline(session_id: str, page: int, live_unavailable: bool):
-    offset = (page - 1) * TIMELINE_PAGE
-    if live_unavailable:
-        return history.archived_timeline(session_id, offset, TIMELINE_PAGE)
+def _fetcher(session_id: str, live_unavailable: bool) -> trace.Fetch:
+    """get_timeline(offset, limit) for this session, live or archived, whatever Redis does."""
+
+    def fetch(offset: int, limit: int):
+        if live_unavailable:
+            return history.archived_timeline(session_id, offset, limit)
+        try:
+            return get_session_store().get_timeline(session_id, offset=offset, limit=limit)
+        except SessionNotFound:
+            # Archived or deleted between the two reads, or live with nothing recorded yet.
+            return history.archived_timeline(session_id, offset, limit)
+
+    return fetch
+
+
+def _int_param(request, name: str, default: int | None = None) -> int | None:
+    """A non-negative integer query parameter; anything else is the default."""
     try:
-        return get_session_store().get_timeline(session_id, offset=offset, limit=TIMELINE_PAGE)
-    except SessionNotFound:
-        # Archived or deleted between the two reads, or live with nothing recorded yet.
-        return history.archived_timeline(session_id, offset, TIMELINE_PAGE)
-
-
-def _page_number(request) -> int:
-    return validation.page_number(request.GET.get("page", "1"))
+        value = int(request.GET[name])
+    except (KeyError, ValueError):
+        return default
+    # Clamped: a crafted 99999999999999999999 must not reach Redis or SQL as an offset.
+    return min(max(value, 0), validation.MAX_EVENTS_PER_SESSION)
 
 
 @dashboard_view()
 def session_detail(request, session_id: str):
-    """Metadata, counters, timeline page, context and intermediate results of one session."""
+    """Metadata, counters, the trace (paged as it scrolls), context and intermediate results.
+
+    An HTMX request with `offset` gets the next page of trace items only; `upto=SEQ` extends
+    the page to that event (the error links and "jump to next error" use it).
+    """
     session, live_unavailable = _load(session_id)
     if session is None:
         raise Http404("No live or archived session has this id.")
-    page = _page_number(request)
-    events, total = _timeline(session_id, page, live_unavailable)
-    pages = max((total + TIMELINE_PAGE - 1) // TIMELINE_PAGE, 1)
+    offset = _int_param(request, "offset", 0)
+    upto = _int_param(request, "upto")
+    turn = _int_param(request, "turn")
+    fetch = _fetcher(session.id, live_unavailable)
+    page = trace.trace_page(fetch, session, offset=offset, upto=upto, turn=turn)
     context = {
         # A live session is reached from the Live page, an archived one from History.
         "active_nav": "live" if session.is_live else "history",
         "session": session,
         "live_unavailable": live_unavailable,
-        "events": events,
-        "event_total": total,
-        "page": page,
-        "pages": pages,
-        "first_seq": (page - 1) * TIMELINE_PAGE,
+        "trace": page,
+        "event_total": page.total,
         "can_manage": request.user.has_perm(MANAGE),
         "extend_limit": _extend_limit(session) if session.is_live else None,
         "end_form": EndForm(),
     }
-    return render_page(request, "dashboard/session_detail.html", "partials/timeline.html", context)
+    return render_page(
+        request, "dashboard/session_detail.html", "partials/trace_items.html", context
+    )
 
 
 def _extend_limit(session) -> ExtendLimit:

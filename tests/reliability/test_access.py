@@ -14,6 +14,7 @@ import uuid
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib import admin
+from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -22,7 +23,7 @@ from fimlsessions.celery import app as celery_app
 from sessions_app import apikeys, urls
 from sessions_app.alerts.models import AlertEvent, AlertRule, WebhookDelivery, WebhookTarget
 from sessions_app.audit import AuditEntry
-from sessions_app.models import ApiKey, DailyMetric, JobRun, QuarantinedSession
+from sessions_app.models import ApiKey, DailyMetric, JobRun, QuarantinedSession, SavedView
 from sessions_app.policies import ensure_global_policy
 from sessions_app.store import get_session_store
 from tests.factories import archived_session
@@ -60,11 +61,19 @@ DASHBOARD = {
     "run_job": [("POST", "run_jobs", 302), ("GET", "run_jobs", 405)],
     "alerts": [("GET", None, 200)],
     "alert_silence": [("POST", "silence", 302), ("GET", "silence", 405)],
+    "suggest": [("GET", None, 200)],
+    "saved_views": [("GET", None, 200), ("POST", None, 302)],
+    # A shared view opens for any dashboard user; only its owner edits (each role gets its own).
+    "saved_view": [("GET", None, 302)],
+    "saved_view_edit": [("POST", None, 302), ("GET", None, 405)],
+    "saved_view_delete": [("POST", None, 302), ("GET", None, 405)],
 }
 POST_DATA = {
     "session_extend": {"hours": "1"},
     "session_end": {"status": "completed"},
     "alert_silence": {"hours": "1"},
+    "saved_views": {"name": "matrix", "page": "history", "query": "type=equity"},
+    "saved_view_edit": {"name": "renamed"},
 }
 
 # Admin: models a retention admin may view / add (sessions_app.roles); models nobody may add.
@@ -88,6 +97,7 @@ ADMIN_RA_ADD = {
 STANDARD_ADMIN_PAGES = ("_changelist", "_add", "_history", "_delete", "_change")
 ADMIN_NO_ADD = {
     "sessions_app.quarantinedsession",
+    "sessions_app.savedview",
     "sessions_app.session",
     "sessions_app.sessionevent",
     "sessions_app.dailymetric",
@@ -126,10 +136,20 @@ def dashboard_kwargs(name: str, pattern, session_id, rule_id: int = 0) -> dict:
         "job": "metrics",
         "rule_id": rule_id,
     }
+    values.update(kind="user", pk=session_id)
     return {arg: values[arg] for arg in pattern.pattern.converters}
 
 
-def test_every_dashboard_url_answers_each_role_as_it_must(clients, eager_celery):
+def _saved_view_of(client, user_model) -> SavedView:
+    """A fresh saved view owned by the client's user (any user for anonymous clients)."""
+    user_id = client.session.get("_auth_user_id")
+    owner = user_model.objects.get(pk=user_id) if user_id else user_model.objects.first()
+    return SavedView.objects.create(
+        owner=owner, name=f"v{uuid.uuid4().hex[:8]}", page="history", query="type=equity"
+    )
+
+
+def test_every_dashboard_url_answers_each_role_as_it_must(clients, eager_celery, django_user_model):
     names = {p.name for p in urls.urlpatterns}
     assert names == set(DASHBOARD), f"add to the matrix: {names ^ set(DASHBOARD)}"
     archived = archived_session(user_id="user-1", purpose="matrix")
@@ -144,6 +164,8 @@ def test_every_dashboard_url_answers_each_role_as_it_must(clients, eager_celery)
                 target = archived.id
                 if method == "POST" and pattern.name.startswith("session_"):
                     target = store.create_session(session_type="equity", user_id="user-1").id
+                if pattern.name in ("saved_view", "saved_view_edit", "saved_view_delete"):
+                    target = _saved_view_of(clients[role], django_user_model).pk
                 url = reverse(
                     f"dashboard:{pattern.name}",
                     kwargs=dashboard_kwargs(pattern.name, pattern, target, rule.pk),
@@ -209,6 +231,11 @@ def admin_objects():
             target=target, event=AlertEvent.objects.first(), payload={}
         ),
         "sessions_app.auditentry": AuditEntry.objects.first(),
+        "sessions_app.savedview": SavedView.objects.create(
+            owner=get_user_model().objects.first(),
+            name="matrix",
+            page="history",
+        ),
         "django_celery_beat.periodictask": PeriodicTask.objects.create(
             name="matrix", task="sessions_app.tasks.cleanup_expired_sessions", interval=interval
         ),
