@@ -492,6 +492,20 @@ def test_detail_without_redis_shows_the_archived_copy(analyst_client, redis_down
     assert "Live data unavailable" in body and "Close 101" in body
 
 
+def test_detail_of_a_live_session_without_redis_says_live_data_is_unavailable(
+    analyst_client, store
+):
+    """Issue 11 #20: Redis down and the session not archived is a 503 that says why, not a 404."""
+    session = store.create_session(session_type="equity", user_id="u-live")
+    with redis_unavailable():
+        response = analyst_client.get(reverse("dashboard:session", args=[session.id]))
+    assert response.status_code == 503
+    assert response["Retry-After"] == "30"
+    body = response.content.decode()
+    assert "Live data unavailable" in body and session.id in body
+    assert "No live or archived session" not in body
+
+
 def test_detail_query_count_is_fixed(analyst_client, django_assert_max_num_queries):
     small = archived_session(queries=[{"query_type": "price"}] * 2)
     big = archived_session(queries=[{"query_type": "price"}] * 60)

@@ -57,6 +57,12 @@ def session_detail(request, session_id: str):
     the page to that event (the error links and "jump to next error" use it).
     """
     session, live_unavailable = _load(session_id)
+    if session is None and live_unavailable:
+        # Not archived, and Redis cannot say whether it is live: not a 404.
+        context = {"session_id": session_id, "active_nav": "live"}
+        response = render(request, "errors/live_unavailable.html", context, status=503)
+        response["Retry-After"] = "30"
+        return response
     if session is None:
         raise Http404("No live or archived session has this id.")
     offset = _int_param(request, "offset", 0)
