@@ -31,8 +31,6 @@ TOLERATED_422 = {
     ("invalid_ttl", "ttl_hours"),
     ("invalid_ttl", "hours"),
     ("invalid_input", "cursor"),
-    # Cursors page one user's sessions; a status/tag list is one page, so no cursor pages it.
-    ("unsupported", "cursor"),
     # An Idempotency-Key an earlier generated request used with another body.
     ("idempotency_key_reused", "idempotency_key"),
 }
