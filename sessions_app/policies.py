@@ -58,10 +58,16 @@ def global_effective_policy(row: RetentionPolicy | None = None) -> EffectivePoli
 
 
 def _load() -> dict[str, EffectivePolicy]:
-    rows = {row.session_type: row for row in RetentionPolicy.objects.all()}
-    if "" not in rows:
-        rows[""] = ensure_global_policy()
-    return _build(rows)
+    return effective_policies_from(RetentionPolicy.objects.all())
+
+
+def effective_policies_from(rows) -> dict[str, EffectivePolicy]:
+    """{session_type: EffectivePolicy} from these rows (saved or not), uncached: what would be in
+    force if they were the saved ones. Without a global row, the saved (or a blank) one counts."""
+    by_type = {row.session_type: row for row in rows}
+    if "" not in by_type:
+        by_type[""] = ensure_global_policy()
+    return _build(by_type)
 
 
 def _build(rows: dict[str, RetentionPolicy]) -> dict[str, EffectivePolicy]:

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from django.db.models import Count, F, Sum
 from django.utils import timezone
 
+from sessions_app import policies
 from sessions_app.models import RetentionPolicy, Session, SessionType
 
 
@@ -20,14 +21,9 @@ class TypePreview:
 
 
 def _retention_in_force(rows: list[RetentionPolicy]) -> dict[str, int]:
-    by_type = {row.session_type: row for row in rows}
-    base = by_type.get("")
-    result = {}
-    for session_type in SessionType.values:
-        own = by_type.get(session_type)
-        value = own.retention_days if own is not None else None
-        result[session_type] = value if value is not None else base.retention_days
-    return result
+    # Blank fields inherit (type -> global row -> SESSION_* settings): one resolver for that.
+    effective = policies.effective_policies_from(rows)
+    return {session_type: policy.retention_days for session_type, policy in effective.items()}
 
 
 def preview(policy: RetentionPolicy, now: datetime | None = None) -> list[TypePreview]:

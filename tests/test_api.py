@@ -417,6 +417,10 @@ def test_list_sessions_errors(api):
     assert_error(api.get("/sessions", status="sleeping"), 422, field="status")
     assert_error(api.get("/sessions", user_id="u1", cursor="garbage!"), 422, field="cursor")
     assert_error(api.get("/sessions", user_id="u1", limit=0), 422, field="limit")
+    # Status/tag lists are one page: a cursor there names the field and the reason.
+    response = api.get("/sessions", status="active", cursor="0")
+    assert_error(response, 422, "invalid_input", "cursor")
+    assert "user_id" in response.json()["error"]["reason"]
 
 
 # ---- tracking -------------------------------------------------------------------------------

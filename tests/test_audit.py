@@ -10,6 +10,7 @@ from sessions_app import apikeys
 from sessions_app.alerts.models import AlertRule
 from sessions_app.audit import AuditEntry
 from sessions_app.models import ApiKey, RetentionPolicy, Session
+from sessions_app.policies import global_effective_policy
 from sessions_app.schedules import sync_periodic_tasks
 from sessions_app.store import QueryRecord
 from tests.factories import archived_session
@@ -38,16 +39,18 @@ def only(**filters) -> AuditEntry:
 
 def test_retention_policy_change_records_who_before_and_after(su_client, admin_user):
     policy = RetentionPolicy.objects.get(session_type="")
+    # A blank global field (None) inherits its SESSION_* setting; the form posts it blank.
     data = {name: getattr(policy, name) for name in RetentionPolicy.POLICY_FIELDS}
-    old_idle = data["idle_timeout_minutes"]
-    data["idle_timeout_minutes"] = old_idle + 5
+    data = {name: "" if value is None else value for name, value in data.items()}
+    old_idle = policy.idle_timeout_minutes  # the row's own value: what the audit records
+    data["idle_timeout_minutes"] = global_effective_policy(policy).idle_timeout_minutes + 5
     response = su_client.post(admin_url("sessions_app_retentionpolicy_change", policy.pk), data)
     assert response.status_code == 302
     entry = only(object_type="retention_policy", action="change")
     assert entry.actor == admin_user and entry.actor_name == admin_user.username
     assert entry.source == "admin"
     assert entry.before == {"idle_timeout_minutes": old_idle}
-    assert entry.after == {"idle_timeout_minutes": old_idle + 5}
+    assert entry.after == {"idle_timeout_minutes": data["idle_timeout_minutes"]}
 
 
 def test_retention_override_create_and_delete(su_client):

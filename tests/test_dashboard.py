@@ -732,6 +732,9 @@ def test_number_percent_money_and_when():
     assert money(0.0012) == "<$0.01"
     assert money(0) == "$0.00"
     assert money(1234.5) == "$1,234.50"
+    # Per-step costs of tool calls keep four places: fractions of a cent stay readable.
+    assert money(0.0031, 4) == "$0.0031"
+    assert money(0.00001, 4) == "<$0.0001"
     assert millis(840.4) == "840 ms"
     assert millis(31153) == "31s"
     moment = timezone.now() - timedelta(minutes=3)

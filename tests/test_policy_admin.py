@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from sessions_app.exceptions import InvalidTTL
 from sessions_app.models import RetentionPolicy, Session
-from sessions_app.policies import clear_policy_cache
+from sessions_app.policies import clear_policy_cache, global_effective_policy
 from sessions_app.policy_checks import current_inconsistencies
 from tests.factories import archived_sessions
 
@@ -27,8 +27,10 @@ def admin_url(name, *args):
 
 
 def global_data(**changes) -> dict:
+    """The global row's form as saved: a blank field (None) inherits its SESSION_* setting."""
     policy = RetentionPolicy.objects.get(session_type="")
     data = {name: getattr(policy, name) for name in RetentionPolicy.POLICY_FIELDS}
+    data = {name: "" if value is None else value for name, value in data.items()}
     data.update(changes)
     return data
 
@@ -144,8 +146,9 @@ def test_shortening_retention_asks_first_with_counts_by_type(su_client):
 
 def test_lengthening_retention_saves_without_asking(su_client):
     policy = RetentionPolicy.objects.get(session_type="")
+    in_force = global_effective_policy(policy).retention_days  # blank inherits the setting
     response = su_client.post(
         admin_url("sessions_app_retentionpolicy_change", policy.pk),
-        global_data(retention_days=policy.retention_days + 10),
+        global_data(retention_days=in_force + 10),
     )
     assert response.status_code == 302

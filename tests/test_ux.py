@@ -38,11 +38,14 @@ def test_timeline_events_show_absolute_time_and_offset_from_start(analyst_client
     )
     body = detail(analyst_client, session.id)
     start = timezone.localtime(session.created_at)
-    # The factory spaces events one second apart from the start.
+    # The factory spaces events one second apart from the start. The trace (which replaced the
+    # timeline) shows each event's clock time to the millisecond, its full date and zone on
+    # hover, and its offset from the session start.
     first = timezone.localtime(session.created_at + timedelta(seconds=1))
-    assert f"{first:%Y-%m-%d %H:%M:%S}</time>" in body
-    assert ">+1.0s</span>" in body and ">+2.0s</span>" in body
-    assert "week ago" not in body.split('id="timeline"')[1]  # no relative times on events
+    assert f'title="{first:%Y-%m-%d %H:%M:%S}.' in body
+    assert f">{first:%H:%M:%S}.{first.microsecond // 1000:03d}</time>" in body
+    assert ">+0:01.000</span>" in body and ">+0:02.000</span>" in body
+    assert "week ago" not in body.split('id="trace"')[1]  # no relative times on events
     assert f"{start:%Y-%m-%d %H:%M:%S}" in body
 
 

@@ -12,7 +12,7 @@ from ninja import Header, NinjaAPI, Query, Status
 from sessions_app import validation as v
 from sessions_app.api import errors
 from sessions_app.api.auth import READ, WRITE
-from sessions_app.api.ingest import IngestIn, Unsupported, apply_batch, call_store
+from sessions_app.api.ingest import IngestIn, apply_batch, call_store
 from sessions_app.api.limits import (
     CURSOR_MAX,
     LIST_DEFAULT,
@@ -51,7 +51,7 @@ from sessions_app.api.schemas import (
     session_out,
 )
 from sessions_app.domain import QueryRecord, SessionPage
-from sessions_app.exceptions import SessionNotFound, StoreUnavailable
+from sessions_app.exceptions import InvalidInput, SessionNotFound, StoreUnavailable
 from sessions_app.store import get_session_store
 
 DESCRIPTION = """
@@ -182,7 +182,8 @@ def list_page(
             user_id, include_archived=include_archived, limit=limit, cursor=cursor
         )
     if cursor is not None:
-        raise Unsupported("list_sessions", "cursor")
+        # Status/tag lists are one page (next_cursor is always null): no cursor came from one.
+        raise InvalidInput("cursor", "only pages one user's sessions; pass user_id with it")
     rows = store.list_sessions(user_id=user_id, status=status, tags=tags or None, limit=limit)
     if not include_archived and status is None:
         rows = [row for row in rows if row.is_live]

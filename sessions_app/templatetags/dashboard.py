@@ -57,15 +57,19 @@ def percent(fraction, digits: int = 1) -> str:
 
 
 @register.filter
-def money(value) -> str:
-    """A cost as "$1,234.56": always two decimals; a non-zero cost under a cent is "<$0.01"."""
+def money(value, places: int = 2) -> str:
+    """A cost as "$1,234.56": `places` decimals (two by default; per-step costs of tool calls use
+    `money:4`, since they are fractions of a cent); a non-zero cost below the last place is
+    "<$0.01" (or "<$0.0001")."""
     if value in (None, ""):
         return EMPTY
+    places = int(places)
     value = Decimal(str(value))
-    if value and abs(value) < Decimal("0.005"):
-        return "<$0.01" if value > 0 else "-<$0.01"
+    smallest = Decimal(1).scaleb(-places)
+    if value and abs(value) < smallest / 2:
+        return f"<${smallest}" if value > 0 else f"-<${smallest}"
     sign = "-" if value < 0 else ""
-    return f"{sign}${abs(value):,.2f}"
+    return f"{sign}${abs(value):,.{places}f}"
 
 
 # Units of the compact number format, smallest first.
