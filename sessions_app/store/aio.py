@@ -11,7 +11,7 @@ import concurrent.futures
 import contextlib
 import functools
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 import redis.asyncio as aredis
