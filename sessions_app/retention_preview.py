@@ -22,11 +22,15 @@ class TypePreview:
 def _retention_in_force(rows: list[RetentionPolicy]) -> dict[str, int]:
     by_type = {row.session_type: row for row in rows}
     base = by_type.get("")
+    # A blank (or missing) global value means the setting, as in policies.py.
+    fallback = base.retention_days if base is not None else None
+    if fallback is None:
+        fallback = RetentionPolicy.global_defaults_from_settings()["retention_days"]
     result = {}
     for session_type in SessionType.values:
         own = by_type.get(session_type)
         value = own.retention_days if own is not None else None
-        result[session_type] = value if value is not None else base.retention_days
+        result[session_type] = value if value is not None else fallback
     return result
 
 

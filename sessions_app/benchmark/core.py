@@ -43,7 +43,7 @@ class BenchConfig:
 
     @classmethod
     def quick_config(cls, **overrides: Any) -> BenchConfig:
-        values = {
+        values: dict[str, Any] = {
             "iterations": 200,
             "warmup": 30,
             "user_sessions": 300,
