@@ -1,5 +1,7 @@
 """Session detail (live or archived) with its timeline, and the actions staff may take on it."""
 
+from typing import overload
+
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -37,6 +39,12 @@ def _fetcher(session_id: str, live_unavailable: bool) -> trace.Fetch:
             return history.archived_timeline(session_id, offset, limit)
 
     return fetch
+
+
+@overload
+def _int_param(request, name: str, default: int) -> int: ...
+@overload
+def _int_param(request, name: str, default: None = None) -> int | None: ...
 
 
 def _int_param(request, name: str, default: int | None = None) -> int | None:
