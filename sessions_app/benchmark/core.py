@@ -129,15 +129,23 @@ class Row:
     passed: bool | None = None  # None: no target for this row
     note: str = ""
 
-    @classmethod
-    def latency(cls, name: str, samples: list[float], **kwargs: Any) -> Row:
-        return cls(
+    @staticmethod
+    def latency(name: str, samples: list[float], **kwargs: Any) -> LatencyRow:
+        return LatencyRow(
             name,
             p50=round(percentile(samples, 50), 4),
             p95=round(percentile(samples, 95), 4),
             samples=len(samples),
             **kwargs,
         )
+
+
+@dataclass
+class LatencyRow(Row):
+    """A row timed from samples: p50 and p95 are always set."""
+
+    p50: float = 0.0
+    p95: float = 0.0
 
 
 @dataclass
