@@ -10,7 +10,7 @@ LOAD_ENV := set -a; if [ -f .env ]; then . ./.env; fi; set +a;
 # Whose password `make password` resets.
 ADMIN_USER ?= $(or $(DJANGO_SUPERUSER_USERNAME),admin)
 
-.PHONY: install run password test lint typecheck format migrate shell bench seed demo clean-data
+.PHONY: install install-dev run password test lint typecheck format migrate shell bench seed demo clean-data
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=python3"; exit 1; }
@@ -21,6 +21,13 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed
 
+# Test and tooling dependencies (requirements-dev.txt); their own stamp, so `make run` never needs them.
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+install-dev: $(VENV)/.installed-dev
+
 ## Run web (gunicorn on 127.0.0.1:$${PORT:-8000}), Celery worker and beat; Ctrl-C stops all.
 run: install
 	@$(LOAD_ENV) $(WITH_SERVICES) sh scripts/serve.sh
@@ -29,21 +36,21 @@ run: install
 password: install
 	@$(LOAD_ENV) $(WITH_SERVICES) $(PY) manage.py changepassword $(ADMIN_USER)
 
-## Lint, format check, migrations check, then every test.
-test: install
+## Lint, format check, type check, migrations check, then every test; stops at the first failure.
+test: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(WITH_SERVICES) sh -c '$(PY) manage.py makemigrations --check --dry-run && $(PY) -m pytest $(PYTEST_ARGS)'
+	$(WITH_SERVICES) sh -c '$(VENV)/bin/mypy && $(PY) manage.py makemigrations --check --dry-run && $(PY) -m pytest $(PYTEST_ARGS)'
 
-lint: install
+lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 ## mypy with django-stubs over sessions_app/ and fimlsessions/ (config in pyproject.toml).
-typecheck: install
+typecheck: install-dev
 	$(WITH_SERVICES) $(VENV)/bin/mypy
 
-format: install
+format: install-dev
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 

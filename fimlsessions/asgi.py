@@ -18,7 +18,9 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fimlsessions.settings")
 # Threads per worker process, each with at most one database connection.
 WEB_THREADS = int(os.environ.get("WEB_THREADS") or 4)
-django_app = WSGIMiddleware(get_wsgi_application(), workers=WEB_THREADS)
+# django-stubs types WSGIHandler.__call__ as returning HttpResponseBase, which a2wsgi's WSGIApp
+# (returning Iterable[bytes]) does not accept although a response is an iterable of bytes.
+django_app = WSGIMiddleware(get_wsgi_application(), workers=WEB_THREADS)  # type: ignore[arg-type]
 
 from sessions_app.mcp import McpHttpApp  # noqa: E402 - needs the apps loaded above
 from sessions_app.prometheus import observe_asgi  # noqa: E402

@@ -39,9 +39,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "DataDirInUse",
@@ -293,6 +294,13 @@ class _ServerHandle:
 
     name = "server"
 
+    @property
+    def url(self) -> str:
+        raise NotImplementedError  # each server's handle has its own
+
+    def stop(self, timeout: float = 30.0) -> None:
+        raise NotImplementedError
+
     def is_running(self) -> bool:
         if self._proc is not None:
             return self._proc.poll() is None
@@ -468,7 +476,9 @@ def _initdb(bindir: Path, data_dir: Path, account: tuple[int, int] | None, timeo
         # within seconds. Only a machine crash right after the first start could lose it.
         "--no-sync",
     ]
-    kwargs = {"user": account[0], "group": account[1], "extra_groups": []} if account else {}
+    kwargs: dict[str, Any] = (
+        {"user": account[0], "group": account[1], "extra_groups": []} if account else {}
+    )
     try:
         result = subprocess.run(  # noqa: S603 - argv of our own making
             cmd,
@@ -646,7 +656,9 @@ def start_postgres(
         cmd = [str(bindir / "postgres"), "-D", str(data_dir), "-p", str(chosen)]
         for key, value in all_settings.items():
             cmd += ["-c", f"{key}={value}"]
-        kwargs = {"user": account[0], "group": account[1], "extra_groups": []} if account else {}
+        kwargs: dict[str, Any] = (
+            {"user": account[0], "group": account[1], "extra_groups": []} if account else {}
+        )
         log = _open_log(log_path)
         offset = log.tell()
         try:
@@ -864,7 +876,9 @@ def _wait_redis_ready(
 # --------------------------------------------------------------------------- services
 
 
-_KINDS = {
+_KINDS: dict[
+    str, tuple[str, str, Callable[[Path], _ServerHandle | None], Callable[..., _ServerHandle]]
+] = {
     # kind: (env var, display name, finder, starter)
     "postgres": ("DATABASE_URL", "PostgreSQL", find_running_postgres, start_postgres),
     "redis": ("REDIS_URL", "Redis", find_running_redis, start_redis),

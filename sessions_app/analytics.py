@@ -202,7 +202,7 @@ def live_snapshot(session_type: str | None = None, user_id: str | None = None) -
             by_type = dict.fromkeys(SessionType.values, 0)
             for item in items:  # at most USER_LIVE_LIMIT summaries, already in memory
                 by_type[item.session_type] += 1
-            counts = {"total": len(items), "by_type": by_type}
+            counts: dict[str, Any] = {"total": len(items), "by_type": by_type}
         else:
             counts = store.live_counts()
     except (StoreUnavailable, redis.exceptions.RedisError):

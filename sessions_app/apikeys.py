@@ -14,6 +14,7 @@ from datetime import timedelta
 from django.db import DatabaseError
 from django.utils import timezone
 
+from sessions_app import validation
 from sessions_app.exceptions import InvalidInput
 from sessions_app.models import ApiKey
 
@@ -23,7 +24,7 @@ SECRET_BYTES = 32
 # Writing last_used_at on every request would turn each read into a write; a minute is precise
 # enough to tell a key in use from a forgotten one.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-MAX_NAME_LENGTH = ApiKey._meta.get_field("name").max_length
+MAX_NAME_LENGTH = validation._max_length(ApiKey, "name")
 # How long a verified key stays usable while Postgres is down (see authenticate).
 OUTAGE_GRACE = timedelta(minutes=15)
 # SHA-256 of a verified key -> (key, when verified); read only during a database outage.

@@ -180,7 +180,7 @@ def snapshot(instance: models.Model) -> dict:
     return _jsonable(values)
 
 
-def _audited_models() -> dict[type, str]:
+def _audited_models() -> dict[type[models.Model], str]:
     from django_celery_beat.models import PeriodicTask
 
     from sessions_app.alerts.models import AlertRule, WebhookTarget

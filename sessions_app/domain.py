@@ -80,7 +80,7 @@ class AnalysisHistory:
     total_queries: int = 0
     cache_hits: int = 0
     errors: int = 0
-    recent_events: list[TimelineEvent] = field(default_factory=list)
+    recent_events: Sequence[TimelineEvent] = field(default_factory=list)
     # The latest queries (oldest first) read with the session; more come from `_more`.
     queries: list[TimelineEvent] = field(default_factory=list)
     _more: Callable[[int], list[TimelineEvent]] | None = field(
@@ -193,7 +193,7 @@ class AnalysisSession:
     total_processing_time: float = 0.0  # AIECS: seconds added by update_session
     preferences: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
-    recent_events: list[TimelineEvent] = field(default_factory=list)
+    recent_events: Sequence[TimelineEvent] = field(default_factory=list)
     state: SessionState = field(default_factory=SessionState)
     # Changes since load, written by update_session(id, session).
     pending_queries: list[QueryRecord] = field(default_factory=list, repr=False, compare=False)

@@ -59,7 +59,8 @@ class OverviewFilterForm(forms.Form):
         return _valid(validation.day, "end", self.cleaned_data["end"])
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         today = timezone.localdate()
         if data.get("range") == CUSTOM:
             start, end = data.get("start"), data.get("end")
@@ -116,7 +117,11 @@ class HistoryFilterForm(forms.Form):
         required=False,
     )
     per_page = forms.TypedChoiceField(
-        choices=PER_PAGE_CHOICES, coerce=int, required=False, empty_value=DEFAULT_PER_PAGE
+        choices=PER_PAGE_CHOICES,
+        coerce=int,
+        required=False,
+        # django-stubs types empty_value as str | None; Django takes any value (here an int).
+        empty_value=DEFAULT_PER_PAGE,  # type: ignore[arg-type]
     )
     cursor = forms.CharField(required=False, max_length=400)
 
@@ -142,7 +147,8 @@ class HistoryFilterForm(forms.Form):
         return text
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         start, end = data.get("start"), data.get("end")
         if start and end and start > end:
             self.add_error("start", "The start date must be on or before the end date.")
@@ -224,7 +230,7 @@ class UserLookupForm(forms.Form):
 
 def error_list(form: forms.Form) -> list[str]:
     """Every error as "Field: reason", for a message above the results."""
-    messages = []
+    messages: list[str] = []
     for name, errors in form.errors.items():
         field = form.fields.get(name)
         label = (field.label or name.replace("_", " ").capitalize()) if field else ""
@@ -247,7 +253,7 @@ class UsersListForm(forms.Form):
         choices=[(d, f"Last {d} days") for d in explore.USER_PERIODS],
         coerce=int,
         required=False,
-        empty_value=30,
+        empty_value=30,  # type: ignore[arg-type]  # django-stubs: str | None; Django: any
         label="Period",
     )
     page = forms.IntegerField(required=False, min_value=1, max_value=100_000)

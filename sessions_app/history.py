@@ -298,17 +298,17 @@ def search_sessions(
     name, descending = parse_sort(sort)
     column, column_type = SORT_COLUMNS[name]
     query = filter_sessions(filters)
-    count = None
+    counted: tuple[int, bool] | None = None
     if filters.text:
         ids = _text_candidates(query)
         if ids is not None:
             query = Session.objects.annotate(total_tokens=F("tokens_in") + F("tokens_out")).filter(
                 RawSQL("id = ANY(%s::text[])", (ids,), output_field=BooleanField())
             )
-            count = (len(ids), True)
+            counted = (len(ids), True)
         else:  # too many to collect in time, so surely more than COUNT_CAP: skip counting
-            count = (COUNT_CAP, False)
-    count, count_exact = count or _count(filters, query)
+            counted = (COUNT_CAP, False)
+    count, count_exact = counted or _count(filters, query)
     direction = "n"
     if cursor:
         direction, value, pk = decode_cursor(cursor, sort)
@@ -344,10 +344,10 @@ def export_rows(filters: HistoryFilters, sort: str = DEFAULT_SORT) -> Iterator[d
 
 def archived_timeline(session_id: str, offset: int, limit: int) -> tuple[list, int]:
     """A page of an archived session's timeline straight from Postgres (when Redis is down)."""
-    session = Session.objects.filter(id=session_id).values(
+    session = Session.objects.filter(id=session_id).values_list(
         "query_count", "message_count", "tool_call_count"
     )
     counts = session.first()
     if counts is None:
         return [], 0
-    return timeline.read_page(session_id, offset, limit), sum(counts.values())
+    return timeline.read_page(session_id, offset, limit), sum(counts)

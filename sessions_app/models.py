@@ -443,6 +443,9 @@ class SavedView(models.Model):
     query = models.CharField(max_length=1000, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Not columns: set on the instances the saved-views page lists, for its template.
+    open_url: str
+    share_url: str
 
     class Meta:
         ordering = ["page", "name"]

@@ -3,6 +3,7 @@
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import DatabaseError
 from django.db.models.signals import post_delete, post_save
@@ -123,7 +124,7 @@ def all_effective_policies() -> dict[str, EffectivePolicy]:
 
 
 def _defaults_from_settings() -> dict[str, EffectivePolicy]:
-    values = RetentionPolicy.global_defaults_from_settings()
+    values: dict[str, Any] = RetentionPolicy.global_defaults_from_settings()
     return {name: EffectivePolicy(name, **values) for name in SessionType.values}
 
 

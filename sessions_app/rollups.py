@@ -9,6 +9,7 @@ concurrent recompute serialise on the (day, type) row: an upsert adds to whateve
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -98,7 +99,7 @@ def _run(sql: str, session_ids: Sequence, cursor) -> int:
     ids = [to_python(session_id) for session_id in session_ids]
     if not ids or not settings.SESSION_ENABLE_ANALYTICS:
         return 0
-    params = {"ids": ids, "tz": timezone.get_current_timezone_name()}
+    params: dict[str, Any] = {"ids": ids, "tz": timezone.get_current_timezone_name()}
     if cursor is not None:
         cursor.execute(sql, params)
         return cursor.rowcount

@@ -9,20 +9,22 @@ from __future__ import annotations
 from urllib.parse import parse_qsl, urlencode
 
 from django.db import IntegrityError, transaction
+from django.forms import Form
 from django.urls import reverse
 
+from sessions_app import validation
 from sessions_app.exceptions import InvalidInput
 from sessions_app.forms import HistoryFilterForm, OverviewFilterForm, error_list
 from sessions_app.models import SavedView
 
 # Page -> (its filter form, the URL name it opens, parameters never saved: positions in a list).
-PAGES = {
+PAGES: dict[str, tuple[type[Form], str, set[str]]] = {
     SavedView.Page.HISTORY: (HistoryFilterForm, "dashboard:history", {"cursor"}),
     SavedView.Page.OVERVIEW: (OverviewFilterForm, "dashboard:overview", set()),
 }
 MAX_VIEWS_PER_USER = 200
-NAME_MAX = SavedView._meta.get_field("name").max_length
-QUERY_MAX = SavedView._meta.get_field("query").max_length
+NAME_MAX = validation._max_length(SavedView, "name")
+QUERY_MAX = validation._max_length(SavedView, "query")
 
 
 def clean_query(page: str, raw: str) -> str:

@@ -1,5 +1,6 @@
 """Celery tasks: thin wrappers that run a service under its job lock (sessions_app.jobs)."""
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +24,7 @@ def recompute_recent_metrics(days: int = 2) -> dict:
 
 
 # Short names (the run_job command's argument) -> (JobRun.job name, service function).
-JOBS = {
+JOBS: dict[str, tuple[str, Callable[..., Any]]] = {
     "cleanup": (jobs.CLEANUP, archive.archive_due_sessions),
     "retention": (jobs.RETENTION, archive.delete_old_archived_sessions),
     "metrics": (jobs.METRICS, recompute_recent_metrics),

@@ -7,7 +7,7 @@ import re
 import uuid
 from datetime import date
 from decimal import ROUND_DOWN, Decimal
-from typing import Any
+from typing import Any, Literal, overload
 
 from django.db import connection, models
 
@@ -371,6 +371,16 @@ def json_payload(field: str, value: Any, *, require_dict: bool = False) -> str:
 
 def context_key(field: str, value: Any) -> str:
     return _text(field, value, MAX_CONTEXT_KEY_LENGTH, required=True)
+
+
+@overload
+def non_negative(
+    field: str, value: Any, *, integer: Literal[True], maximum: float | None = None
+) -> int: ...
+@overload
+def non_negative(
+    field: str, value: Any, *, integer: Literal[False] = False, maximum: float | None = None
+) -> float: ...
 
 
 def non_negative(

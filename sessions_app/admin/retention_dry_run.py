@@ -1,5 +1,8 @@
 """Retention dry run in the admin: a confirmation page before a policy shortens retention."""
 
+from typing import TYPE_CHECKING
+
+from django.contrib import admin
 from django.template.response import TemplateResponse
 
 from sessions_app.retention_preview import preview
@@ -7,7 +10,13 @@ from sessions_app.retention_preview import preview
 CONFIRM_FIELD = "_confirm_retention"
 
 
-class RetentionDryRunMixin:
+if TYPE_CHECKING:
+    _AdminBase = admin.ModelAdmin
+else:  # a mixin for ModelAdmin subclasses; object at run time
+    _AdminBase = object
+
+
+class RetentionDryRunMixin(_AdminBase):
     """Before saving a policy that shortens retention, show what the next run would delete
     (by type) and ask for confirmation; the confirmed form posts again with CONFIRM_FIELD."""
 

@@ -1,6 +1,8 @@
 """django-celery-beat's admin, tidied: no solar or clocked schedules unless some exist, and the
 crontab's meaning shown as a read-only field (no inline script, so it passes the CSP)."""
 
+from typing import TYPE_CHECKING
+
 from django.contrib import admin
 from django_celery_beat.admin import (
     ClockedScheduleAdmin,
@@ -14,7 +16,13 @@ def _in_use(model) -> bool:
     return model.objects.exists()
 
 
-class HiddenUnlessUsed:
+if TYPE_CHECKING:
+    _AdminBase = admin.ModelAdmin
+else:  # a mixin for ModelAdmin subclasses; object at run time
+    _AdminBase = object
+
+
+class HiddenUnlessUsed(_AdminBase):
     """Leaves the admin index (and the add button) until a row exists; URLs keep working."""
 
     def has_module_permission(self, request):

@@ -67,10 +67,10 @@ def evaluate_rules(
     now = now or timezone.now()
     queryset = AlertRule.objects.all() if rules is None else rules
     # The sparkline history stays in SQL (see _save_states).
-    rules = list(queryset.filter(enabled=True).defer("recent_values"))
-    sources = Sources(rules, now)
+    enabled = list(queryset.filter(enabled=True).defer("recent_values"))
+    sources = Sources(enabled, now)
     events: list[AlertEvent] = []
-    for rule in rules:
+    for rule in enabled:
         reading = sources.read(rule)
         state = next_state(rule, reading)
         if state == AlertState.FIRING and rule.state != AlertState.FIRING:
@@ -94,11 +94,11 @@ def evaluate_rules(
         rule.last_value = reading.value
         rule.last_evaluated_at = now
     with transaction.atomic():
-        _save_states(rules, now)
+        _save_states(enabled, now)
         AlertEvent.objects.bulk_create(events)
     counts = {
-        "rules": len(rules),
-        "firing": sum(rule.state == AlertState.FIRING for rule in rules),
+        "rules": len(enabled),
+        "firing": sum(rule.state == AlertState.FIRING for rule in enabled),
         "fired": sum(e.kind == AlertEvent.Kind.FIRED for e in events),
         "resolved": sum(e.kind == AlertEvent.Kind.RESOLVED for e in events),
         "notified": 0,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
+from typing import Any
 
 from django.apps import apps
 from django.conf import settings
@@ -110,7 +111,7 @@ def _from_totals(metric: str, totals: dict) -> Reading:
 def _totals(rows, rule: AlertRule, now: datetime) -> dict:
     """Sums over the rows (DailyMetric-shaped) of the rule's days and type."""
     first, today = window_days(rule.window_minutes, now)
-    totals = {"started": 0, "errors": 0, "queries": 0, "abandoned": 0, "failed": 0}
+    totals: dict[str, Any] = {"started": 0, "errors": 0, "queries": 0, "abandoned": 0, "failed": 0}
     totals.update(p95=0.0, cost=Decimal(0), tokens=0)
     for row in rows:
         if not first <= row.day <= today:
@@ -217,7 +218,8 @@ class Sources:
         if self._live is None:
             from sessions_app.store import get_session_store
 
-            self._live = get_session_store().live_counts()
+            self._live = live = get_session_store().live_counts()
+            return live
         return self._live
 
     def _rollup_rows(self) -> list[DailyMetric]:

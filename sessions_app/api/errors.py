@@ -10,6 +10,8 @@ import json
 import logging
 import math
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
@@ -114,7 +116,7 @@ def _field_from_loc(loc) -> str | None:
     return ".".join(parts) or None
 
 
-def pydantic_error(first: dict, field: str | None) -> tuple[int, str, str]:
+def pydantic_error(first: Mapping[str, Any], field: str | None) -> tuple[int, str, str]:
     """(status, code, reason) of one pydantic error: unknown fields are 400, the rest 422."""
     kind = first.get("type")
     if kind == "extra_forbidden":
@@ -124,7 +126,7 @@ def pydantic_error(first: dict, field: str | None) -> tuple[int, str, str]:
     return 422, "invalid_input", first.get("msg", "is invalid")
 
 
-def first_error(errors: list[dict]) -> dict:
+def first_error(errors: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     """The error to report: an unknown field first (400), else the first one."""
     unknown = [error for error in errors if error.get("type") == "extra_forbidden"]
     return (unknown or errors or [{}])[0]

@@ -13,9 +13,9 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, PlainValidator, TypeAdapter
+from pydantic import BaseModel, Field, PlainValidator, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from sessions_app import validation as v
@@ -109,9 +109,17 @@ Operation = Annotated[
     Field(discriminator="op"),
 ]
 OPERATION = TypeAdapter(Operation)
-OP_MODELS = (CreateOp, QueryOp, MessageOp, ToolCallOp, ContextOp, ResultOp, MetadataOp)
+OP_MODELS: tuple[type[BaseModel], ...] = (
+    CreateOp,
+    QueryOp,
+    MessageOp,
+    ToolCallOp,
+    ContextOp,
+    ResultOp,
+    MetadataOp,
+)
 OP_MODELS += (CountersOp, EndOp)
-OP_NAMES = tuple(model.model_fields["op"].annotation.__args__[0] for model in OP_MODELS)
+OP_NAMES = tuple(get_args(model.model_fields["op"].annotation)[0] for model in OP_MODELS)
 
 
 def _raw(value: Any) -> Any:
@@ -313,6 +321,7 @@ def _outcome(index: int, op, ok: bool, value: Any, plan: Plan | None) -> dict:
             raise exc  # outages (503) and bugs stop the batch
         _, code, reason, field = described
         return _item_error(index, op.event_id, code, reason, field)
+    assert plan is not None  # `ok` only after a plan ran
     extra = plan.read(value)
     # The store answers an event id it applied before with no new position.
     if "seq" in extra and extra["seq"] is None:
@@ -345,5 +354,6 @@ def apply_batch(raw_operations: list[Any], scope: str = "") -> dict:
         results[index] = _outcome(index, op, ok, value, plan)
     totals = {"accepted": 0, "duplicate": 0, "error": 0}
     for item in results:
+        assert item is not None  # every pending operation's result is filled in above
         totals[item["status"]] += 1
     return {"items": results, **totals}

@@ -61,7 +61,7 @@ def run_plans(store, plans) -> list[tuple[bool, Any]]:
                 raise mapped from exc
             for index, reply in zip(sent, replies, strict=True):
                 states[index][1] = reply
-    return outcomes
+    return [outcome for outcome in outcomes if outcome is not None]  # all set: no state left
 
 
 def _dependencies(plans) -> list[list[int]]:

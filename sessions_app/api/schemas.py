@@ -1,7 +1,7 @@
 """Request and response bodies of the REST API, with the limits the store enforces."""
 
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from ninja import Field, Schema
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints, WithJsonSchema
@@ -12,10 +12,17 @@ from sessions_app.models import END_STATUSES, MessageRole, SessionStatus, Sessio
 # A session id (generated UUIDv7 or caller-chosen), by the one rule in validation.
 SessionId = Annotated[str, StringConstraints(pattern=rf"^{v.SESSION_ID_PATTERN}$")]
 
-SessionTypeName = Literal[tuple(SessionType.values)]
-EndStatus = Literal[tuple(str(status) for status in END_STATUSES)]
-Role = Literal[tuple(MessageRole.values)]
-StatusName = Literal[tuple(SessionStatus.values)]
+if TYPE_CHECKING:
+    # Built from the models' choices at import time (pydantic validates them); statically, str.
+    SessionTypeName = str
+    EndStatus = str
+    Role = str
+    StatusName = str
+else:
+    SessionTypeName = Literal[tuple(SessionType.values)]
+    EndStatus = Literal[tuple(str(status) for status in END_STATUSES)]
+    Role = Literal[tuple(MessageRole.values)]
+    StatusName = Literal[tuple(SessionStatus.values)]
 
 # Numeric bounds come from validation.py, which derives them from the archive's columns.
 MAX_MS = v.MAX_DURATION_MS

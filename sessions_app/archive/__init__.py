@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -182,7 +182,7 @@ def _forget(client, snapshots: list) -> None:
         return
     ids = [snapshot[0] for snapshot in snapshots]
     by_user, by_type = defaultdict(list), defaultdict(list)
-    doomed = []
+    doomed: list[str] = []
     for session_id, meta, _, _, _ in snapshots:
         by_user[meta[scripts.USER_ID] or ""].append(session_id)
         by_type[meta[scripts.SESSION_TYPE] or ""].append(session_id)
@@ -369,7 +369,9 @@ def archive_due_sessions(now: float | datetime | None = None, batch_size: int = 
     # One helper thread claims and snapshots batch N+1 in Redis while this thread writes batch
     # N to Postgres; it never touches the database, so the write stays on this connection.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-prefetch") as prefetch:
-        pending = prefetch.submit(_next_batch, client, now, batch_size, 0, cutoffs)
+        pending: Future[_Batch] | None = prefetch.submit(
+            _next_batch, client, now, batch_size, 0, cutoffs
+        )
         while pending is not None:
             batch = pending.result()
             pending = None

@@ -4,6 +4,7 @@ run), from the rollups, the live store and JobRun; notifications off."""
 from __future__ import annotations
 
 from django.db import connection
+from django.db.models import QuerySet
 
 from sessions_app.benchmark.core import (
     Row,
@@ -43,10 +44,14 @@ def run_alerts(ctx: RunContext, result: SectionResult) -> None:
         prefix = f"bench-{ctx.run_id}-{user_rules}-"
         AlertRule.objects.bulk_create(_rules(prefix, users, user_rules))
         mine = AlertRule.objects.filter(name__startswith=prefix)
+
+        def evaluate(i: int, mine: QuerySet = mine) -> None:
+            evaluate_rules(notify=False, rules=mine)
+
         # Interleaved with a Postgres SELECT 1, so the note can say how many round trips a pass
         # costs at this moment's load (the machine is shared; absolute ms drift with it).
         samples, floor = time_interleaved(
-            [lambda i, mine=mine: evaluate_rules(notify=False, rules=mine), _select_one],
+            [evaluate, _select_one],
             repeats,
             warmup=2,
         )

@@ -43,7 +43,7 @@ class BenchConfig:
 
     @classmethod
     def quick_config(cls, **overrides: Any) -> BenchConfig:
-        values = {
+        values: dict[str, Any] = {
             "iterations": 200,
             "warmup": 30,
             "user_sessions": 300,
@@ -129,15 +129,23 @@ class Row:
     passed: bool | None = None  # None: no target for this row
     note: str = ""
 
-    @classmethod
-    def latency(cls, name: str, samples: list[float], **kwargs: Any) -> Row:
-        return cls(
+    @staticmethod
+    def latency(name: str, samples: list[float], **kwargs: Any) -> LatencyRow:
+        return LatencyRow(
             name,
             p50=round(percentile(samples, 50), 4),
             p95=round(percentile(samples, 95), 4),
             samples=len(samples),
             **kwargs,
         )
+
+
+@dataclass
+class LatencyRow(Row):
+    """A row timed from samples: p50 and p95 are always set."""
+
+    p50: float = 0.0
+    p95: float = 0.0
 
 
 @dataclass

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from django.db import connection
 
 from sessions_app.benchmark.core import (
+    LatencyRow,
     Row,
     RunContext,
     SectionResult,
@@ -60,9 +61,11 @@ def async_vs_sync_rows(ctx: RunContext, store, query) -> list[Row]:
         client = store.redis
         clock = time.perf_counter_ns
         names = ("create", "update", "get")
-        samples = {(name, kind): [] for name in names for kind in ("sync", "async")}
+        samples: dict[tuple[str, str], list[float]] = {
+            (name, kind): [] for name in names for kind in ("sync", "async")
+        }
         floor: list[float] = []
-        ids = {"sync": [], "async": []}
+        ids: dict[str, list[str]] = {"sync": [], "async": []}
 
         def rmw_sync(session_id):
             session = store.get_session(session_id)
@@ -108,7 +111,7 @@ def async_vs_sync_rows(ctx: RunContext, store, query) -> list[Row]:
         "update": "add_query (get + delta update_session)",
         "get": "get_session (live)",
     }
-    rows = []
+    rows: list[Row] = []
     for name, label in labels.items():
         sync_row = _row(f"{label}, sync store", samples[name, "sync"], floor)
         async_row = _row(f"{label}, async store", samples[name, "async"], floor)
@@ -214,7 +217,7 @@ def run_store(ctx: RunContext, result: SectionResult) -> None:
 
     ids = []
     floor, samples = time_interleaved([ping, lambda i: ids.append(create(i).id)], n, warm)
-    rows = [_row("create_session", samples, floor, TARGET_WRITE)]
+    rows: list[Row] = [_row("create_session", samples, floor, TARGET_WRITE)]
     sessions = ids[warm:]  # a fresh session for each following call
 
     # add_query at exactly 1 prior query (a fresh session each call) interleaved with
@@ -235,9 +238,10 @@ def run_store(ctx: RunContext, result: SectionResult) -> None:
             ],
             n,
         )
-    rows.append(_row("add_query (1 prior query)", one_prior, floor, TARGET_WRITE))
+    one_row = _row("add_query (1 prior query)", one_prior, floor, TARGET_WRITE)
+    rows.append(one_row)
     deep_row = _row(f"add_query ({config.prior_queries} prior queries)", deep, floor, TARGET_WRITE)
-    flat = deep_row.p50 / rows[-1].p50
+    flat = deep_row.p50 / one_row.p50
     deep_row.note = f"{flat:.2f}x the 1-prior p50"
     deep_row.target += f"; flat (<= {TARGET_FLAT}x the 1-prior p50)"
     deep_row.passed = bool(deep_row.passed) and flat <= TARGET_FLAT
@@ -323,7 +327,9 @@ def _p50(samples: list[float]) -> float:
     return percentile(samples, 50)
 
 
-def _row(name: str, samples: list[float], floor: list[float], target: float | None = None) -> Row:
+def _row(
+    name: str, samples: list[float], floor: list[float], target: float | None = None
+) -> LatencyRow:
     """A latency row with its ratio to the interleaved PINGs; `target`: max ratio at p50."""
     row = Row.latency(name, samples)
     floor_p50 = _p50(floor)

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from django.conf import settings
@@ -99,7 +100,7 @@ def _page_targets(ctx: RunContext) -> list[tuple[str, str, dict, str]]:
             [max(total // 2, 0)],
         )
         deep = cursor.fetchone()
-    pages = [
+    pages: list[tuple[str, str, dict[str, Any], str]] = [
         ("overview, 7 days", "dashboard:overview", {}, "range=7"),
         ("overview, 30 days", "dashboard:overview", {}, "range=30"),
         ("overview, 90 days", "dashboard:overview", {}, "range=90"),
@@ -324,7 +325,8 @@ def _start_gunicorn(ctx: RunContext, port: int) -> subprocess.Popen:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise Unavailable(f"gunicorn exited: {process.stderr.read().decode()[-500:]}")
+            stderr = process.stderr.read() if process.stderr else b""  # a pipe: always set
+            raise Unavailable(f"gunicorn exited: {stderr.decode()[-500:]}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/healthz")
@@ -509,20 +511,21 @@ def run_api(ctx: RunContext, result: SectionResult) -> None:
             note = "runs: " + ", ".join(f"{rate:,.0f}" for rate in rates) + f" {unit}"
             if failed:
                 note += f"; {failed} non-2xx, failed or partly rejected requests"
+            rate = round(statistics.median(rates))
             row = Row(
                 label,
                 unit=unit,
-                value=round(statistics.median(rates)),
+                value=rate,
                 samples=sum(ok for ok, _, _ in runs),
                 note=note,
             )
             if per_request == 1:
-                single_rate = row.value
+                single_rate = rate
             else:
                 row.target = f">= {TARGET_BATCH_EVENTS_PER_S:,} events/s"
-                row.passed = row.value >= TARGET_BATCH_EVENTS_PER_S and not failed
+                row.passed = rate >= TARGET_BATCH_EVENTS_PER_S and not failed
                 if single_rate:
-                    row.note += f"; {row.value / single_rate:.1f}x single tracked queries"
+                    row.note += f"; {rate / single_rate:.1f}x single tracked queries"
             result.rows.append(row)
     finally:
         _stop(process)

@@ -54,6 +54,7 @@ def _worker_init(conninfo: dict) -> None:
 
 def _worker_chunk(plan: ArchivePlan, index: int) -> tuple[int, int]:
     chunk = generate_chunk(plan, index)
+    assert _worker_connection is not None  # opened by every worker process's initializer
     try:
         with _worker_connection.transaction():
             write_chunk(_worker_connection, chunk)

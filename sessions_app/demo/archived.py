@@ -11,6 +11,7 @@ import random
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from sessions_app.demo import catalogue as cat
 from sessions_app.demo import content
@@ -326,7 +327,7 @@ def _analysis_events(rng, session_type, assets, n_events, error_rate):
 
 def _agent_events(rng, assets, n_events, error_rate):
     """Conversation turns: a prompt, tool calls with their results, then the answer."""
-    pieces = []
+    pieces: list[tuple[float, Any]] = []
     t = rng.uniform(0.5, 5)
     q = hits = errors = messages = tools = exec_tenths = tok_in = tok_out = micro = 0
     qtypes: dict[str, int] = {}

@@ -8,6 +8,7 @@ import json
 import random
 import zlib
 from functools import lru_cache
+from typing import Any
 
 from sessions_app.demo import catalogue as cat
 
@@ -106,7 +107,10 @@ def query_variants(symbol: str, query_type: str) -> tuple[tuple[dict, str], ...]
             title, unit, level = cat.MACRO_SERIES[series]
             value = level * (1 + rng.gauss(0, 0.01))
             month = rng.choice(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep"))
-            params = {"series": series, "start": rng.choice(("2010-01-01", "2019-01-01"))}
+            params: dict[str, Any] = {
+                "series": series,
+                "start": rng.choice(("2010-01-01", "2019-01-01")),
+            }
             params["frequency"] = rng.choice(("monthly", "quarterly", "daily"))
             summary = f"{series} ({title}) latest {value:,.2f} {unit} for {month}; "
             summary += f"{rng.gauss(0, 0.3):+.2f} vs prior"

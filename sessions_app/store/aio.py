@@ -26,7 +26,7 @@ from sessions_app.store import archived
 from sessions_app.store.core import Archive, Call, Calls, Db, Policies, StoreCore
 from sessions_app.store.errors import unavailable
 from sessions_app.store.scripts import SCRIPTS
-from sessions_app.store.sync import OPERATIONS, iter_ping
+from sessions_app.store.sync import OPERATIONS, _FrontEnd, iter_ping
 
 _thread_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="store")
 
@@ -77,7 +77,7 @@ def _async_method(name: str):
     return method
 
 
-class AsyncSessionStore(StoreCore):
+class AsyncSessionStore(_FrontEnd):
     """The store for asyncio code: every operation of SessionStore, awaitable."""
 
     _session_maker = None  # the FIML seed passes this to SessionAnalytics; any value works

@@ -117,12 +117,12 @@ def recent_queries(session_id: str, n: int) -> list[TimelineEvent]:
 def timeline(session_id: str, offset: int, limit: int) -> tuple[list, int] | None:
     row = (
         ArchivedSession.objects.filter(id=session_id)
-        .values("query_count", "message_count", "tool_call_count")
+        .values_list("query_count", "message_count", "tool_call_count")
         .first()
     )
     if row is None:
         return None
-    return archived_timeline.read_page(session_id, offset, limit), sum(row.values())
+    return archived_timeline.read_page(session_id, offset, limit), sum(row)
 
 
 def _user_query(user_id: str, limit: int, max_score: float | None, after_id: str):
@@ -203,13 +203,13 @@ async def arecent_queries(session_id: str, n: int) -> list[TimelineEvent]:
 async def atimeline(session_id: str, offset: int, limit: int):
     row = (
         await ArchivedSession.objects.filter(id=session_id)
-        .values("query_count", "message_count", "tool_call_count")
+        .values_list("query_count", "message_count", "tool_call_count")
         .afirst()
     )
     if row is None:
         return None
     query = _events(session_id).filter(seq__gte=offset, seq__lt=offset + limit).order_by("seq")
-    return [event_from_row(event) async for event in query], sum(row.values())
+    return [event_from_row(event) async for event in query], sum(row)
 
 
 async def auser_summaries(user_id: str, limit: int, max_score, after_id: str):

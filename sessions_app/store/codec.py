@@ -50,8 +50,13 @@ SUMMARY_FIELDS = (
 
 
 def ts(value: float | str | None) -> datetime | None:
-    if value in (None, ""):
+    if value is None or value == "":
         return None
+    return datetime.fromtimestamp(float(value), tz=UTC)
+
+
+def at(value: float | str) -> datetime:
+    """A timestamp every live session has (created_at, last_activity_at, expires_at)."""
     return datetime.fromtimestamp(float(value), tz=UTC)
 
 
@@ -76,7 +81,7 @@ def counters(*items: tuple[str, float | int]) -> str:
     return " ".join(f"{name} {value!r}" for name, value in items if value)
 
 
-class LazyEvents(Sequence):
+class LazyEvents(Sequence[TimelineEvent]):
     """Timeline events parsed from their JSON only when someone reads them."""
 
     def __init__(self, raw: list[str]):
@@ -108,7 +113,8 @@ def session_from_reply(reply: list) -> AnalysisSession:
     queries = [event_from_json(raw) for raw in reversed(reply[4])]
     loads = json.loads
     preferences = loads(meta.get("preferences") or "{}")
-    counts = {name: int(float(meta.get(name) or 0)) for name in INT_COUNTERS}
+    # Any: spread into AnalysisSession's counter fields by name.
+    counts: dict[str, Any] = {name: int(float(meta.get(name) or 0)) for name in INT_COUNTERS}
     history = AnalysisHistory(
         total_queries=counts["query_count"],
         cache_hits=counts["cache_hits"],
@@ -130,9 +136,9 @@ def session_from_reply(reply: list) -> AnalysisSession:
         source=meta.get("source", ""),
         device=meta.get("device", ""),
         ip=meta.get("ip") or None,
-        created_at=ts(meta["created_at"]),
-        last_activity_at=ts(meta["last_activity_at"]),
-        expires_at=ts(meta["expires_at"]),
+        created_at=at(meta["created_at"]),
+        last_activity_at=at(meta["last_activity_at"]),
+        expires_at=at(meta["expires_at"]),
         ended_at=ts(meta.get("ended_at")),
         is_live=True,
         total_execution_ms=float(meta.get("total_execution_ms") or 0),
@@ -163,9 +169,9 @@ def summary(row: list[str]) -> SessionSummary:
         assets=json.loads(values["assets"] or "[]"),
         tags=json.loads(values["tags"] or "[]"),
         purpose=values["purpose"] or "",
-        created_at=ts(values["created_at"]),
-        last_activity_at=ts(values["last_activity_at"]),
-        expires_at=ts(values["expires_at"]),
+        created_at=at(values["created_at"]),
+        last_activity_at=at(values["last_activity_at"]),
+        expires_at=at(values["expires_at"]),
         ended_at=ts(values["ended_at"]),
         query_count=int(values["query_count"] or 0),
         is_live=True,

@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,7 +44,7 @@ from sessions_app.exceptions import (
 )
 from sessions_app.models import EventKind, SessionStatus, SessionType
 from sessions_app.store import codec, keys
-from sessions_app.store.codec import SUMMARY_FIELDS, ts
+from sessions_app.store.codec import SUMMARY_FIELDS, at, ts
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 # Queries read with a session, so get_recent_queries(n) needs no second call for small n.
@@ -163,11 +163,11 @@ def _query_event(query: Any) -> tuple[str, str, str, str, str]:
 def _apply_call(
     session_id: str,
     policies: dict,
-    events: list[tuple] = (),
+    events: Sequence[tuple] = (),
     context_set: dict[str, str] | None = None,
-    context_removed: list[str] = (),
+    context_removed: Sequence[str] = (),
     results_set: dict[str, str] | None = None,
-    results_removed: list[str] = (),
+    results_removed: Sequence[str] = (),
     meta_set: dict[str, str] | None = None,
     ints: str = "",
     floats: str = "",
@@ -295,7 +295,9 @@ class StoreCore:
         expires_at = now + ttl_hours * 3600
         redis_expire_ms = int((expires_at + settings.SESSION_REDIS_GRACE_HOURS * 3600) * 1000)
         # Counters and empty optional fields are left out: absent reads as zero / empty.
-        hash_fields = {name: value for name, value in fields.items() if value not in ("", "{}")}
+        hash_fields: dict[str, str | int] = {
+            name: value for name, value in fields.items() if value not in ("", "{}")
+        }
         hash_fields.update(
             id=session_id,
             created_at=f"{now:.6f}",
@@ -339,8 +341,8 @@ class StoreCore:
             if existing is None:
                 raise SessionNotFound(result[1])
             return existing
-        if code == -6:
-            raise IdempotencyKeyReused(idempotency_key, result[1])
+        if code == -6:  # only answered to a create that sent a key
+            raise IdempotencyKeyReused(str(idempotency_key), result[1])
         if code == -7:
             raise SessionAlreadyExists(session_id)
         if code == -8:
@@ -356,7 +358,7 @@ class StoreCore:
             if archived_status is not None:
                 yield from self._drop_live(session_id)
                 raise SessionAlreadyExists(session_id)
-        created = ts(hash_fields["created_at"])
+        created = at(hash_fields["created_at"])
         preferences = json.loads(fields["preferences"])
         session = AnalysisSession(
             id=session_id,
@@ -371,7 +373,7 @@ class StoreCore:
             ip=fields["ip"] or None,
             created_at=created,
             last_activity_at=created,
-            expires_at=ts(hash_fields["expires_at"]),
+            expires_at=at(hash_fields["expires_at"]),
             is_live=True,
             preferences=preferences,
             metadata=json.loads(fields["metadata"]),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from django.db import DatabaseError
@@ -78,7 +78,16 @@ def _sync_method(name: str):
     return method
 
 
-class SessionStore(StoreCore):
+if TYPE_CHECKING:
+    # Each operation is rebound below (and in aio.py) to return its core generator's result, which
+    # StoreCore's `-> Op` signatures cannot express: to the type checker the front-ends' operations
+    # are untyped, not generators.
+    _FrontEnd = Any
+else:
+    _FrontEnd = StoreCore
+
+
+class SessionStore(_FrontEnd):
     """Create, track and read sessions. Use `get_session_store()` for the shared instance."""
 
     _session_maker = None  # the FIML seed passes this to SessionAnalytics; any value works

@@ -1,5 +1,7 @@
 """Session detail (live or archived) with its timeline, and the actions staff may take on it."""
 
+from typing import overload
+
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -39,6 +41,12 @@ def _fetcher(session_id: str, live_unavailable: bool) -> trace.Fetch:
     return fetch
 
 
+@overload
+def _int_param(request, name: str, default: int) -> int: ...
+@overload
+def _int_param(request, name: str, default: None = None) -> int | None: ...
+
+
 def _int_param(request, name: str, default: int | None = None) -> int | None:
     """A non-negative integer query parameter; anything else is the default."""
     try:
@@ -59,8 +67,12 @@ def session_detail(request, session_id: str):
     session, live_unavailable = _load(session_id)
     if session is None and live_unavailable:
         # Not archived, and Redis cannot say whether it is live: not a 404.
-        context = {"session_id": session_id, "active_nav": "live"}
-        response = render(request, "errors/live_unavailable.html", context, status=503)
+        response = render(
+            request,
+            "errors/live_unavailable.html",
+            {"session_id": session_id, "active_nav": "live"},
+            status=503,
+        )
         response["Retry-After"] = "30"
         return response
     if session is None:
