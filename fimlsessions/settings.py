@@ -1,22 +1,45 @@
 """Django settings for FIML Sessions, read from the environment (see .env.example)."""
 
+import os
 import secrets
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from fimlsessions.env import env_bool, env_int, env_list, env_rate, env_str
+from fimlsessions.env import (
+    env_bool,
+    env_int,
+    env_list,
+    env_networks,
+    env_rate,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("FIML_DATA_DIR") or BASE_DIR / ".data")
 
 
+def _dev_machine() -> bool:
+    """DEBUG, `make run`/`make test` (FIML_DEV) or a pytest run: one host, so a key kept in
+    .data/ is enough."""
+    return env_bool("DEBUG", False) or env_bool("FIML_DEV", False) or "PYTEST_VERSION" in os.environ
+
+
 def _secret_key() -> str:
-    """SECRET_KEY from the environment, else one generated once and kept in .data/."""
+    """SECRET_KEY from the environment; on a dev machine, one generated once and kept in .data/.
+
+    In production every web process must sign with the same key (a login made on one host is
+    checked on another), so a per-host generated key would log users out at random.
+    """
     key = env_str("SECRET_KEY")
     if key:
         return key
+    if not _dev_machine():
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. With DEBUG off it is required, and every web host must "
+            "share it (generate one: python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+        )
     path = DATA_DIR / "secret_key"
     if not path.exists():
         DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -55,8 +78,16 @@ SECURE_SSL_REDIRECT = HTTPS
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if HTTPS else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 SECURE_HSTS_PRELOAD = HTTPS
-if env_bool("BEHIND_PROXY", False):
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Reverse proxies (addresses or CIDRs) whose X-Forwarded-For/-Proto are believed. The web server
+# (uvicorn, through gunicorn.conf.py) rewrites the client address and scheme from those headers
+# for these peers only, so Django reads REMOTE_ADDR and the scheme as given, and a forged header
+# from anyone else changes nothing (not the rate limits' client, not the HTTPS redirect).
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES", [])
+if env_str("BEHIND_PROXY") is not None:
+    raise ImproperlyConfigured(
+        "BEHIND_PROXY is replaced by TRUSTED_PROXIES: list your proxies' addresses or networks "
+        "(e.g. TRUSTED_PROXIES=10.0.0.0/8) and unset BEHIND_PROXY."
+    )
 SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
@@ -139,6 +170,8 @@ LOGIN_URL = "login"
 # Failed logins allowed per client IP + username, and bad API keys per client IP, per window
 # ("attempts/seconds", or with an m/h suffix); more get 429 until the window ends.
 LOGIN_RATE_LIMIT = env_rate("LOGIN_RATE_LIMIT", "10/5m")
+# Failed logins per client IP over all usernames (password spraying).
+LOGIN_ADDRESS_RATE_LIMIT = env_rate("LOGIN_ADDRESS_RATE_LIMIT", "50/5m")
 API_KEY_RATE_LIMIT = env_rate("API_KEY_RATE_LIMIT", "30/5m")
 LOGIN_REDIRECT_URL = "dashboard:overview"
 LOGOUT_REDIRECT_URL = "login"
