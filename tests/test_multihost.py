@@ -97,3 +97,36 @@ def test_bad_keys_never_lock_out_a_valid_key_from_the_same_address(settings):
     assert ratelimit.authenticate_api_key(secret, "10.0.0.7") is not None
     good = {"Authorization": f"Bearer {secret}"}
     assert Client().get("/api/v1/stats", headers=good, REMOTE_ADDR="10.0.0.7").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_policy_change_saved_by_another_process_applies_here_within_a_second(settings):
+    import time
+
+    from sessions_app.policies import ensure_global_policy, get_effective_policy
+
+    ensure_global_policy()
+    before = get_effective_policy("equity").max_queries_per_session
+    # Another process (as on another host) saves the change; this one only hears of it.
+    code = (
+        "import django; django.setup()\n"
+        "from sessions_app.models import RetentionPolicy\n"
+        "policy = RetentionPolicy.objects.get(session_type='')\n"
+        f"policy.max_queries_per_session = {before + 7}\n"
+        "policy.save()\n"
+    )
+    env = {**os.environ, "SESSION_REDIS_PREFIX": settings.SESSION_REDIS_PREFIX}
+    env["DATABASE_URL"] = _test_database_url()
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    saved = time.monotonic()
+    while get_effective_policy("equity").max_queries_per_session != before + 7:
+        assert time.monotonic() - saved < 1.0, "the change did not arrive within 1 s"
+        time.sleep(0.05)
+
+
+def _test_database_url() -> str:
+    from django.db import connection
+
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
