@@ -9,6 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from fimlsessions.env import (
     env_bool,
+    env_float,
     env_int,
     env_list,
     env_networks,
@@ -154,8 +155,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = _service_url("REDIS_URL", "Redis")
 # Live-store keys live under this prefix; tests give each run its own.
 SESSION_REDIS_PREFIX = env_str("SESSION_REDIS_PREFIX", "fs")
-# Redis socket timeouts keep writes failing fast (503) when Redis is down instead of hanging.
-REDIS_SOCKET_TIMEOUT = float(env_str("REDIS_SOCKET_TIMEOUT", "2.0"))
+# Fail fast (503) when Redis is down or hung instead of hanging: the longest wait for one reply,
+# for a connection, and how long a process then stops asking a Redis that timed out.
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 1.0, minimum=0.05)
+REDIS_CONNECT_TIMEOUT = env_float("REDIS_CONNECT_TIMEOUT", 0.5, minimum=0.05)
+REDIS_BREAKER_SECONDS = env_float("REDIS_BREAKER_SECONDS", 2.0, minimum=0)
 
 # Django sessions live in Postgres so that logging in works while Redis is down.
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
