@@ -97,3 +97,14 @@ def env_float(name: str, default: float, *, minimum: float | None = None) -> flo
     if value != value or (minimum is not None and value < minimum):
         raise ImproperlyConfigured(f"{name}={raw!r} must be a number of at least {minimum}")
     return value
+
+
+def env_hostports(name: str) -> list[tuple[str, int]]:
+    """Return "host:port,host:port" as [(host, port)], each port checked."""
+    result = []
+    for item in env_list(name, []):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not host:port")
+        result.append((host.strip("[]"), int(port)))
+    return result

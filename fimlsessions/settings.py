@@ -10,6 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from fimlsessions.env import (
     env_bool,
     env_float,
+    env_hostports,
     env_int,
     env_list,
     env_networks,
@@ -165,7 +166,21 @@ if DATABASE_REPLICA_URL:
 DATABASE_ROUTERS = ["sessions_app.replica.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = _service_url("REDIS_URL", "Redis")
+# Sentinel: the sentinels (host:port, ...) and the name they monitor the primary under. With
+# them, REDIS_URL is optional and gives only the database number (and password).
+REDIS_SENTINELS = env_hostports("REDIS_SENTINELS")
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "mymaster")
+# Redis Cluster: REDIS_URL names any node.
+REDIS_CLUSTER = env_bool("REDIS_CLUSTER", False)
+if REDIS_SENTINELS and REDIS_CLUSTER:
+    raise ImproperlyConfigured("REDIS_SENTINELS and REDIS_CLUSTER=true exclude each other")
+REDIS_URL = env_str("REDIS_URL") or (
+    "redis://127.0.0.1/0" if REDIS_SENTINELS else _service_url("REDIS_URL", "Redis")
+)
+# Writes that must survive a failover wait for this many replicas (WAIT), at most this long;
+# 0 = don't wait. Too few confirmations: the write answers 503.
+REDIS_WAIT_REPLICAS = env_int("REDIS_WAIT_REPLICAS", 0, minimum=0)
+REDIS_WAIT_TIMEOUT_MS = env_int("REDIS_WAIT_TIMEOUT_MS", 500, minimum=1)
 # Live-store keys live under this prefix; tests give each run its own.
 SESSION_REDIS_PREFIX = env_str("SESSION_REDIS_PREFIX", "fs")
 # Fail fast (503) when Redis is down or hung instead of hanging: the longest wait for one reply,
@@ -211,7 +226,18 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 # Celery: Redis broker, schedules in the database (django-celery-beat).
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+# Redis Cluster cannot be a Celery broker: with REDIS_CLUSTER set CELERY_BROKER_URL is required
+# (a plain Redis or a Sentinel group). With sentinels, the broker follows them too.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
+if not CELERY_BROKER_URL and REDIS_SENTINELS:
+    CELERY_BROKER_URL = ";".join(f"sentinel://{host}:{port}" for host, port in REDIS_SENTINELS)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"master_name": REDIS_SENTINEL_MASTER}
+elif not CELERY_BROKER_URL and REDIS_CLUSTER:
+    raise ImproperlyConfigured(
+        "REDIS_CLUSTER=true needs CELERY_BROKER_URL: Celery cannot use a Redis Cluster as its "
+        "broker (use a plain Redis or a Sentinel group)"
+    )
+CELERY_BROKER_URL = CELERY_BROKER_URL or REDIS_URL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

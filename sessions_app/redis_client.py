@@ -1,4 +1,10 @@
-"""The shared Redis connection pool and key naming.
+"""The shared Redis client (plain, Sentinel or Cluster, from settings) and key naming.
+
+* Plain: REDIS_URL names the server.
+* Sentinel: REDIS_SENTINELS (host:port,...) and REDIS_SENTINEL_MASTER; the client asks the
+  sentinels for the current primary and follows a failover. REDIS_URL then only gives the
+  database number and password, if any.
+* Cluster: REDIS_CLUSTER=true; REDIS_URL names any node, the client learns the rest.
 
 Clients fail fast, for a hung Redis (SIGSTOP, a dead host: connections open, nothing answers)
 as for a refused one: short connect and read timeouts, no automatic retry (a resent write could
@@ -35,10 +41,10 @@ class _Breaker:
             self._until = time.monotonic() + self.seconds
 
 
-def _fail_fast_connection(breaker: _Breaker) -> type[redis.Connection]:
+def _fail_fast_connection(breaker: _Breaker, base: type = redis.Connection) -> type:
     """A Connection class whose timeouts open `breaker`, and which refuses while it is open."""
 
-    class FailFastConnection(redis.Connection):
+    class FailFastConnection(base):
         def connect(self):
             breaker.check()
             try:
@@ -87,10 +93,85 @@ def make_redis_client(url: str, timeout: float | None = None) -> redis.Redis:
     )
 
 
+def make_sentinel_client(
+    sentinels: list[tuple[str, int]], master: str, url: str | None = None
+) -> redis.Redis:
+    """A fail-fast client for the primary the sentinels name (it follows failovers)."""
+    from redis.sentinel import Sentinel, SentinelManagedConnection
+
+    parsed = redis.connection.parse_url(url) if url else {}
+    options = client_options()
+    sentinel = Sentinel(
+        sentinels,
+        sentinel_kwargs={
+            "socket_timeout": options["socket_timeout"],
+            "socket_connect_timeout": options["socket_connect_timeout"],
+        },
+    )
+    breaker = _Breaker(settings.REDIS_BREAKER_SECONDS)
+    return sentinel.master_for(
+        master,
+        connection_class=_fail_fast_connection(breaker, SentinelManagedConnection),
+        db=parsed.get("db", 0),
+        password=parsed.get("password"),
+        username=parsed.get("username"),
+        **options,
+    )
+
+
+def make_cluster_client(url: str):
+    """A client for the Redis Cluster that `url` names one node of."""
+    from redis.cluster import RedisCluster
+
+    options = client_options()
+    options.pop("retry")
+    # A cluster client must follow MOVED/ASK redirects (a resharding, a failover): that is
+    # routing, not resending a write that may have been applied.
+    return RedisCluster.from_url(url, cluster_error_retry_attempts=1, **options)
+
+
+def build_client():
+    """The client the settings ask for: Sentinel, Cluster or a plain server."""
+    if settings.REDIS_SENTINELS:
+        return make_sentinel_client(
+            settings.REDIS_SENTINELS, settings.REDIS_SENTINEL_MASTER, settings.REDIS_URL
+        )
+    if settings.REDIS_CLUSTER:
+        return make_cluster_client(settings.REDIS_URL)
+    return make_redis_client(settings.REDIS_URL)
+
+
 @lru_cache(maxsize=1)
 def get_redis() -> redis.Redis:
     """One client (and connection pool) per process."""
-    return make_redis_client(settings.REDIS_URL)
+    return build_client()
+
+
+class ReplicaWaitFailed(redis.exceptions.ConnectionError):
+    """A write reached the primary but not enough replicas in time: it may be lost on failover
+    (a ConnectionError, so the store answers 503 like any other Redis failure)."""
+
+
+def execute_durably(pipe) -> list:
+    """Run a (non-transactional or MULTI) pipeline of writes, then, when REDIS_WAIT_REPLICAS
+    is set, wait on the same connection for that many replicas to have them (WAIT n ms).
+
+    Returns the pipeline's results (without WAIT's). Raises ReplicaWaitFailed when too few
+    replicas confirmed in REDIS_WAIT_TIMEOUT_MS: the caller answers 503 and does not claim
+    the write is safe. This is the hook the store calls for writes that must survive a failover.
+    """
+    wanted = settings.REDIS_WAIT_REPLICAS
+    if wanted <= 0:
+        return pipe.execute()
+    pipe.execute_command("WAIT", wanted, settings.REDIS_WAIT_TIMEOUT_MS)
+    results = pipe.execute()
+    confirmed = results.pop()
+    if int(confirmed) < wanted:
+        raise ReplicaWaitFailed(
+            f"write confirmed by {confirmed} of {wanted} replica(s) "
+            f"within {settings.REDIS_WAIT_TIMEOUT_MS} ms"
+        )
+    return results
 
 
 def key(*parts: str) -> str:
