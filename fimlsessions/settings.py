@@ -257,6 +257,8 @@ SESSION_MAX_QUERIES_PER_SESSION = env_int("SESSION_MAX_QUERIES_PER_SESSION", 100
 SESSION_ENABLE_ANALYTICS = env_bool("SESSION_ENABLE_ANALYTICS", True)
 # Redis keeps a session this long past its expiry as a safety net; the archiver acts long before.
 SESSION_REDIS_GRACE_HOURS = env_int("SESSION_REDIS_GRACE_HOURS", 72, minimum=1)
+# Shortest ttl_hours / extend accepted: shorter ones are mistakes (tests set 0 to expire fast).
+SESSION_MIN_TTL_SECONDS = env_int("SESSION_MIN_TTL_SECONDS", 60, minimum=0)
 if SESSION_MAX_TTL_HOURS < SESSION_DEFAULT_TTL_HOURS:
     raise ImproperlyConfigured(
         "SESSION_MAX_TTL_HOURS must be at least SESSION_DEFAULT_TTL_HOURS "

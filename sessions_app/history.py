@@ -12,7 +12,6 @@ import base64
 import binascii
 import json
 import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import date, datetime
@@ -23,6 +22,7 @@ from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
 from psycopg.errors import QueryCanceled
 
+from sessions_app import validation
 from sessions_app.exceptions import InvalidInput
 from sessions_app.metrics import day_bounds
 from sessions_app.models import Session, SessionEvent
@@ -171,7 +171,7 @@ def _order(column: str, descending: bool) -> list[str]:
 # ---- cursors ------------------------------------------------------------------------------------
 
 
-def encode_cursor(sort: str, direction: str, value: Any, pk: uuid.UUID) -> str:
+def encode_cursor(sort: str, direction: str, value: Any, pk: str) -> str:
     """An opaque cursor: after (direction "n") or before ("p") the row (value, pk) in `sort`."""
     if isinstance(value, datetime):
         value = value.isoformat()
@@ -179,14 +179,14 @@ def encode_cursor(sort: str, direction: str, value: Any, pk: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, sort: str) -> tuple[str, Any, uuid.UUID]:
+def decode_cursor(cursor: str, sort: str) -> tuple[str, Any, str]:
     """(direction, value, pk) of a cursor made for `sort`; InvalidInput when it is not one."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         cursor_sort, direction, value, pk = json.loads(base64.urlsafe_b64decode(padded))
         if cursor_sort != sort or direction not in ("n", "p"):
             raise ValueError
-        pk = uuid.UUID(pk)
+        pk = validation.session_id(pk, "cursor")
         column_type = SORT_COLUMNS[sort.lstrip("-")][1]
         if column_type == "timestamptz":
             value = datetime.fromisoformat(value)
@@ -204,10 +204,10 @@ def decode_cursor(cursor: str, sort: str) -> tuple[str, Any, uuid.UUID]:
     return direction, value, pk
 
 
-def _keyset(column: str, column_type: str, op: str, value: Any, pk: uuid.UUID) -> RawSQL:
+def _keyset(column: str, column_type: str, op: str, value: Any, pk: str) -> RawSQL:
     # A row comparison lets Postgres seek straight to the cursor in the (column, id) index.
     return RawSQL(  # noqa: S611 - column and op come from SORT_COLUMNS and code, values bound
-        f"({column}, id) {op} (%s::{column_type}, %s::uuid)",
+        f"({column}, id) {op} (%s::{column_type}, %s::text)",
         (value, pk),
         output_field=BooleanField(),
     )
@@ -222,7 +222,7 @@ class HistoryPage:
     count_exact: bool = True  # False: `count` is a floor (COUNT_CAP) or Postgres's estimate
 
 
-def _text_candidates(query: QuerySet[Session]) -> list[uuid.UUID] | None:
+def _text_candidates(query: QuerySet[Session]) -> list[str] | None:
     """Ids of every session `query` matches, or None when there are too many to sort cheaply.
 
     Postgres cannot estimate prefix text searches, so left alone it may walk the created_at
@@ -276,7 +276,7 @@ def search_sessions(
         ids = _text_candidates(query)
         if ids is not None:
             query = Session.objects.filter(
-                RawSQL("id = ANY(%s::uuid[])", (ids,), output_field=BooleanField())
+                RawSQL("id = ANY(%s::text[])", (ids,), output_field=BooleanField())
             )
             count = (len(ids), True)
         else:  # too many to collect in time, so surely more than COUNT_CAP: skip counting
@@ -317,7 +317,7 @@ def export_rows(filters: HistoryFilters, sort: str = DEFAULT_SORT) -> Iterator[d
     return query.values(*EXPORT_FIELDS).iterator(chunk_size=EXPORT_CHUNK)
 
 
-def archived_timeline(session_id: uuid.UUID, offset: int, limit: int) -> tuple[list, int]:
+def archived_timeline(session_id: str, offset: int, limit: int) -> tuple[list, int]:
     """A page of an archived session's timeline straight from Postgres (when Redis is down)."""
     session = Session.objects.filter(id=session_id).values(
         "query_count", "message_count", "tool_call_count"

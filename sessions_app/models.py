@@ -3,13 +3,13 @@
 Live sessions are in Redis (see store.py); rows here are written by the archiver (archive.py).
 """
 
-import uuid
-
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.core.exceptions import ValidationError
 from django.db import models
+
+from sessions_app.domain import new_session_id
 
 
 class SessionType(models.TextChoices):
@@ -29,8 +29,13 @@ class SessionStatus(models.TextChoices):
     EXPIRED = "expired", "Expired"
 
 
-# Statuses a client may end a session with; `expired` is set by the archiver only.
-END_STATUSES = (SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.ABANDONED)
+# Statuses a client may end a session with (AIECS ends idle sessions as `expired` too).
+END_STATUSES = (
+    SessionStatus.COMPLETED,
+    SessionStatus.FAILED,
+    SessionStatus.ABANDONED,
+    SessionStatus.EXPIRED,
+)
 
 
 class EventKind(models.TextChoices):
@@ -49,7 +54,11 @@ class MessageRole(models.TextChoices):
 class Session(models.Model):
     """An analysis session that has left Redis: ended, expired or abandoned."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Generated ids are UUIDv7 strings; callers may choose their own (validation.session_id).
+    # "C" collation: byte order, the same order Redis and Python use for cursors.
+    id = models.CharField(
+        primary_key=True, max_length=128, default=new_session_id, editable=False, db_collation="C"
+    )
     user_id = models.CharField(max_length=128, blank=True, default="")
     session_type = models.CharField(max_length=16, choices=SessionType.choices)
     status = models.CharField(max_length=16, choices=SessionStatus.choices)

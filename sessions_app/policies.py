@@ -10,6 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from asgiref.sync import sync_to_async
 from django.db import DatabaseError, transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
@@ -67,7 +68,14 @@ def ensure_global_policy() -> RetentionPolicy:
 
 def _load() -> dict[str, EffectivePolicy]:
     rows = {row.session_type: row for row in RetentionPolicy.objects.all()}
-    base = rows.get("") or ensure_global_policy()
+    if "" not in rows:
+        rows[""] = ensure_global_policy()
+    return _build(rows)
+
+
+def _build(rows: dict[str, RetentionPolicy]) -> dict[str, EffectivePolicy]:
+    """Each type's policy: its own row's fields over the global row's."""
+    base = rows[""]
     base_values = {name: getattr(base, name) for name in RetentionPolicy.POLICY_FIELDS}
     result = {}
     for session_type in SessionType.values:
@@ -142,3 +150,12 @@ def _policy_changed(**kwargs):
     clear_policy_cache()
     # After the commit, so no process can reload the old rows under the new version.
     transaction.on_commit(_bump_version)
+
+
+async def aall_effective_policies() -> dict[str, EffectivePolicy]:
+    """all_effective_policies() for async code: a fresh cache costs nothing; otherwise the
+    same version check and load run in a worker thread (never SynchronousOnlyOperation, and
+    the event loop does not wait on Redis or Postgres)."""
+    if _cache and time.monotonic() - _version_checked_at < VERSION_CHECK_SECONDS:
+        return _cache
+    return await sync_to_async(all_effective_policies, thread_sensitive=False)()

@@ -4,6 +4,7 @@ import ipaddress
 import json
 import math
 import re
+import uuid
 from typing import Any
 
 from sessions_app.exceptions import (
@@ -13,7 +14,7 @@ from sessions_app.exceptions import (
     InvalidStatus,
     InvalidTTL,
 )
-from sessions_app.models import END_STATUSES, MessageRole, SessionType
+from sessions_app.models import END_STATUSES, MessageRole, Session, SessionType
 
 MAX_ASSETS = 50
 MAX_ASSET_LENGTH = 32
@@ -29,6 +30,12 @@ MAX_JSON_BYTES = 32_768
 MAX_CONTEXT_KEY_LENGTH = 128
 MAX_DURATION_MS = 86_400_000.0  # one day
 MAX_COST = 1_000_000.0
+
+# The session id rule, defined once: the store, URL converter, REST and MCP all use it.
+MAX_SESSION_ID_LENGTH = Session._meta.get_field("id").max_length
+SESSION_ID_CHARS = "A-Za-z0-9._:@-"
+SESSION_ID_PATTERN = rf"[{SESSION_ID_CHARS}]{{1,{MAX_SESSION_ID_LENGTH}}}"
+SESSION_ID_RE = re.compile(rf"^{SESSION_ID_PATTERN}\Z")
 
 ASSET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-_/^=:]*$")
 QUERY_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.\-]*$")
@@ -48,6 +55,21 @@ def _text(field: str, value: Any, max_length: int, *, required: bool = False) ->
         raise InvalidInput(field, f"must be at most {max_length} characters")
     if "\x00" in value:
         raise InvalidInput(field, "must not contain NUL characters")
+    return value
+
+
+def session_id(value: Any, field: str = "session_id") -> str:
+    """A session id: 1-128 characters of letters, digits and . _ : @ - (UUIDs included)."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if not isinstance(value, str):
+        raise InvalidInput(field, "must be a string")
+    if not SESSION_ID_RE.match(value) or value in (".", ".."):
+        raise InvalidInput(
+            field,
+            f"{value[:60]!r} is not a session id (1-{MAX_SESSION_ID_LENGTH} letters, digits "
+            "and . _ : @ -)",
+        )
     return value
 
 

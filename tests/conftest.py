@@ -26,6 +26,8 @@ def redis_prefix(settings):
 
     prefix = f"test{uuid.uuid4().hex[:12]}"
     settings.SESSION_REDIS_PREFIX = prefix
+    # Tests expire sessions within seconds; test_min_ttl checks the real floor.
+    settings.SESSION_MIN_TTL_SECONDS = 0
     # Fast hashing for the many test users; policy rows rolled back by a test must not linger
     # in the per-process cache.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

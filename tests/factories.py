@@ -6,7 +6,6 @@ saves many in a few statements. Counters are derived from the events unless give
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -15,6 +14,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from sessions_app.domain import new_session_id
 from sessions_app.models import EventKind, Session, SessionEvent
 
 BATCH_SIZE = 2000
@@ -72,7 +72,7 @@ def build_archived_session(
     """
     created_at = created_at or timezone.now() - timedelta(hours=2)
     ended_at = created_at + timedelta(seconds=duration_seconds)
-    session_id = fields.pop("id", None) or uuid.uuid4()
+    session_id = str(fields.pop("id", None) or new_session_id())
     specs = (
         [_query_event(q) for q in queries]
         + [_message_event(m) for m in messages]

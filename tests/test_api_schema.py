@@ -1,8 +1,6 @@
 """Schemathesis against /api/v1/openapi.json: generated requests (valid and invalid) never get a
 5xx, and every response matches the status codes and schemas the document declares."""
 
-import uuid
-
 import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
@@ -13,6 +11,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from sessions_app import apikeys
 from sessions_app.store import get_session_store
+from sessions_app.validation import SESSION_ID_RE
 
 # A bounded run: enough to cover every operation and error path, short enough for `make test`.
 MAX_EXAMPLES = 15
@@ -49,18 +48,14 @@ def bearer(db):
     derandomize=True,
 )
 def test_api_conforms_to_its_schema(case, bearer):
-    # Random UUIDs would only ever reach 404; point requests with a well-formed id at a real
+    # Random ids would only ever reach 404; point requests with a well-formed id at a real
     # live session so the write and read paths behind them are exercised too.
     params = case.path_parameters or {}
-    if "session_id" in params and _is_uuid(params["session_id"]):
+    if "session_id" in params and _is_session_id(params["session_id"]):
         session = get_session_store().create_session(session_type="agent", user_id="fuzz")
         params["session_id"] = str(session.id)
     case.call_and_validate(headers=bearer, excluded_checks=[positive_data_acceptance])
 
 
-def _is_uuid(value) -> bool:
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return True
+def _is_session_id(value) -> bool:
+    return bool(SESSION_ID_RE.match(str(value)))

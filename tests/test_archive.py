@@ -39,7 +39,10 @@ def session_data(prefix):
     data = {}
     for name in client.scan_iter(match=f"{prefix}:s:*"):
         kind = client.type(name)
-        data[name] = client.hgetall(name) if kind == "hash" else client.lrange(name, 0, -1)
+        if kind == "set":  # applied event ids
+            data[name] = client.smembers(name)
+        else:
+            data[name] = client.hgetall(name) if kind == "hash" else client.lrange(name, 0, -1)
     return data
 
 
@@ -54,6 +57,7 @@ def index_sizes():
 def busy_session(store, n_queries=3, **kwargs):
     """A live session with queries, a message, a tool call, context and a result."""
     kwargs.setdefault("assets", ["AAPL", "MSFT"])
+    kwargs.setdefault("session_type", "equity")  # the store defaults to agent
     kwargs.setdefault("user_id", "user_1")
     session = store.create_session(**kwargs)
     for i in range(n_queries):
@@ -260,7 +264,7 @@ def test_index_entries_without_keys_are_removed_as_missing(store):
     client.zadd(key("idx", "type", "equity"), {ghost: time.time() - 10})
     idle_ghost = str(uuid.uuid4())
     client.zadd(key("idx", "activity"), {idle_ghost: time.time() - 10 * HOUR})
-    live = store.create_session(assets=["AAPL"])
+    live = store.create_session(assets=["AAPL"], session_type="equity")
     counts = archive.archive_due_sessions()
     assert counts["missing"] == 2 and counts["archived"] == 0
     assert client.zrange(key("idx", "due"), 0, -1) == [str(live.id)]

@@ -469,6 +469,15 @@ def test_live_session_detail(analyst_client):
     assert "live" in body and "Headline" in body and "watch" in body
 
 
+def test_a_caller_chosen_id_has_a_detail_page(analyst_client):
+    archived_session(id="user@desk:42.a_b-c", queries=[{"query_type": "price"}])
+    url = reverse("dashboard:session", args=["user@desk:42.a_b-c"])
+    assert url.endswith("/sessions/user@desk:42.a_b-c/")
+    response = analyst_client.get(url)
+    assert response.status_code == 200
+    assert "user@desk:42.a_b-c" in response.content.decode()
+
+
 def test_unknown_session_is_404(analyst_client):
     assert analyst_client.get(reverse("dashboard:session", args=[uuid.uuid4()])).status_code == 404
 
@@ -528,7 +537,7 @@ def test_extend_end_archive_and_delete(admin_client):
 def test_end_with_a_bad_status_changes_nothing(admin_client):
     session = live_session()
     response = admin_client.post(
-        reverse("dashboard:session_end", args=[session.id]), {"status": "expired"}, follow=True
+        reverse("dashboard:session_end", args=[session.id]), {"status": "paused"}, follow=True
     )
     assert "Could not end the session" in response.content.decode()
     assert get_session_store().get_session(session.id).status == "active"

@@ -304,7 +304,7 @@ BAD_ARGUMENTS = [
     ("track-query", {"sessionId": "SID", "queryType": "p", "parameters": {"a": "\x00"}}, None),
     ("add-message", {"sessionId": "SID", "role": "robot", "content": "x"}, "role"),
     ("add-message", {"sessionId": "SID", "role": "user", "content": ""}, "content"),
-    ("end-session", {"sessionId": "SID", "status": "expired"}, "status"),
+    ("end-session", {"sessionId": "SID", "status": "paused"}, "status"),
 ]
 
 

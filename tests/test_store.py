@@ -191,7 +191,14 @@ def test_unknown_session_raises_not_found_for_every_write(store):
         with pytest.raises(SessionNotFound):
             call()
     with pytest.raises(InvalidInput) as excinfo:
-        store.get_session("not-a-uuid")
+        store.get_session("not a session id!")
+    assert excinfo.value.field == "session_id"
+
+
+@pytest.mark.parametrize("bad", ["", ".", "..", "a b", "a/b", "x" * 129, "é", 42, None])
+def test_session_ids_outside_the_rule_are_invalid_input(store, bad):
+    with pytest.raises(InvalidInput) as excinfo:
+        store.get_session(bad)
     assert excinfo.value.field == "session_id"
 
 
@@ -230,7 +237,7 @@ def test_bad_event_payloads_are_rejected_without_writing(store):
 def test_writes_after_end_are_rejected(store):
     session = store.create_session(assets=["AAPL"], session_type="equity")
     with pytest.raises(InvalidStatus):
-        store.end_session(session.id, status="expired")  # only the archiver expires sessions
+        store.end_session(session.id, status="paused")
     store.end_session(session.id, status="failed", archive=False)
     with pytest.raises(SessionNotActive) as excinfo:
         store.add_query(session.id, QueryRecord(query_type="price"))

@@ -7,11 +7,11 @@ an index.
 
 import contextlib
 import logging
-import uuid
 from functools import cached_property
 
 from django.contrib import admin, messages
 from django.contrib.admin import DateFieldListFilter
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import DatabaseError, connection
@@ -20,12 +20,10 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
-from redis.exceptions import RedisError
 
-from sessions_app import archive
-from sessions_app.exceptions import StoreError
+from sessions_app import archive, validation
+from sessions_app.exceptions import StoreError, StoreUnavailable
 from sessions_app.models import Session, SessionEvent
-from sessions_app.redis_client import key
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +157,8 @@ class SessionAdmin(LargeTableAdmin):
         if not term:
             return queryset, False
         condition = Q(user_id=term) | Q(tags__contains=[term])
-        with contextlib.suppress(ValueError):  # not a UUID: search user and tag only
-            condition |= Q(id=uuid.UUID(term))
+        with contextlib.suppress(ValueError):  # not a session id: search user and tag only
+            condition |= Q(id=validation.session_id(term))
         return queryset.filter(condition), False
 
     # ---- timeline on the change page, one page of events at a time ------------------------
@@ -168,7 +166,7 @@ class SessionAdmin(LargeTableAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = dict(extra_context or {})
         try:
-            session_id = uuid.UUID(str(object_id))
+            session_id = validation.session_id(unquote(str(object_id)))
         except ValueError:
             session_id = None
         if session_id is not None:
@@ -336,19 +334,16 @@ def archive_live_sessions(model_admin, request, ids) -> None:
 
 
 def _split_live(ids) -> tuple[list[str], list[str]]:
-    """(live ids, ids not in Redis), one pipelined EXISTS per id."""
-    pipe = _store().redis.pipeline(transaction=False)
-    for session_id in ids:
-        pipe.exists(key("s", str(session_id)))
-    flags = pipe.execute()
-    live = [i for i, flag in zip(ids, flags, strict=True) if flag]
-    return live, [i for i, flag in zip(ids, flags, strict=True) if not flag]
+    """(live ids, ids not in Redis), in one store call."""
+    flags = _store().live_flags([str(session_id) for session_id in ids])
+    live = [i for i in ids if flags[str(i)]]
+    return live, [i for i in ids if not flags[str(i)]]
 
 
 def extend_live_sessions(model_admin, request, ids, hours: float) -> None:
     try:
         live, gone = _split_live(ids)
-    except RedisError as exc:
+    except StoreUnavailable as exc:
         model_admin.message_user(request, f"Live store unavailable: {exc}", messages.ERROR)
         return
     if gone:
@@ -402,6 +397,6 @@ class SessionEventAdmin(LargeTableAdmin):
         if not term:
             return queryset, False
         try:
-            return queryset.filter(session_id=uuid.UUID(term)), False
+            return queryset.filter(session_id=validation.session_id(term)), False
         except ValueError:
             return queryset.none(), False

@@ -4,8 +4,6 @@ Read operations need a key with the `read` scope, writes one with `write`. Every
 shape in `errors.py`.
 """
 
-from uuid import UUID
-
 from ninja import Header, NinjaAPI, Query, Status
 
 from sessions_app import validation as v
@@ -23,6 +21,7 @@ from sessions_app.api.schemas import (
     QueryIn,
     SessionCreateIn,
     SessionDetailOut,
+    SessionId,
     SessionOut,
     SessionPageOut,
     SessionTypeName,
@@ -79,8 +78,6 @@ _READ_ERRORS = {
 }
 _SESSION_READ_ERRORS = {**_READ_ERRORS, 404: ErrorOut}
 _WRITE_ERRORS = {**_SESSION_READ_ERRORS, 409: ErrorOut, 413: ErrorOut}
-
-SessionId = UUID
 
 
 @api.post(

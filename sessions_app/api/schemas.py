@@ -2,13 +2,15 @@
 
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
-from uuid import UUID
 
 from ninja import Field, Schema
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints
 
 from sessions_app import validation as v
 from sessions_app.models import END_STATUSES, MessageRole, SessionType
+
+# A session id (generated UUIDv7 or caller-chosen), by the one rule in validation.
+SessionId = Annotated[str, StringConstraints(pattern=rf"^{v.SESSION_ID_PATTERN}$")]
 
 SessionTypeName = Literal[tuple(SessionType.values)]
 EndStatus = Literal[tuple(str(status) for status in END_STATUSES)]
@@ -99,7 +101,7 @@ class TimelineEventOut(Schema):
 
 
 class SessionOut(Schema):
-    id: UUID
+    id: str
     user_id: str
     session_type: str
     status: str = Field(examples=["active"])
@@ -137,7 +139,7 @@ class SessionDetailOut(SessionOut):
 
 
 class SessionSummaryOut(Schema):
-    id: UUID
+    id: str
     user_id: str
     session_type: str
     status: str
@@ -198,7 +200,7 @@ class ToolCallIn(StrictIn):
 
 
 class EventCreatedOut(Schema):
-    session_id: UUID
+    session_id: str
     seq: int = Field(description="The new event's position in the timeline.")
 
 
@@ -210,7 +212,7 @@ class EntryIn(StrictIn):
 
 
 class EntryOut(Schema):
-    session_id: UUID
+    session_id: str
     key: str
 
 
@@ -219,7 +221,7 @@ class ExtendIn(StrictIn):
 
 
 class ExtendOut(Schema):
-    session_id: UUID
+    session_id: str
     expires_at: datetime
 
 

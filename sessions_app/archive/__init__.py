@@ -16,7 +16,6 @@ deletes. Postgres down: step 3 fails, Redis keeps the sessions, a later run retr
 import json
 import logging
 import time
-import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from sessions_app import validation
 from sessions_app.archive import scripts, sql
 from sessions_app.archive.retention import (
     DELETE_BATCH_SIZE,
@@ -36,6 +36,7 @@ from sessions_app.archive.retention import (
 )
 from sessions_app.policies import all_effective_policies
 from sessions_app.redis_client import get_redis, key
+from sessions_app.store import keys as store_keys
 
 __all__ = [
     "CLAIM_LEASE_SECONDS",
@@ -162,8 +163,7 @@ def _forget(client, snapshots: list) -> None:
     for session_id, meta, _, _, _ in snapshots:
         by_user[meta[scripts.USER_ID] or ""].append(session_id)
         by_type[meta[scripts.SESSION_TYPE] or ""].append(session_id)
-        base = key("s", session_id)
-        doomed += [base, f"{base}:ev", f"{base}:ctx", f"{base}:ir"]
+        doomed += store_keys.session_keys(session_id)
     pipe = client.pipeline(transaction=True)
     pipe.unlink(*doomed)  # memory is freed off Redis' main thread
     pipe.zrem(key("idx", "due"), *ids)
@@ -216,7 +216,7 @@ def archive_session(session_id) -> bool:
 
     Raises DatabaseError when Postgres is unavailable; the session then stays in Redis, due.
     """
-    session_id = str(uuid.UUID(str(session_id)))
+    session_id = validation.session_id(session_id)
     client = get_redis()
     meta = key("s", session_id)
     status = _scripts(client)["freeze"](

@@ -5,9 +5,9 @@ from sessions_app.archive.scripts import META_FIELDS
 # Everything is staged as text, straight from Redis; Postgres does the conversions.
 STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS archive_stage_session (
-    id uuid, FIELDS, context text, intermediate_results text
+    id text, FIELDS, context text, intermediate_results text
 ) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS archive_stage_event (session_id uuid, seq int, body text)
+CREATE TEMP TABLE IF NOT EXISTS archive_stage_event (session_id text, seq int, body text)
     ON COMMIT DELETE ROWS;
 -- Inside a test's outer transaction nothing commits, so empty them explicitly.
 DELETE FROM archive_stage_session;

@@ -37,7 +37,7 @@ from sessions_app.store import get_session_store
 
 logger = logging.getLogger(__name__)
 
-UUID_PATTERN = r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$"
+SESSION_ID_PATTERN = rf"^{v.SESSION_ID_PATTERN}$"
 
 
 class Args(BaseModel):
@@ -59,7 +59,9 @@ class CreateArgs(Args):
 
 
 class SessionArgs(Args):
-    session_id: str = Field(alias="sessionId", pattern=UUID_PATTERN, description="Session UUID.")
+    session_id: str = Field(
+        alias="sessionId", pattern=SESSION_ID_PATTERN, description="Session id."
+    )
 
 
 class ListArgs(Args):

@@ -1,7 +1,5 @@
 """Live sessions from Redis, most recent activity first, refreshed by HTMX polling."""
 
-import redis
-
 from sessions_app.exceptions import StoreUnavailable
 from sessions_app.models import SessionType
 from sessions_app.store import get_session_store
@@ -16,7 +14,7 @@ def live_context() -> dict:
     try:
         sessions = store.list_live_sessions(limit=LIVE_LIMIT)
         counts = store.live_counts()
-    except (StoreUnavailable, redis.exceptions.RedisError):
+    except StoreUnavailable:
         return {"live_available": False, "sessions": [], "counts": None}
     by_type = [(label, counts["by_type"].get(value, 0)) for value, label in SessionType.choices]
     return {

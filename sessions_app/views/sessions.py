@@ -1,7 +1,5 @@
 """Session detail (live or archived) with its timeline, and the actions staff may take on it."""
 
-from uuid import UUID
-
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -17,7 +15,7 @@ from sessions_app.views.common import MANAGE, dashboard_view, render_page
 TIMELINE_PAGE = 50
 
 
-def _load(session_id: UUID):
+def _load(session_id: str):
     """(session, live_unavailable): the live or archived session; if Redis is down, archived."""
     store = get_session_store()
     try:
@@ -27,7 +25,7 @@ def _load(session_id: UUID):
         return store.get_archived_session(session_id, 0), True
 
 
-def _timeline(session_id: UUID, page: int, live_unavailable: bool):
+def _timeline(session_id: str, page: int, live_unavailable: bool):
     offset = (page - 1) * TIMELINE_PAGE
     if live_unavailable:
         return history.archived_timeline(session_id, offset, TIMELINE_PAGE)
@@ -46,7 +44,7 @@ def _page_number(request) -> int:
 
 
 @dashboard_view()
-def session_detail(request, session_id: UUID):
+def session_detail(request, session_id: str):
     """Metadata, counters, timeline page, context and intermediate results of one session."""
     session, live_unavailable = _load(session_id)
     if session is None:
@@ -70,7 +68,7 @@ def session_detail(request, session_id: UUID):
     return render_page(request, "dashboard/session_detail.html", "partials/timeline.html", context)
 
 
-def _back(session_id: UUID):
+def _back(session_id: str):
     return redirect(reverse("dashboard:session", args=[session_id]))
 
 
@@ -85,7 +83,7 @@ def _run(request, verb: str, action):
 
 @dashboard_view(MANAGE)
 @require_POST
-def session_extend(request, session_id: UUID):
+def session_extend(request, session_id: str):
     form = ExtendForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Could not extend the session: " + "; ".join(error_list(form)))
@@ -100,7 +98,7 @@ def session_extend(request, session_id: UUID):
 
 @dashboard_view(MANAGE)
 @require_POST
-def session_end(request, session_id: UUID):
+def session_end(request, session_id: str):
     form = EndForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Could not end the session: " + "; ".join(error_list(form)))
@@ -114,7 +112,7 @@ def session_end(request, session_id: UUID):
 
 @dashboard_view(MANAGE)
 @require_POST
-def session_archive(request, session_id: UUID):
+def session_archive(request, session_id: str):
     store = get_session_store()
     archived = _run(request, "archive", lambda: store.archive_session(session_id))
     if archived:
@@ -125,7 +123,7 @@ def session_archive(request, session_id: UUID):
 
 
 @dashboard_view(MANAGE)
-def session_delete(request, session_id: UUID):
+def session_delete(request, session_id: str):
     """GET: a confirmation page (works without JavaScript). POST: delete, back to the history."""
     if request.method != "POST":
         session, _ = _load(session_id)

@@ -2,7 +2,6 @@
 
 from collections import Counter
 
-import redis
 from django.shortcuts import redirect, render
 
 from sessions_app import analytics, history
@@ -21,7 +20,7 @@ def active_users() -> list[tuple[str, int]] | None:
     """Users with live sessions now (among the most recently active ones), busiest first."""
     try:
         sessions = get_session_store().list_live_sessions(limit=ACTIVE_SAMPLE)
-    except (StoreUnavailable, redis.exceptions.RedisError):
+    except StoreUnavailable:
         return None
     counts = Counter(s.user_id for s in sessions if s.user_id)
     return counts.most_common(20)
@@ -46,7 +45,7 @@ def user_detail(request, user_id: str):
     try:
         live = get_session_store().list_user_sessions(user_id, limit=USER_PAGE).items
         live_available = True
-    except (StoreUnavailable, redis.exceptions.RedisError):
+    except StoreUnavailable:
         live, live_available = [], False
     filters = history.HistoryFilters(user=user_id)
     cursor = request.GET.get("cursor") or None

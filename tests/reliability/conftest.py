@@ -110,6 +110,7 @@ def app_env(database_url: str, redis_url: str, prefix: str, **extra: str) -> dic
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
         SESSION_REDIS_PREFIX=prefix,
+        SESSION_MIN_TTL_SECONDS="0",
         SECRET_KEY="reliability-tests-secret-key-" + "x" * 30,
         DJANGO_SETTINGS_MODULE="fimlsessions.settings",
         PYTHONPATH=str(REPO),

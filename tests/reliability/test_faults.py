@@ -386,7 +386,7 @@ def test_worker_killed_mid_archive_batch_next_run_completes_each_session_once(
     assert all(client.exists(key("s", session_id)) for session_id in in_both)
     first_archived_at = dict(
         own_postgres.query(
-            "SELECT id::text, archived_at FROM sessions_app_session WHERE id = ANY(%s::uuid[])",
+            "SELECT id::text, archived_at FROM sessions_app_session WHERE id = ANY(%s::text[])",
             (in_both,),
         )
     )
@@ -407,7 +407,7 @@ def test_worker_killed_mid_archive_batch_next_run_completes_each_session_once(
     # The batch archived twice kept its first archive time: one archive, finished by the next.
     again = dict(
         own_postgres.query(
-            "SELECT id::text, archived_at FROM sessions_app_session WHERE id = ANY(%s::uuid[])",
+            "SELECT id::text, archived_at FROM sessions_app_session WHERE id = ANY(%s::text[])",
             (in_both,),
         )
     )

@@ -247,7 +247,7 @@ def test_api_keys_never_reach_the_logs(caplog, settings):
                 content_type="application/json",
                 headers=headers,
             )
-            client.get("/api/v1/sessions/not-a-uuid", headers=headers)
+            client.get("/api/v1/sessions/bad$id", headers=headers)
             client.get("/api/v1/sessions", headers={"Authorization": secret})  # no scheme
         with redis_unavailable():  # error paths log more
             client.post(

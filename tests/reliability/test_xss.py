@@ -205,7 +205,7 @@ def test_oversized_and_malformed_payloads_are_refused_with_field_and_reason():
          "resultSummary"),
         ("add-message", {"sessionId": str(sid), "role": "user", "content": "x" * 32_001},
          "content"),
-        ("extend-session", {"sessionId": "not-a-uuid"}, "sessionId"),
+        ("extend-session", {"sessionId": "bad$id"}, "sessionId"),
         ("get-session-info", {"sessionId": str(sid), "extra": 1}, "extra"),
     ]:  # fmt: skip
         result = asyncio.run(call_tool(tool, arguments))

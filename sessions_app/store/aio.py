@@ -1,0 +1,172 @@
+"""The asyncio front-end: the same core operations on redis.asyncio and Django's async ORM.
+
+Native: no thread hop per call. Only `end_session`'s immediate archive (psycopg COPY in the
+archiver) and a history's `get_recent_queries(n)` beyond the loaded queries run in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import weakref
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import DatabaseError
+
+from sessions_app import policies
+from sessions_app.store import archived
+from sessions_app.store.core import Archive, Call, Calls, Db, Policies, StoreCore
+from sessions_app.store.errors import unavailable
+from sessions_app.store.scripts import SCRIPTS
+from sessions_app.store.sync import OPERATIONS, iter_ping
+
+_thread_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="store")
+
+
+def make_async_client(url: str) -> aredis.Redis:
+    """A client like redis_client.make_redis_client's, for one event loop."""
+    timeout = settings.REDIS_SOCKET_TIMEOUT
+    return aredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        decode_responses=True,
+    )
+
+
+async def adrive(gen, do):
+    """Run an operation in async code: await do(request) for each request it yields."""
+    send: Any = None
+    throw: BaseException | None = None
+    while True:
+        try:
+            request = gen.throw(throw) if throw is not None else gen.send(send)
+        except StopIteration as stop:
+            return stop.value
+        send = throw = None
+        try:
+            send = await do(request)
+        except redis.exceptions.RedisError as exc:
+            mapped = unavailable(exc)
+            if mapped is None:
+                raise
+            mapped.__cause__ = exc
+            throw = mapped
+        except DatabaseError as exc:
+            throw = exc
+
+
+def _async_method(name: str):
+    op = getattr(StoreCore, name)
+
+    @functools.wraps(op)
+    async def method(self, *args, **kwargs):
+        return await adrive(op(self, *args, **kwargs), self._do)
+
+    return method
+
+
+class AsyncSessionStore(StoreCore):
+    """The store for asyncio code: every operation of SessionStore, awaitable."""
+
+    _session_maker = None  # the FIML seed passes this to SessionAnalytics; any value works
+
+    def __init__(self, url: str | None = None):
+        self._url = url
+        # One client (and pool) per event loop: a pool's connections belong to their loop.
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _state(self) -> tuple[aredis.Redis, dict]:
+        loop = asyncio.get_running_loop()
+        state = self._clients.get(loop)
+        if state is None:
+            client = make_async_client(self._url or settings.REDIS_URL)
+            scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+            state = self._clients[loop] = (client, scripts)
+        return state
+
+    @property
+    def redis(self) -> aredis.Redis:
+        return self._state()[0]
+
+    async def _do(self, request):
+        if type(request) is Call:
+            scripts = self._state()[1]
+            return await scripts[request.script](keys=request.keys, args=request.args)
+        if type(request) is Policies:
+            return await policies.aall_effective_policies()
+        if type(request) is Db:
+            return await getattr(archived, "a" + request.name)(*request.args)
+        if type(request) is Calls:
+            client, scripts = self._state()
+            pipe = client.pipeline(transaction=False)
+            for call in request.calls:
+                await scripts[call.script](keys=call.keys, args=call.args, client=pipe)
+            return await pipe.execute()
+        if type(request) is Archive:
+            from sessions_app import archive as archiver
+
+            with contextlib.suppress(DatabaseError):
+                await sync_to_async(archiver.archive_session)(request.session_id)
+            return None
+        raise TypeError(f"unknown store request {request!r}")
+
+    def _bind(self, session):
+        if session is not None:
+            session_id = session.id
+
+            def more(n: int):
+                # Called from sync code inside the loop: the sync store, in a worker thread.
+                from sessions_app.store import get_session_store
+
+                job = _thread_pool.submit(get_session_store().get_recent_queries, session_id, n)
+                return job.result()
+
+            session.state.history._more = more
+        return session
+
+    async def initialize(self) -> None:
+        """Check both services answer (the seed's `initialize()`); StoreUnavailable if not."""
+        await adrive(iter_ping(), self._do)
+        await policies.aall_effective_policies()
+
+    async def close(self) -> None:
+        """Close this loop's connections."""
+        loop = asyncio.get_running_loop()
+        state = self._clients.pop(loop, None)
+        if state is not None:
+            await state[0].aclose()
+
+    async def archive_session(self, session_id: Any) -> bool:
+        """Move one session to Postgres now (the archiver's COPY runs in a thread)."""
+        from sessions_app import archive as archiver
+        from sessions_app.validation import session_id as checked
+
+        return await sync_to_async(archiver.archive_session)(checked(session_id))
+
+    async def cleanup_expired_sessions(self, now: float | None = None) -> dict[str, int]:
+        """Archive every expired, idle or ended session (in a thread); returns what it did."""
+        from sessions_app import archive as archiver
+
+        return await sync_to_async(archiver.archive_due_sessions)(now=now)
+
+
+for _name in OPERATIONS:
+    setattr(AsyncSessionStore, _name, _async_method(_name))
+
+_async_store: AsyncSessionStore | None = None
+
+
+async def get_async_session_store() -> AsyncSessionStore:
+    """The process-wide async store (awaitable, as in the FIML seed)."""
+    global _async_store
+    if _async_store is None:
+        _async_store = AsyncSessionStore()
+    return _async_store

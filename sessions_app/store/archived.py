@@ -1,0 +1,243 @@
+"""Archived sessions read from Postgres, each read in a sync and a native async (async ORM) form.
+
+The store's front-ends call these when a session is not live (or to merge archived rows in).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django.db.models import Q
+
+from sessions_app.domain import (
+    AnalysisHistory,
+    AnalysisSession,
+    Loaded,
+    SessionState,
+    SessionSummary,
+    TimelineEvent,
+)
+from sessions_app.models import Session as ArchivedSession
+from sessions_app.models import SessionEvent as ArchivedEvent
+from sessions_app.store.codec import SUMMARY_FIELDS
+
+SUMMARY_COLUMNS = SUMMARY_FIELDS
+
+
+def event_from_row(row: ArchivedEvent) -> TimelineEvent:
+    return TimelineEvent(
+        seq=row.seq,
+        kind=row.kind,
+        occurred_at=row.occurred_at,
+        query_type=row.query_type,
+        parameters=row.parameters,
+        result_summary=row.result_summary,
+        execution_ms=row.execution_ms,
+        cache_hit=row.cache_hit,
+        error=row.error,
+        role=row.role,
+        content=row.content,
+        tool_name=row.tool_name,
+        invocation_id=row.invocation_id,
+        duration_ms=row.duration_ms,
+        tokens_in=row.tokens_in,
+        tokens_out=row.tokens_out,
+        cost=float(row.cost),
+    )
+
+
+def _session(row: ArchivedSession, recent: list, queries: list) -> AnalysisSession:
+    history = AnalysisHistory(row.query_count, row.cache_hits, row.error_count, recent, queries)
+    session = AnalysisSession(
+        id=row.id,
+        user_id=row.user_id,
+        session_type=row.session_type,
+        status=row.status,
+        assets=row.assets,
+        tags=row.tags,
+        purpose=row.purpose,
+        source=row.source,
+        device=row.device,
+        ip=row.ip,
+        created_at=row.created_at,
+        last_activity_at=row.last_activity_at,
+        expires_at=row.expires_at,
+        ended_at=row.ended_at,
+        archived_at=row.archived_at,
+        is_live=False,
+        query_count=row.query_count,
+        cache_hits=row.cache_hits,
+        error_count=row.error_count,
+        message_count=row.message_count,
+        tool_call_count=row.tool_call_count,
+        total_execution_ms=row.total_execution_ms,
+        tokens_in=row.tokens_in,
+        tokens_out=row.tokens_out,
+        cost=row.cost,
+        event_count=row.query_count + row.message_count + row.tool_call_count,
+        preferences=row.preferences,
+        metadata=row.metadata,
+        recent_events=recent,
+        state=SessionState(row.context, row.intermediate_results, row.preferences, history),
+    )
+    session.loaded = Loaded({}, {}, list(row.tags), row.purpose, "")
+    return session
+
+
+def _events(session_id: str):
+    return ArchivedEvent.objects.filter(session_id=session_id)
+
+
+def _queries(session_id: str):
+    return _events(session_id).filter(kind="query").order_by("-seq")
+
+
+# ---- sync -------------------------------------------------------------------------------------
+
+
+def status(session_id: str) -> str | None:
+    return ArchivedSession.objects.filter(id=session_id).values_list("status", flat=True).first()
+
+
+def get(session_id: str, recent_events: int, recent_queries: int) -> AnalysisSession | None:
+    row = ArchivedSession.objects.filter(id=session_id).first()
+    if row is None:
+        return None
+    recent = []
+    if recent_events > 0:
+        rows = _events(session_id).order_by("-seq")[:recent_events]
+        recent = [event_from_row(event) for event in reversed(rows)]
+    queries = [event_from_row(e) for e in reversed(_queries(session_id)[:recent_queries])]
+    return _session(row, recent, queries)
+
+
+def recent_queries(session_id: str, n: int) -> list[TimelineEvent]:
+    return [event_from_row(event) for event in reversed(_queries(session_id)[:n])]
+
+
+def timeline(session_id: str, offset: int, limit: int) -> tuple[list, int] | None:
+    row = (
+        ArchivedSession.objects.filter(id=session_id)
+        .values("query_count", "message_count", "tool_call_count")
+        .first()
+    )
+    if row is None:
+        return None
+    rows = _events(session_id).filter(seq__gte=offset, seq__lt=offset + limit).order_by("seq")
+    return [event_from_row(event) for event in rows], sum(row.values())
+
+
+def _user_query(user_id: str, limit: int, max_score: float | None, after_id: str):
+    query = ArchivedSession.objects.filter(user_id=user_id)
+    if max_score is not None:
+        before = datetime.fromtimestamp(max_score, tz=UTC)
+        query = query.filter(Q(created_at__lt=before) | Q(created_at=before, id__lt=after_id))
+    return query.order_by("-created_at", "-id").values(*SUMMARY_COLUMNS)[: limit + 1]
+
+
+def user_summaries(user_id: str, limit: int, max_score, after_id: str) -> list[SessionSummary]:
+    return [
+        SessionSummary(**row, is_live=False)
+        for row in _user_query(user_id, limit, max_score, after_id)
+    ]
+
+
+def _filtered(user_id: str | None, status_: str | None, tags: list[str] | None, limit: int):
+    query = ArchivedSession.objects.all()
+    if user_id is not None:
+        query = query.filter(user_id=user_id)
+    if status_:
+        query = query.filter(status=status_)
+    if tags:
+        query = query.filter(tags__contains=tags)
+    return query.order_by("-created_at", "-id").values(*SUMMARY_COLUMNS)[:limit]
+
+
+def filtered_summaries(user_id, status_, tags, limit) -> list[SessionSummary]:
+    return [
+        SessionSummary(**row, is_live=False) for row in _filtered(user_id, status_, tags, limit)
+    ]
+
+
+def delete(session_id: str) -> int:
+    """Delete one archived session and its events; 1 if it existed."""
+    from sessions_app.archive.retention import delete_archived_sessions
+
+    return delete_archived_sessions([session_id])
+
+
+def delete_created_before(cutoff: datetime) -> int:
+    from sessions_app.archive.retention import delete_archived_sessions
+
+    ids = list(ArchivedSession.objects.filter(created_at__lt=cutoff).values_list("id", flat=True))
+    return delete_archived_sessions(ids)
+
+
+# ---- async (Django's async ORM: no SynchronousOnlyOperation in an event loop) ---------------
+
+
+async def astatus(session_id: str) -> str | None:
+    return (
+        await ArchivedSession.objects.filter(id=session_id)
+        .values_list("status", flat=True)
+        .afirst()
+    )
+
+
+async def aget(session_id: str, recent_events: int, recent_queries: int):
+    row = await ArchivedSession.objects.filter(id=session_id).afirst()
+    if row is None:
+        return None
+    recent = []
+    if recent_events > 0:
+        rows = [e async for e in _events(session_id).order_by("-seq")[:recent_events]]
+        recent = [event_from_row(event) for event in reversed(rows)]
+    rows = [e async for e in _queries(session_id)[:recent_queries]]
+    return _session(row, recent, [event_from_row(e) for e in reversed(rows)])
+
+
+async def arecent_queries(session_id: str, n: int) -> list[TimelineEvent]:
+    rows = [e async for e in _queries(session_id)[:n]]
+    return [event_from_row(event) for event in reversed(rows)]
+
+
+async def atimeline(session_id: str, offset: int, limit: int):
+    row = (
+        await ArchivedSession.objects.filter(id=session_id)
+        .values("query_count", "message_count", "tool_call_count")
+        .afirst()
+    )
+    if row is None:
+        return None
+    query = _events(session_id).filter(seq__gte=offset, seq__lt=offset + limit).order_by("seq")
+    return [event_from_row(event) async for event in query], sum(row.values())
+
+
+async def auser_summaries(user_id: str, limit: int, max_score, after_id: str):
+    query = _user_query(user_id, limit, max_score, after_id)
+    return [SessionSummary(**row, is_live=False) async for row in query]
+
+
+async def afiltered_summaries(user_id, status_, tags, limit) -> list[SessionSummary]:
+    query = _filtered(user_id, status_, tags, limit)
+    return [SessionSummary(**row, is_live=False) async for row in query]
+
+
+async def adelete(session_id: str) -> int:
+    # Events first, by the (session, seq) index; no Python-level cascade.
+    await ArchivedEvent.objects.filter(session_id=session_id).adelete()
+    deleted, _ = await ArchivedSession.objects.filter(id=session_id).adelete()
+    return deleted
+
+
+async def adelete_created_before(cutoff: datetime) -> int:
+    ids = [
+        i
+        async for i in ArchivedSession.objects.filter(created_at__lt=cutoff).values_list(
+            "id", flat=True
+        )
+    ]
+    deleted = 0
+    for session_id in ids:
+        deleted += await adelete(session_id)
+    return deleted

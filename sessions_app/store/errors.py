@@ -1,0 +1,32 @@
+"""Which Redis errors mean "the live store is unavailable" (503), in one place."""
+
+from __future__ import annotations
+
+import redis
+
+from sessions_app.exceptions import StoreUnavailable
+
+# Replies of a Redis that is up but cannot take this call now (replica, loading, failover).
+_UNAVAILABLE_REPLIES = (
+    "NOREPLICAS",
+    "LOADING",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "READONLY",
+)
+
+
+def unavailable(exc: BaseException) -> StoreUnavailable | None:
+    """The StoreUnavailable for a Redis error that means "not now", else None (a bug)."""
+    if isinstance(exc, redis.exceptions.BusyLoadingError):
+        return StoreUnavailable("live session store (Redis) is loading its data")
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return StoreUnavailable(f"live session store (Redis) is unavailable: {exc}")
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        return StoreUnavailable("live session store (Redis) is a read-only replica right now")
+    if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(
+        _UNAVAILABLE_REPLIES
+    ):
+        return StoreUnavailable(f"live session store (Redis) cannot write now: {exc}")
+    return None

@@ -1,0 +1,510 @@
+"""The store's Lua scripts. Each is one atomic Redis call; keys come from keys.py via KEYS
+(the session's keys and the indexes it touches), except where noted for the archiver's batch
+scripts, which derive per-session keys from the prefix passed in ARGV.
+"""
+
+# Status checks shared by the write scripts. Returns an error table or nil.
+_GUARD = """
+local function guard(m, now)
+  if not m[1] then return {-1} end
+  if m[1] ~= 'active' then return {-2, m[1]} end
+  if tonumber(m[2]) <= tonumber(now) then return {-2, 'expired'} end
+  return nil
+end
+"""
+
+# KEYS: meta, due, activity, user index, type index, idempotency key, events, context,
+#       results, event ids
+# ARGV: id, now, expires_at, redis_expire_ms, use_idempotency, idempotency_ttl, body hash,
+#       max live sessions of this user (0: no cap), max live sessions in all (0: no cap),
+#       field, value...
+# Returns {1, id} created, {0, id} the idempotency key's earlier session, {-6, id} the key was
+# used with another body, {-7} the id is in use, {-8, scope, cap} a live-session cap is reached.
+CREATE = """
+if ARGV[5] == '1' then
+  local existing = redis.call('GET', KEYS[6])
+  if existing then
+    local sep = string.find(existing, '|', 1, true)
+    local id = string.sub(existing, 1, sep - 1)
+    if string.sub(existing, sep + 1) ~= ARGV[7] then return {-6, id} end
+    return {0, id}
+  end
+end
+if redis.call('EXISTS', KEYS[1], KEYS[7], KEYS[8], KEYS[9], KEYS[10]) > 0 then return {-7} end
+local user_cap, total_cap = tonumber(ARGV[8]), tonumber(ARGV[9])
+if user_cap > 0 and redis.call('ZCARD', KEYS[4]) >= user_cap then return {-8, 'user', user_cap} end
+if total_cap > 0 and redis.call('ZCARD', KEYS[3]) >= total_cap then
+  return {-8, 'total', total_cap}
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
+if ARGV[5] == '1' then
+  redis.call('SET', KEYS[6], ARGV[1] .. '|' .. ARGV[7], 'EX', ARGV[6])
+  redis.call('HSET', KEYS[1], 'idem_key', KEYS[6])
+end
+return {1, ARGV[1]}
+"""
+
+# Every write to a live session: events (deduplicated by event id), context and result keys
+# set or removed, meta fields set, counters moved; all or nothing, in one call.
+# KEYS: meta, events, context, results, activity, event ids
+# ARGV: 1 id, 2 now, 3 per-type query limits ("equity=1000 crypto=..."), 4 per-type max events
+#       (0: none), 5 per-type max context+result bytes (0: none), 6 number of events n, then n times
+#       (event id or '', kind, event JSON without its opening brace, "field incr ..." integer
+#       counters, "field incr ..." float counters),
+#       then sections, each a count then its items: context sets (key, JSON), context removals
+#       (key), result sets (key, JSON), result removals (key), meta sets (field, value),
+#       "field incr ..." integer counters, "field incr ..." float counters.
+# Returns {1, seq or -1 (duplicate event id) per event} or an error table:
+# {-1} missing, {-2, status}, {-4, limit} query limit, {-9, limit} event cap, {-10, limit} bytes.
+APPLY = (
+    _GUARD
+    + """
+local m = redis.call('HMGET', KEYS[1], 'status', 'expires_at', 'query_count', 'redis_expire_ms',
+                      'session_type', 'event_count')
+local err = guard(m, ARGV[2])
+if err then return err end
+local n = tonumber(ARGV[6])
+local fresh, seen, queries, added, has_ids = {}, {}, 0, 0, false
+local i = 7
+for e = 1, n do
+  local eid = ARGV[i]
+  local dup = false
+  if eid ~= '' then
+    has_ids = true
+    dup = seen[eid] or redis.call('SISMEMBER', KEYS[6], eid) == 1
+    seen[eid] = true
+  end
+  fresh[e] = not dup
+  if not dup then
+    added = added + 1
+    if ARGV[i + 1] == 'query' then queries = queries + 1 end
+  end
+  i = i + 5
+end
+if queries > 0 then
+  local limit = tonumber(string.match(ARGV[3], m[5] .. '=(%d+)'))
+  if tonumber(m[3] or 0) + queries > limit then return {-4, limit} end
+end
+local seq = tonumber(m[6] or 0)
+local max_events = tonumber(string.match(ARGV[4], m[5] .. '=(%d+)') or 0)
+if added > 0 and max_events > 0 and seq + added > max_events then return {-9, max_events} end
+-- Parse the sections before writing anything, so a cap failure changes nothing.
+local j = i
+local sections = {}
+for s = 1, 5 do
+  local count = tonumber(ARGV[j])
+  local width = (s == 2 or s == 4) and 1 or 2
+  sections[s] = {j + 1, count, width}
+  j = j + 1 + count * width
+end
+local int_incr, float_incr = ARGV[j], ARGV[j + 1]
+local max_bytes = tonumber(string.match(ARGV[5], m[5] .. '=(%d+)') or 0)
+if max_bytes > 0 and (sections[1][2] > 0 or sections[3][2] > 0) then
+  -- Bytes after the change: current sizes, minus replaced or removed values, plus new ones.
+  local total = 0
+  for _, spec in ipairs({{KEYS[3], 1, 2}, {KEYS[4], 3, 4}}) do
+    local hash, sets, dels = spec[1], sections[spec[2]], sections[spec[3]]
+    local vals = redis.call('HVALS', hash)
+    for _, v in ipairs(vals) do total = total + #v end
+    for k = 0, sets[2] - 1 do
+      local key, value = ARGV[sets[1] + 2 * k], ARGV[sets[1] + 2 * k + 1]
+      total = total + #value - redis.call('HSTRLEN', hash, key)
+    end
+    for k = 0, dels[2] - 1 do total = total - redis.call('HSTRLEN', hash, ARGV[dels[1] + k]) end
+  end
+  if total > max_bytes then return {-10, max_bytes} end
+end
+local out = {1}
+i = 7
+local expire = m[4]
+for e = 1, n do
+  if fresh[e] then
+    redis.call('RPUSH', KEYS[2], '{"seq":' .. seq .. ',' .. ARGV[i + 2])
+    if ARGV[i] ~= '' then redis.call('SADD', KEYS[6], ARGV[i]) end
+    for f, v in string.gmatch(ARGV[i + 3], '(%S+) (%S+)') do
+      redis.call('HINCRBY', KEYS[1], f, v)
+    end
+    for f, v in string.gmatch(ARGV[i + 4], '(%S+) (%S+)') do
+      redis.call('HINCRBYFLOAT', KEYS[1], f, v)
+    end
+    out[#out + 1] = seq
+    seq = seq + 1
+  else
+    out[#out + 1] = -1
+  end
+  i = i + 5
+end
+if added > 0 then
+  redis.call('HSET', KEYS[1], 'event_count', seq)
+  redis.call('PEXPIREAT', KEYS[2], expire)
+end
+if has_ids then redis.call('PEXPIREAT', KEYS[6], expire) end
+local targets = {KEYS[3], KEYS[3], KEYS[4], KEYS[4], KEYS[1]}
+for s = 1, 5 do
+  local first, count, width = sections[s][1], sections[s][2], sections[s][3]
+  if count > 0 then
+    if width == 2 then
+      redis.call('HSET', targets[s], unpack(ARGV, first, first + 2 * count - 1))
+      if s ~= 5 then redis.call('PEXPIREAT', targets[s], expire) end
+    else
+      redis.call('HDEL', targets[s], unpack(ARGV, first, first + count - 1))
+    end
+  end
+end
+for f, v in string.gmatch(int_incr, '(%S+) (%S+)') do redis.call('HINCRBY', KEYS[1], f, v) end
+for f, v in string.gmatch(float_incr, '(%S+) (%S+)') do
+  redis.call('HINCRBYFLOAT', KEYS[1], f, v)
+end
+redis.call('HSET', KEYS[1], 'last_activity_at', ARGV[2])
+redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
+return out
+"""
+)
+
+# KEYS: meta, due, events, context, results, event ids
+# ARGV: id, now, seconds to add, per-type max TTL hours ("equity=168 ..."), grace seconds
+EXTEND = (
+    _GUARD
+    + """
+local m = redis.call('HMGET', KEYS[1], 'status', 'expires_at', 'created_at', 'session_type')
+local err = guard(m, ARGV[2])
+if err then return err end
+local max_hours = tonumber(string.match(ARGV[4], m[4] .. '=(%d+)'))
+local new = tonumber(m[2]) + tonumber(ARGV[3])
+local cap = tonumber(m[3]) + max_hours * 3600
+if new > cap + 0.001 then
+  return {-5, string.format('%.6f', cap - tonumber(m[2])), max_hours, m[4]}
+end
+local expire_ms = math.floor((new + tonumber(ARGV[5])) * 1000)
+redis.call('HSET', KEYS[1], 'expires_at', string.format('%.6f', new), 'redis_expire_ms', expire_ms)
+redis.call('ZADD', KEYS[2], new, ARGV[1])
+for i = 1, 6 do
+  if i ~= 2 then redis.call('PEXPIREAT', KEYS[i], expire_ms) end
+end
+return {1, string.format('%.6f', new)}
+"""
+)
+
+# KEYS: meta, due, activity, type index of the session's type (read first with DELETE_INFO)
+# ARGV: id, now, status. An active session past its expiry may only end as `expired`.
+# Returns {1} or {-1} missing, {-2, status} not active, {-3, type} wrong type index given.
+END = """
+local m = redis.call('HMGET', KEYS[1], 'status', 'session_type', 'expires_at')
+if not m[1] then return {-1} end
+if m[1] ~= 'active' then return {-2, m[1]} end
+if ARGV[3] ~= 'expired' and tonumber(m[3]) <= tonumber(ARGV[2]) then return {-2, 'expired'} end
+if string.sub(KEYS[4], -#m[2] - 1) ~= ':' .. m[2] then return {-3, m[2]} end  -- stale type
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'ended_at', ARGV[2])
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return {1}
+"""
+
+# KEYS: meta. Returns {user_id, session_type, idempotency key} or {} when not live.
+# What delete needs to name every key it touches.
+DELETE_INFO = """
+local m = redis.call('HMGET', KEYS[1], 'user_id', 'session_type', 'idem_key')
+if not m[2] then return {} end
+return {m[1] or '', m[2], m[3] or ''}
+"""
+
+# KEYS: meta, events, context, results, event ids, due, activity, user index, type index,
+#       idempotency key (or a placeholder). ARGV: id.
+DELETE = """
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[10])
+for i = 6, 9 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+return existed
+"""
+
+# KEYS: index zset. ARGV: max score, cursor id ('' for none), limit, field names...
+# Newest first; skips members at the cursor's score (within 1.5 us, the cursor's rounding) that
+# were on earlier pages: equal scores come in descending id order. Reads each listed session's
+# hash by the index's own prefix (the rows are the point of the call; see keys.py).
+LIST_INDEX = """
+local limit = tonumber(ARGV[3])
+local fields = {unpack(ARGV, 4)}
+local rows = {}
+local offset = 0
+while #rows < limit + 1 do
+  local batch = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], '-inf', 'WITHSCORES',
+                           'LIMIT', offset, limit + 1)
+  if #batch == 0 then break end
+  for i = 1, #batch, 2 do
+    local id, score = batch[i], batch[i + 1]
+    local tie = math.abs(tonumber(score) - tonumber(ARGV[1])) < 0.0000015
+    if not (ARGV[2] ~= '' and tie and id >= ARGV[2]) then
+      local meta_key = string.sub(KEYS[1], 1, string.find(KEYS[1], ':idx:', 1, true) - 1)
+        .. ':s:' .. id
+      local row = redis.call('HMGET', meta_key, unpack(fields))
+      if row[1] then rows[#rows + 1] = row end
+      if #rows >= limit + 1 then break end
+    end
+  end
+  offset = offset + limit + 1
+end
+return rows
+"""
+
+# KEYS: meta, context, intermediate results, events. ARGV: number of recent events, number of
+# recent queries (looked for among the last 200 events). Queries come newest first.
+# One reply instead of a MULTI pipeline: fewer commands to encode and parse.
+GET = """
+local meta = redis.call('HGETALL', KEYS[1])
+if #meta == 0 then return {} end
+local n, q = tonumber(ARGV[1]), tonumber(ARGV[2])
+local events, queries = {}, {}
+if n > 0 then events = redis.call('LRANGE', KEYS[4], -n, -1) end
+if q > 0 then
+  local tail = events
+  if n < 200 then tail = redis.call('LRANGE', KEYS[4], -200, -1) end
+  for i = #tail, 1, -1 do
+    if string.find(tail[i], '"kind":"query"', 1, true) then
+      queries[#queries + 1] = tail[i]
+      if #queries >= q then break end
+    end
+  end
+end
+return {meta, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3]), events, queries}
+"""
+
+# KEYS: meta, events. ARGV: start, stop (LRANGE indexes). Returns {status or false, count,
+# events}. `status`, not `event_count`: a live session without events has no counter yet.
+TIMELINE = """
+local m = redis.call('HMGET', KEYS[1], 'status', 'event_count')
+if not m[1] then return {false, 0, {}} end
+return {m[1], tonumber(m[2] or 0), redis.call('LRANGE', KEYS[2], ARGV[1], ARGV[2])}
+"""
+
+# KEYS: meta, events. ARGV: n. The last n queries among all events, newest scanned first in
+# chunks, so a session with many messages still yields its queries. Returns JSON events.
+RECENT_QUERIES = """
+local n = tonumber(ARGV[1])
+local total = redis.call('LLEN', KEYS[2])
+local out = {}
+local stop = total - 1
+while stop >= 0 and #out < n do
+  local start = math.max(stop - 199, 0)
+  local chunk = redis.call('LRANGE', KEYS[2], start, stop)
+  for i = #chunk, 1, -1 do
+    if string.find(chunk[i], '"kind":"query"', 1, true) then
+      out[#out + 1] = chunk[i]
+      if #out >= n then break end
+    end
+  end
+  stop = start - 1
+end
+return out
+"""
+
+# KEYS: activity index. ARGV: offset, limit, field names...
+LIST_LIVE = """
+local ids = redis.call('ZREVRANGE', KEYS[1], ARGV[1], ARGV[1] + ARGV[2] - 1)
+local prefix = string.sub(KEYS[1], 1, string.find(KEYS[1], ':idx:', 1, true) - 1)
+local fields = {unpack(ARGV, 3)}
+local rows = {}
+for _, id in ipairs(ids) do
+  local row = redis.call('HMGET', prefix .. ':s:' .. id, unpack(fields))
+  if row[1] then rows[#rows + 1] = row end
+end
+return rows
+"""
+
+# KEYS: activity index, then one type index per session type. Returns their sizes.
+COUNTS = """
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call('ZCARD', KEYS[i]) end
+return out
+"""
+
+# KEYS: meta keys. Returns 1/0 per key: which sessions are live.
+EXISTS = """
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call('EXISTS', KEYS[i]) end
+return out
+"""
+
+# ---- the archiver's scripts (archive/ runs them): claim due/idle sessions, freeze one,
+# snapshot a batch. Every key is built from the prefix passed in ARGV, keys.py's layout.
+# KEYS: due, activity. ARGV: prefix, now, limit, lease_until, idle_offset, idle_scan_limit,
+# number of types n, then n (type, idle cutoff) pairs.
+# Returns {next idle offset, idle exhausted (0/1), id, outcome, id, outcome, ...}.
+CLAIM = """
+local prefix, now, limit, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local idle_offset, scan_limit, ntypes = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local cutoffs, types, max_cutoff = {}, {}, nil
+for i = 0, ntypes - 1 do
+  local t, c = ARGV[8 + 2 * i], tonumber(ARGV[9 + 2 * i])
+  cutoffs[t] = c
+  types[#types + 1] = t
+  if max_cutoff == nil or c > max_cutoff then max_cutoff = c end
+end
+local out = {}
+local function forget(id)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  for _, t in ipairs(types) do redis.call('ZREM', prefix .. ':idx:type:' .. t, id) end
+  out[#out + 1] = id
+  out[#out + 1] = 'missing'
+end
+local claimed = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)) do
+  local meta = prefix .. ':s:' .. id
+  local m = redis.call('HMGET', meta, 'status', 'session_type')
+  if not m[1] then
+    forget(id)
+  else
+    -- An `expired` status here was set by an earlier run that did not finish.
+    local outcome = m[1] == 'expired' and 'expired' or 'ended'
+    if m[1] == 'active' then
+      redis.call('HSET', meta, 'status', 'expired')
+      redis.call('ZREM', KEYS[2], id)
+      redis.call('ZREM', prefix .. ':idx:type:' .. m[2], id)
+      outcome = 'expired'
+    end
+    redis.call('ZADD', KEYS[1], lease, id)
+    out[#out + 1] = id
+    out[#out + 1] = outcome
+  end
+  claimed = claimed + 1
+end
+local skipped, examined, exhausted = 0, 0, 0
+while claimed < limit and max_cutoff ~= nil do
+  if examined >= scan_limit then break end
+  local chunk = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', max_cutoff, 'WITHSCORES',
+                           'LIMIT', idle_offset + skipped, 200)
+  if #chunk == 0 then exhausted = 1 break end
+  for i = 1, #chunk, 2 do
+    local id, score = chunk[i], tonumber(chunk[i + 1])
+    examined = examined + 1
+    local meta = prefix .. ':s:' .. id
+    local m = redis.call('HMGET', meta, 'status', 'session_type', 'last_activity_at')
+    if not m[1] then
+      forget(id)
+      claimed = claimed + 1
+    elseif m[1] ~= 'active' then
+      -- ended but still listed: the due index brings it to the archiver
+      redis.call('ZREM', KEYS[2], id)
+    elseif cutoffs[m[2]] ~= nil and score <= cutoffs[m[2]] then
+      redis.call('HSET', meta, 'status', 'abandoned', 'ended_at', m[3] or now)
+      redis.call('ZREM', KEYS[2], id)
+      redis.call('ZREM', prefix .. ':idx:type:' .. m[2], id)
+      redis.call('ZADD', KEYS[1], lease, id)
+      out[#out + 1] = id
+      out[#out + 1] = 'abandoned'
+      claimed = claimed + 1
+    else
+      skipped = skipped + 1
+    end
+    if claimed >= limit then break end
+  end
+end
+if max_cutoff == nil then exhausted = 1 end
+local result = {idle_offset + skipped, exhausted}
+for _, v in ipairs(out) do result[#result + 1] = v end
+return result
+"""
+
+# KEYS: meta, due, activity. ARGV: prefix, id.
+# Makes a still-active session expired (so later writes are rejected) and due right away, so a
+# crash before the archive finishes leaves it for the next cleanup run. Returns the old status.
+FREEZE = """
+local m = redis.call('HMGET', KEYS[1], 'status', 'session_type')
+if not m[1] then return false end
+if m[1] == 'active' then
+  redis.call('HSET', KEYS[1], 'status', 'expired')
+  redis.call('ZREM', KEYS[3], ARGV[2])
+  redis.call('ZREM', ARGV[1] .. ':idx:type:' .. m[2], ARGV[2])
+end
+redis.call('ZADD', KEYS[2], 0, ARGV[2])
+return m[1]
+"""
+
+# Meta fields the snapshot reads, in the staging table's column order; `status` first (a
+# session without it is gone).
+META_FIELDS = (
+    "status",
+    "user_id",
+    "session_type",
+    "assets",
+    "tags",
+    "purpose",
+    "source",
+    "device",
+    "ip",
+    "created_at",
+    "last_activity_at",
+    "expires_at",
+    "ended_at",
+    "preferences",
+    "metadata",
+    "query_count",
+    "cache_hits",
+    "error_count",
+    "message_count",
+    "tool_call_count",
+    "total_execution_ms",
+    "tokens_in",
+    "tokens_out",
+    "cost",
+)
+USER_ID, SESSION_TYPE = META_FIELDS.index("user_id"), META_FIELDS.index("session_type")
+
+# KEYS: none (each session's keys derive from the prefix). ARGV: prefix, ids...
+# Returns per id {meta values (HMGET META_FIELDS), events, context pairs, result pairs}.
+SNAPSHOT = """
+local prefix = ARGV[1]
+local fields = {FIELDS}
+local out = {}
+for i = 2, #ARGV do
+  local meta = prefix .. ':s:' .. ARGV[i]
+  out[#out + 1] = {
+    redis.call('HMGET', meta, unpack(fields)),
+    redis.call('LRANGE', meta .. ':ev', 0, -1),
+    redis.call('HGETALL', meta .. ':ctx'),
+    redis.call('HGETALL', meta .. ':ir'),
+  }
+end
+return out
+""".replace("FIELDS", ", ".join(f"'{name}'" for name in META_FIELDS))
+
+
+# KEYS: activity index. ARGV: cutoff, limit. Active ids idle since before the cutoff.
+LIST_IDLE = """
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+"""
+
+# KEYS: the type indexes. ARGV: cutoff, limit. Active ids created before the cutoff.
+LIST_OLD = """
+local out = {}
+for i = 1, #KEYS do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])) do
+    out[#out + 1] = id
+  end
+end
+return out
+"""
+
+SCRIPTS = {
+    "list_idle": LIST_IDLE,
+    "list_old": LIST_OLD,
+    "create": CREATE,
+    "apply": APPLY,
+    "extend": EXTEND,
+    "end": END,
+    "delete_info": DELETE_INFO,
+    "delete": DELETE,
+    "list_index": LIST_INDEX,
+    "list_live": LIST_LIVE,
+    "get": GET,
+    "timeline": TIMELINE,
+    "recent_queries": RECENT_QUERIES,
+    "counts": COUNTS,
+    "exists": EXISTS,
+}

@@ -1,0 +1,164 @@
+"""The synchronous front-end: runs the core operations on redis-py and Django's ORM."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any
+
+import redis
+from django.db import DatabaseError
+
+from sessions_app import policies
+from sessions_app.store import archived
+from sessions_app.store.core import Archive, Call, Calls, Db, Policies, StoreCore
+from sessions_app.store.errors import unavailable
+from sessions_app.store.scripts import SCRIPTS
+
+# The public operations, each a generator in StoreCore run by both front-ends.
+OPERATIONS = (
+    "create_session",
+    "update_session",
+    "update_session_metadata",
+    "add_query",
+    "add_message",
+    "record_tool_call",
+    "update_context",
+    "store_intermediate_result",
+    "extend_session",
+    "end_session",
+    "complete_session",
+    "delete_session",
+    "get_session",
+    "get_archived_session",
+    "get_recent_queries",
+    "get_timeline",
+    "list_user_sessions",
+    "list_live_sessions",
+    "list_sessions",
+    "live_counts",
+    "live_flags",
+    "add_conversation_message",
+    "link_invocation",
+    "get_session_statistics",
+    "cleanup_inactive_sessions",
+    "cleanup_old_sessions",
+)
+
+
+def drive(gen, do):
+    """Run an operation: do(request) for each request it yields, errors thrown back into it."""
+    send: Any = None
+    throw: BaseException | None = None
+    while True:
+        try:
+            request = gen.throw(throw) if throw is not None else gen.send(send)
+        except StopIteration as stop:
+            return stop.value
+        send = throw = None
+        try:
+            send = do(request)
+        except redis.exceptions.RedisError as exc:
+            mapped = unavailable(exc)
+            if mapped is None:
+                raise
+            mapped.__cause__ = exc
+            throw = mapped
+        except DatabaseError as exc:
+            throw = exc
+
+
+def _sync_method(name: str):
+    op = getattr(StoreCore, name)
+
+    @functools.wraps(op)
+    def method(self, *args, **kwargs):
+        return drive(op(self, *args, **kwargs), self._do)
+
+    return method
+
+
+class SessionStore(StoreCore):
+    """Create, track and read sessions. Use `get_session_store()` for the shared instance."""
+
+    _session_maker = None  # the FIML seed passes this to SessionAnalytics; any value works
+
+    def __init__(self, client: redis.Redis | None = None):
+        self._client = client
+        self._bound_client: redis.Redis | None = None
+        self._bound_scripts: dict[str, Any] = {}
+
+    @property
+    def redis(self) -> redis.Redis:
+        from sessions_app.redis_client import get_redis
+
+        return self._client or get_redis()
+
+    def _scripts(self) -> dict[str, Any]:
+        """The Lua scripts registered on the current client (EVALSHA, loaded on first use)."""
+        client = self.redis
+        if client is not self._bound_client:
+            self._bound_scripts = {
+                name: client.register_script(source) for name, source in SCRIPTS.items()
+            }
+            self._bound_client = client
+        return self._bound_scripts
+
+    def _do(self, request):
+        if type(request) is Call:
+            return self._scripts()[request.script](keys=request.keys, args=request.args)
+        if type(request) is Policies:
+            return policies.all_effective_policies()
+        if type(request) is Db:
+            return getattr(archived, request.name)(*request.args)
+        if type(request) is Calls:
+            scripts = self._scripts()
+            pipe = self.redis.pipeline(transaction=False)
+            for call in request.calls:
+                scripts[call.script](keys=call.keys, args=call.args, client=pipe)
+            return pipe.execute()
+        if type(request) is Archive:
+            from sessions_app import archive as archiver
+
+            # On failure it stays due in Redis and cleanup_expired_sessions retries.
+            with contextlib.suppress(DatabaseError):
+                archiver.archive_session(request.session_id)
+            return None
+        raise TypeError(f"unknown store request {request!r}")
+
+    def _bind(self, session):
+        if session is not None:
+            session_id = session.id
+            session.state.history._more = lambda n: self.get_recent_queries(session_id, n)
+        return session
+
+    def initialize(self) -> None:
+        """Check both services answer (the seed's `initialize()`); StoreUnavailable if not."""
+        drive(iter_ping(), self._do)
+        policies.all_effective_policies()
+
+    def close(self) -> None:
+        """Nothing to release: the connection pool is shared by the process."""
+
+    # ---- archive (the work is in archive/) -----------------------------------------------
+
+    def archive_session(self, session_id: Any) -> bool:
+        """Move one session to Postgres now (ends it as expired if it is still active)."""
+        from sessions_app import archive as archiver
+        from sessions_app.validation import session_id as checked
+
+        return archiver.archive_session(checked(session_id))
+
+    def cleanup_expired_sessions(self, now: float | None = None) -> dict[str, int]:
+        """Archive every expired, idle or ended session; returns what it did."""
+        from sessions_app import archive as archiver
+
+        return archiver.archive_due_sessions(now=now)
+
+
+def iter_ping():
+    yield Call("counts", [])
+
+
+for _name in OPERATIONS:
+    setattr(SessionStore, _name, _sync_method(_name))
