@@ -221,17 +221,22 @@ def run_job(
     func: Callable[..., Any],
     *,
     lock_ttl_seconds: float = DEFAULT_LOCK_TTL_SECONDS,
+    lock: str | None = None,
     **kwargs: Any,
 ) -> JobRun:
     """Run `func(**kwargs)` under the job's lock and lease and record the run; returns its JobRun.
+
+    `lock` names the lock and lease when it is not the job's name: one per shard ("job@3"), so
+    N workers run the job on N shards in parallel while each shard has one run at a time.
 
     The JobRun outcome is `success` (counts = func's dict result), `failed` (error text) or
     `skipped` (another run held the lock). Errors are recorded, logged and not re-raised.
     """
     started = timezone.now()
     clock = time.perf_counter()
+    lock = lock or name
     try:
-        token = acquire_lock(name, lock_ttl_seconds)
+        token = acquire_lock(lock, lock_ttl_seconds)
     except Exception as exc:  # Redis down: no lock, so no run (it would risk overlap)
         logger.exception("job %s: could not take its lock", name)
         return _record(
@@ -259,18 +264,21 @@ def run_job(
     # overlap (a run that waited for the lock does not appear to start before the last ended).
     started = timezone.now()
     run = None
-    renewer = _LockRenewer(name, token, lock_ttl_seconds)
+    renewer = _LockRenewer(lock, token, lock_ttl_seconds)
     renewer.start()
-    lease = _lease.set((name, token))
+    lease = _lease.set((lock, token))
     try:
-        take_lease(name, token)
+        take_lease(lock, token)
         # Holding the lock, no other run of this job is alive: a `running` row is a run that
         # died (worker killed); say so instead of leaving it running forever.
-        JobRun.objects.filter(job=name, outcome=JobRun.Outcome.RUNNING).update(
-            outcome=JobRun.Outcome.FAILED,
-            finished_at=started,
-            error="the run stopped without finishing (its worker died)",
-        )
+        # (Per-shard runs share the job's name: only a single-lock job can say so.)
+        running = JobRun.objects.filter(job=name, outcome=JobRun.Outcome.RUNNING)
+        if lock == name:
+            running.update(
+                outcome=JobRun.Outcome.FAILED,
+                finished_at=started,
+                error="the run stopped without finishing (its worker died)",
+            )
         run = JobRun.objects.create(job=name, started_at=started)
         result = func(**kwargs)
         counts = result if isinstance(result, dict) else {"result": result}
@@ -290,15 +298,19 @@ def run_job(
         if run is not None:  # None only when a BaseException (e.g. shutdown) is on its way
             run.finished_at = timezone.now()
             run.duration_ms = (time.perf_counter() - clock) * 1000
-        if not release_lock(name, token):
+        if not release_lock(lock, token):
             logger.warning("job %s: its lock was no longer held at the end", name)
     return _record(run)
 
 
-def run_named_job(short_name: str, **kwargs: Any) -> dict:
-    """Run one of JOBS now under its lock; a summary of its JobRun."""
+def run_named_job(short_name: str, shard: int | None = None, **kwargs: Any) -> dict:
+    """Run one of JOBS now under its lock (the shard's own lock when `shard` is given, passed
+    on to the service); a summary of its JobRun."""
     job = JOBS[short_name]
-    run = run_job(job.name, job.load(), **kwargs)
+    if shard is not None:
+        kwargs["shard"] = shard
+    lock = f"{job.name}@{shard}" if shard is not None else None
+    run = run_job(job.name, job.load(), lock=lock, **kwargs)
     return {"job": run.job, "outcome": run.outcome, "counts": run.counts, "error": run.error}
 
 

@@ -123,11 +123,9 @@ def make_cluster_client(url: str):
     """A client for the Redis Cluster that `url` names one node of."""
     from redis.cluster import RedisCluster
 
-    options = client_options()
-    options.pop("retry")
-    # A cluster client must follow MOVED/ASK redirects (a resharding, a failover): that is
-    # routing, not resending a write that may have been applied.
-    return RedisCluster.from_url(url, cluster_error_retry_attempts=1, **options)
+    # MOVED/ASK redirects (resharding, failover) are followed whatever `retry` says: that is
+    # routing. Connection errors and timeouts are not retried, as for a single server.
+    return RedisCluster.from_url(url, **client_options())
 
 
 def build_client():

@@ -53,6 +53,22 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too, both below 65536."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 55000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 @dataclass
 class Server:
     port: int
@@ -81,9 +97,11 @@ class Server:
                 self.proc.wait(10)
 
 
-def start_server(directory: Path, name: str, lines: list[str], sentinel: bool = False) -> Server:
+def start_server(
+    directory: Path, name: str, lines: list[str], sentinel: bool = False, port: int | None = None
+) -> Server:
     """redis-server with a config file of `lines` (plus port, dir, no persistence)."""
-    port = free_port()
+    port = port or free_port()
     work = directory / name
     work.mkdir(parents=True, exist_ok=True)
     conf = work / "redis.conf"
@@ -202,6 +220,7 @@ def start_cluster(directory: Path, masters: int = 3) -> Cluster:
                         "cluster-config-file nodes.conf",
                         "cluster-node-timeout 5000",
                     ],
+                    port=cluster_port(),
                 )
             )
         nodes = [f"127.0.0.1:{s.port}" for s in cluster.servers]

@@ -95,3 +95,29 @@ def test_runs_that_could_not_be_recorded_survive_a_restart():
     runs = list(JobRun.objects.filter(job="demo").order_by("started_at"))
     assert [run.outcome for run in runs] == ["failed", "success"]
     assert runs[0].error and runs[0].finished_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_lock_per_shard_lets_shards_run_in_parallel_but_each_once():
+    inside = threading.Barrier(2, timeout=10)
+
+    def archive_shard():
+        inside.wait()  # both shards' runs are inside their locks at the same time
+        return {"ok": 1}
+
+    results = {}
+
+    def run(shard):
+        results[shard] = jobs.run_job("demo", archive_shard, lock=f"demo@{shard}").outcome
+        connection.close()
+
+    threads = [threading.Thread(target=run, args=(shard,)) for shard in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert results == {0: "success", 1: "success"}
+    token = jobs.acquire_lock("demo@0")
+    assert jobs.run_job("demo", lambda: {}, lock="demo@0").outcome == JobRun.Outcome.SKIPPED
+    assert jobs.run_job("demo", lambda: {}, lock="demo@1").outcome == JobRun.Outcome.SUCCESS
+    jobs.release_lock("demo@0", token)
