@@ -32,9 +32,10 @@ def self_check(worker_started: float) -> dict | None:
     """Run the cleanup job when beat has been silent longer than the cleanup interval (and no
     other worker claimed this interval); its summary, or None when nothing was needed."""
     from sessions_app.jobs import run_named_job
-    from sessions_app.policies import get_effective_policy
+    from sessions_app.policies import all_effective_policies
 
-    interval = get_effective_policy("equity").cleanup_interval_minutes * 60
+    # The cleanup interval is a global setting: every type's effective policy carries it.
+    interval = next(iter(all_effective_policies().values())).cleanup_interval_minutes * 60
     client = get_redis()
     last_tick = client.get(key(BEAT_HEARTBEAT_KEY))
     silent_since = float(last_tick) if last_tick else worker_started
