@@ -37,12 +37,16 @@ def redis_cluster(tmp_path_factory):
 @pytest.fixture
 def on_cluster(redis_cluster, settings):
     """Point this process's Redis client at the cluster (through its last node)."""
+    saved = settings.REDIS_URL
     settings.REDIS_CLUSTER = True
     settings.REDIS_URL = f"redis://127.0.0.1:{redis_cluster.servers[-1].port}/0"
     get_redis.cache_clear()
     try:
         yield redis_cluster
     finally:
+        # Back to the normal Redis before anything (the key cleanup) builds a client again.
+        settings.REDIS_CLUSTER = False
+        settings.REDIS_URL = saved
         get_redis.cache_clear()
 
 
