@@ -28,6 +28,9 @@ def redis_prefix(settings):
     # in the per-process cache.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     clear_policy_cache()
+    from sessions_app import health
+
+    health._cached = None  # a health answer cached by an earlier test is not this test's
     yield prefix
     clear_policy_cache()
     try:

@@ -259,7 +259,7 @@ def test_run_job_command_fails_loudly_when_the_job_fails(monkeypatch):
     def broken(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(tasks.JOBS, "cleanup", (jobs.CLEANUP, broken))
+    monkeypatch.setattr(archive, "archive_due_sessions", broken)
     with pytest.raises(CommandError, match="RuntimeError: boom"):
         call_command("run_job", "cleanup")
 

@@ -4,8 +4,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from sessions_app.jobs import JOBS, run_named_job
 from sessions_app.models import JobRun
-from sessions_app.tasks import JOBS, run_named_job
 
 
 class Command(BaseCommand):
