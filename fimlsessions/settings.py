@@ -177,6 +177,12 @@ REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "mymaster")
 REDIS_CLUSTER = env_bool("REDIS_CLUSTER", False)
 if REDIS_SENTINELS and REDIS_CLUSTER:
     raise ImproperlyConfigured("REDIS_SENTINELS and REDIS_CLUSTER=true exclude each other")
+# Live sessions are spread over this many shards (one hash tag each, so a Cluster spreads them
+# over its masters; one archiver lock per shard). 1 for a single Redis. Changing it moves
+# sessions between shards: change it only with no live sessions.
+REDIS_SHARDS = env_int("REDIS_SHARDS", 1, minimum=1)
+if REDIS_SHARDS > 1024:
+    raise ImproperlyConfigured("REDIS_SHARDS: must be at most 1024 (every list asks each shard)")
 REDIS_URL = env_str("REDIS_URL") or (
     "redis://127.0.0.1/0" if REDIS_SENTINELS else _service_url("REDIS_URL", "Redis")
 )

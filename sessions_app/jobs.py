@@ -22,6 +22,7 @@ import contextvars
 import importlib
 import json
 import logging
+import secrets
 import threading
 import time
 from collections import deque
@@ -38,6 +39,7 @@ from redis.lock import Lock
 
 from sessions_app.models import JobRun
 from sessions_app.redis_client import get_redis, key
+from sessions_app.store import keys as store_keys
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ class Job:
     # "policy" (every cleanup_interval_minutes of the global policy) or "minute hour" (UTC cron)
     schedule: str
     time_limit: int  # seconds: Celery's hard limit; the soft limit is a minute less
+    # Runs per shard of the live store (its service takes `shard=`), one lock per shard.
+    sharded: bool = False
 
     @property
     def task_function(self) -> str:
@@ -82,6 +86,7 @@ JOBS: dict[str, Job] = {
             service="sessions_app.archive:archive_due_sessions",
             schedule="policy",
             time_limit=30 * 60,
+            sharded=True,
         ),
         Job(
             short="retention",
@@ -307,11 +312,39 @@ def run_named_job(short_name: str, shard: int | None = None, **kwargs: Any) -> d
     """Run one of JOBS now under its lock (the shard's own lock when `shard` is given, passed
     on to the service); a summary of its JobRun."""
     job = JOBS[short_name]
+    if shard is None and job.sharded and store_keys.shard_count() > 1:
+        return _run_every_shard(job, **kwargs)
     if shard is not None:
         kwargs["shard"] = shard
     lock = f"{job.name}@{shard}" if shard is not None else None
     run = run_job(job.name, job.load(), lock=lock, **kwargs)
     return {"job": run.job, "outcome": run.outcome, "counts": run.counts, "error": run.error}
+
+
+def _run_every_shard(job: Job, **kwargs: Any) -> dict:
+    """Run a sharded job on each shard in turn under that shard's lock, from a random shard
+    on, so workers started together spread over the shards (a shard another worker holds is
+    skipped: it is being done). Counts are summed; the outcome is the worst shard's."""
+    count = store_keys.shard_count()
+    start = secrets.randbelow(count)
+    totals: dict[str, Any] = {}
+    outcomes, errors = {}, []
+    for shard in [(start + step) % count for step in range(count)]:
+        run = run_job(job.name, job.load(), lock=f"{job.name}@{shard}", shard=shard, **kwargs)
+        outcomes[shard] = run.outcome
+        if run.outcome == JobRun.Outcome.SUCCESS:
+            for name, value in (run.counts or {}).items():
+                if isinstance(value, int | float):
+                    totals[name] = totals.get(name, 0) + value
+        elif run.error:
+            errors.append(f"shard {shard}: {run.error}")
+    ran = [o for o in outcomes.values() if o != JobRun.Outcome.SKIPPED]
+    if errors or JobRun.Outcome.FAILED in ran:
+        outcome = JobRun.Outcome.FAILED
+    else:
+        outcome = JobRun.Outcome.SUCCESS if ran else JobRun.Outcome.SKIPPED
+    totals["shards"] = {str(shard): str(o) for shard, o in sorted(outcomes.items())}
+    return {"job": job.name, "outcome": outcome, "counts": totals, "error": "; ".join(errors)}
 
 
 # ---- JobRun rows that could not be saved ----------------------------------------------------

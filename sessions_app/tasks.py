@@ -8,6 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from sessions_app import jobs
+from sessions_app.store import keys as store_keys
 
 
 def recompute_recent_metrics(days: int = 2) -> dict:
@@ -29,6 +30,11 @@ run_named_job = jobs.run_named_job
 
 def _task(job: jobs.Job):
     def run(**kwargs: Any) -> dict:
+        if job.sharded and "shard" not in kwargs and store_keys.shard_count() > 1:
+            # One task per shard: the workers take them in parallel, one lock per shard.
+            for shard in store_keys.shards():
+                TASKS[job.short].delay(shard=shard, **kwargs)
+            return {"queued_shards": store_keys.shard_count()}
         return jobs.run_named_job(job.short, **kwargs)
 
     run.__name__ = run.__qualname__ = job.task_function

@@ -22,8 +22,9 @@ from sessions_app.exceptions import (
 )
 from sessions_app.models import RetentionPolicy, Session
 from sessions_app.policies import clear_policy_cache
-from sessions_app.redis_client import get_redis, key, make_redis_client
+from sessions_app.redis_client import get_redis, make_redis_client
 from sessions_app.store import QueryRecord, SessionStore, SessionType
+from sessions_app.store import keys as skeys
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +52,7 @@ def test_redis_safety_net_expiry_is_well_past_session_expiry(store, settings):
     client = get_redis()
     grace = settings.SESSION_REDIS_GRACE_HOURS * 3600
     for suffix in ("", ":ev"):
-        ttl = client.ttl(key("s", str(session.id)) + suffix)
+        ttl = client.ttl(skeys.meta(str(session.id)) + suffix)
         assert 3600 + grace - 5 <= ttl <= 3600 + grace
 
 
@@ -249,7 +250,7 @@ def test_writes_after_end_are_rejected(store):
     ended = store.get_session(session.id)
     assert ended.status == "failed" and ended.ended_at is not None
     # An ended session waits in the due index for the archiver, and leaves the live list.
-    assert get_redis().zscore(key("idx", "due"), str(session.id)) == 0
+    assert get_redis().zscore(skeys.due(skeys.shard_of(str(session.id))), str(session.id)) == 0
     assert session.id not in [s.id for s in store.list_live_sessions()]
 
 
@@ -268,9 +269,9 @@ def test_extend_is_capped_by_max_ttl(store):
     assert new_expiry - session.expires_at == pytest.approx(
         timedelta(hours=24), abs=timedelta(seconds=1)
     )
-    assert get_redis().zscore(key("idx", "due"), str(session.id)) == pytest.approx(
-        new_expiry.timestamp(), abs=0.01
-    )
+    assert get_redis().zscore(
+        skeys.due(skeys.shard_of(str(session.id))), str(session.id)
+    ) == pytest.approx(new_expiry.timestamp(), abs=0.01)
     with pytest.raises(InvalidTTL) as excinfo:
         store.extend_session(session.id, hours=200)
     assert excinfo.value.field == "hours" and "168" in excinfo.value.reason
@@ -369,7 +370,10 @@ def test_delete_removes_live_session_and_indexes(store, redis_prefix):
     assert store.get_session(session.id) is None
     remaining = _prefix_keys(redis_prefix)
     assert all(str(session.id) not in k for k in remaining)
-    assert get_redis().zscore(key("idx", "user", "del"), str(session.id)) is None
+    assert (
+        get_redis().zscore(skeys.user(skeys.shard_of(str(session.id)), "del"), str(session.id))
+        is None
+    )
     assert store.delete_session(session.id) is False
 
 

@@ -7,13 +7,15 @@ import functools
 from typing import Any
 
 import redis
+from django.conf import settings
 from django.db import DatabaseError
 
 from sessions_app import policies
+from sessions_app.redis_client import execute_durably
 from sessions_app.store import archived
 from sessions_app.store.core import Archive, Call, Calls, Db, Policies, StoreCore
 from sessions_app.store.errors import unavailable
-from sessions_app.store.scripts import SCRIPTS
+from sessions_app.store.scripts import SCRIPTS, WRITES
 
 # The public operations, each a generator in StoreCore run by both front-ends.
 OPERATIONS = (
@@ -106,17 +108,35 @@ class SessionStore(StoreCore):
 
     def _do(self, request):
         if type(request) is Call:
-            return self._scripts()[request.script](keys=request.keys, args=request.args)
+            script = self._scripts()[request.script]
+            if request.script in WRITES and settings.REDIS_WAIT_REPLICAS > 0:
+                # Acknowledged only once enough replicas have it (else StoreUnavailable).
+                pipe = self.redis.pipeline(transaction=False)
+                script(keys=request.keys, args=request.args, client=pipe)
+                return execute_durably(pipe)[0]
+            return script(keys=request.keys, args=request.args)
         if type(request) is Policies:
             return policies.all_effective_policies()
         if type(request) is Db:
             return getattr(archived, request.name)(*request.args)
-        if type(request) is Calls:
+        if type(request) is Calls:  # reads only: fan-outs over shards
             scripts = self._scripts()
-            pipe = self.redis.pipeline(transaction=False)
-            for call in request.calls:
-                scripts[call.script](keys=call.keys, args=call.args, client=pipe)
-            return pipe.execute()
+            if len(request.calls) == 1:
+                call = request.calls[0]
+                return [scripts[call.script](keys=call.keys, args=call.args)]
+            for attempt in (1, 2):
+                pipe = self.redis.pipeline(transaction=False)
+                for call in request.calls:
+                    scripts[call.script](keys=call.keys, args=call.args, client=pipe)
+                try:
+                    return pipe.execute()
+                except redis.exceptions.NoScriptError:
+                    if attempt == 2:
+                        raise
+                    # A Cluster pipeline does not load scripts first (a plain one does): load
+                    # them on every master, then read again.
+                    for name in {call.script for call in request.calls}:
+                        self.redis.script_load(SCRIPTS[name])
         if type(request) is Archive:
             from sessions_app import archive as archiver
 

@@ -22,6 +22,7 @@ from sessions_app.exceptions import StoreUnavailable
 from sessions_app.models import Session, SessionEvent
 from sessions_app.redis_client import get_redis, key
 from sessions_app.store import QueryRecord, get_session_store
+from sessions_app.store import keys as skeys
 from tests.factories import archived_session
 
 from .conftest import PYTHON, wait_for
@@ -82,7 +83,7 @@ class Writer(threading.Thread):
 
 
 def redis_session_keys(client: redis.Redis) -> list[str]:
-    return list(client.scan_iter(match=key("s", "*"), count=1000))
+    return list(client.scan_iter(match=key("*", "s", "*"), count=1000))
 
 
 def assert_archived_exactly(expected: dict[str, int]) -> None:
@@ -383,7 +384,7 @@ def test_worker_killed_mid_archive_batch_next_run_completes_each_session_once(
     archived_first = {session_id for batch in batches for session_id in batch}
     assert own_postgres.scalar("SELECT count(*) FROM sessions_app_session") == 75
     client = get_redis()
-    assert all(client.exists(key("s", session_id)) for session_id in in_both)
+    assert all(client.exists(skeys.meta(session_id)) for session_id in in_both)
     first_archived_at = dict(
         own_postgres.query(
             "SELECT id::text, archived_at FROM sessions_app_session WHERE id = ANY(%s::text[])",
