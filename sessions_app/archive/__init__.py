@@ -27,7 +27,6 @@ from functools import lru_cache
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
-from redis.exceptions import NoScriptError
 
 from sessions_app import validation
 from sessions_app.archive import scripts, sql
@@ -41,6 +40,7 @@ from sessions_app.models import SessionType
 from sessions_app.policies import all_effective_policies
 from sessions_app.redis_client import get_redis
 from sessions_app.store import keys as store_keys
+from sessions_app.store.sync import run_reads
 
 __all__ = [
     "CLAIM_LEASE_SECONDS",
@@ -111,16 +111,20 @@ def _snapshot(client, session_ids: list[str]) -> list[tuple[str, list, list, lis
     for session_id in session_ids:
         by_shard[store_keys.shard_of(session_id)].append(session_id)
     session_ids = [session_id for group in by_shard.values() for session_id in group]
-    pipe = client.pipeline(transaction=False)
-    for group in by_shard.values():
-        for start in range(0, len(group), SNAPSHOT_CHUNK):
-            chunk_keys = [
+    calls = [
+        (
+            script,
+            [
                 name
                 for session_id in group[start : start + SNAPSHOT_CHUNK]
                 for name in store_keys.session_keys(session_id)[:4]
-            ]
-            script(keys=chunk_keys, args=[], client=pipe)
-    replies = [entry for chunk in _execute_scripts(client, pipe) for entry in chunk]
+            ],
+            [],
+        )
+        for group in by_shard.values()
+        for start in range(0, len(group), SNAPSHOT_CHUNK)
+    ]
+    replies = [entry for chunk in run_reads(client, calls) for entry in chunk]
     return [
         (session_id, meta, events, ctx, ir)
         for session_id, (meta, events, ctx, ir) in zip(session_ids, replies, strict=True)
@@ -166,17 +170,6 @@ def _write(snapshots: list, archived_at: datetime, clean=None) -> None:
                     )
         raw.execute(sql.UPSERT_SESSIONS, [archived_at])
         raw.execute(sql.INSERT_EVENTS)
-
-
-def _execute_scripts(client, pipe) -> list:
-    """pipe.execute(); a Cluster pipeline does not load its scripts first (a plain one does):
-    on NOSCRIPT they are loaded on every master and the (read-only) pipeline sent again."""
-    try:
-        return pipe.execute()
-    except NoScriptError:
-        for script in _scripts(client).values():
-            client.script_load(script.script)
-        return pipe.execute()
 
 
 def _forget(client, snapshots: list) -> None:

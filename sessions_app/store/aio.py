@@ -79,7 +79,7 @@ async def adrive(gen, do):
         send = throw = None
         try:
             send = await do(request)
-        except redis.exceptions.RedisError as exc:
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
             mapped = unavailable(exc)
             if mapped is None:
                 raise
@@ -147,21 +147,21 @@ class AsyncSessionStore(StoreCore):
             return await getattr(archived, "a" + request.name)(*request.args)
         if type(request) is Calls:
             client, scripts = self._state()
-            if len(request.calls) == 1:
-                call = request.calls[0]
-                return [await scripts[call.script](keys=call.keys, args=call.args)]
-            for attempt in (1, 2):
-                pipe = client.pipeline(transaction=False)
-                for call in request.calls:
-                    await scripts[call.script](keys=call.keys, args=call.args, client=pipe)
-                try:
-                    return await pipe.execute()
-                except redis.exceptions.NoScriptError:
-                    if attempt == 2:
-                        raise
-                    # A Cluster pipeline does not load scripts first: load them, read again.
-                    for name in {call.script for call in request.calls}:
-                        await client.script_load(SCRIPTS[name])
+            if len(request.calls) == 1 or not isinstance(client, aredis.Redis):
+                # One call, or a Cluster (its pipeline refuses EVALSHA): the calls run
+                # concurrently, each routed to its shard's master.
+                return list(
+                    await asyncio.gather(
+                        *[
+                            scripts[call.script](keys=call.keys, args=call.args)
+                            for call in request.calls
+                        ]
+                    )
+                )
+            pipe = client.pipeline(transaction=False)
+            for call in request.calls:
+                await scripts[call.script](keys=call.keys, args=call.args, client=pipe)
+            return await pipe.execute()
         if type(request) is Archive:
             from sessions_app import archive as archiver
 

@@ -229,6 +229,19 @@ class StoreCore:
             raise StateTooLarge(session_id, int(result[1]))
         return result
 
+    def _check_caps(self, user_id: str, user_cap: int, total_cap: int) -> Op:
+        """SessionLimitExceeded when the live sessions of this user, or in all, are at their
+        cap, counted over every shard."""
+        replies = yield Calls(
+            [Call("counts", [keys.activity(s), keys.user(s, user_id)]) for s in keys.shards()]
+        )
+        total = sum(int(reply[0]) for reply in replies)
+        mine = sum(int(reply[1]) for reply in replies)
+        if user_cap and mine >= user_cap:
+            raise SessionLimitExceeded("user", user_cap)
+        if total_cap and total >= total_cap:
+            raise SessionLimitExceeded("total", total_cap)
+
     def _summaries(self, session_ids: list[str]) -> Op:
         """{id: SessionSummary} of those ids still live: one ROWS call per shard, pipelined."""
         groups = _by_shard(session_ids)
@@ -373,6 +386,18 @@ class StoreCore:
             expires_at=f"{expires_at:.6f}",
             redis_expire_ms=redis_expire_ms,
         )
+        user_cap = int(getattr(policy, "max_live_sessions_per_user", 0) or 0)
+        user_cap = user_cap if fields["user_id"] else 0
+        total_cap = int(getattr(policy, "max_live_sessions", 0) or 0)
+        if (user_cap or total_cap) and keys.shard_count() > 1:
+            # The caps count over every shard: checked here, before the create (so two
+            # creates racing at the cap may both pass); one shard checks inside the script.
+            earlier = None
+            if idempotency_key is not None:  # a retry of a create that won is not refused
+                earlier = yield Call("idem_get", [idem_key])
+            if earlier is None:
+                yield from self._check_caps(fields["user_id"], user_cap, total_cap)
+            user_cap = total_cap = 0
         meta, events, context, results, event_ids = keys.session_keys(session_id)
         if two_step:
             hash_fields["idem_key"] = idem_key
@@ -395,7 +420,9 @@ class StoreCore:
                 keys.activity(shard),
                 keys.user(shard, fields["user_id"]),
                 keys.session_type(shard, session_type),
-                keys.placeholder(session_id) if two_step else idem_key,
+                idem_key
+                if idempotency_key is not None and not two_step
+                else keys.placeholder(session_id),
                 events,
                 context,
                 results,
@@ -409,10 +436,8 @@ class StoreCore:
                 "1" if idempotency_key and not two_step else "0",
                 IDEMPOTENCY_TTL_SECONDS,
                 body_hash,
-                int(getattr(policy, "max_live_sessions_per_user", 0) or 0)
-                if fields["user_id"]
-                else 0,
-                int(getattr(policy, "max_live_sessions", 0) or 0),
+                user_cap,
+                total_cap,
                 *[item for pair in hash_fields.items() for item in pair],
             ],
         )

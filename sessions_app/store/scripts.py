@@ -526,7 +526,13 @@ if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then return redis.call
 return 0
 """
 
+# KEYS: idempotency key. Its value, or nil (read only).
+IDEM_GET = """
+return redis.call('GET', KEYS[1])
+"""
+
 SCRIPTS = {
+    "idem_get": IDEM_GET,
     "idem_claim": IDEM_CLAIM,
     "idem_release": IDEM_RELEASE,
     "index_page": INDEX_PAGE,
