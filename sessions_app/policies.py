@@ -177,9 +177,20 @@ def _bump_version() -> None:
         logger.warning("policy change not announced in Redis: %s", exc)
 
 
+def _changes_nothing(instance: RetentionPolicy, created: bool) -> bool:
+    """A global row just created from the settings' defaults (ensure_global_policy): every
+    process without the row already uses exactly those values."""
+    if not created or not instance.is_global:
+        return False
+    defaults = RetentionPolicy.global_defaults_from_settings()
+    return all(getattr(instance, name) == value for name, value in defaults.items())
+
+
 @receiver([post_save, post_delete], sender=RetentionPolicy)
-def _policy_changed(**kwargs):
+def _policy_changed(instance: RetentionPolicy, created: bool = False, **kwargs):
     clear_policy_cache()
+    if _changes_nothing(instance, created):
+        return
     # After the commit, so no process can reload the old rows under the new version.
     transaction.on_commit(_bump_version)
 
