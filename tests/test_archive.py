@@ -31,7 +31,8 @@ def fresh_policies():
 
 
 def live_keys(prefix):
-    return sorted(get_redis().scan_iter(match=f"{prefix}:*"))
+    """The live store's keys (sessions and indexes: every one carries a shard tag)."""
+    return sorted(get_redis().scan_iter(match=f"{prefix}:{{*}}:*"))
 
 
 def session_data(prefix):

@@ -6,13 +6,11 @@ whole cluster, and the parts of the app outside the store that keep state in Red
 and parked runs, the policy version, the API-key cache, the rate limits, health heartbeats)
 work on it: each of them uses single-key operations only.
 
-FS_TEST_STORE_ON_CLUSTER=1 runs this module's store checks too (the store's hash-tagged,
-per-shard layout is the store's work; see the report in the merge request).
+The store on a cluster (its hash-tagged, per-shard layout): test_store_cluster.py.
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -86,10 +84,6 @@ def test_jobs_policies_keys_limits_and_health_work_on_the_cluster(on_cluster, se
     assert time.time() > 0
 
 
-@pytest.mark.skipif(
-    not os.environ.get("FS_TEST_STORE_ON_CLUSTER"),
-    reason="the store's per-shard key layout is not merged yet (FS_TEST_STORE_ON_CLUSTER=1)",
-)
 def test_store_lifecycle_on_the_cluster(on_cluster):
     from sessions_app.store import get_session_store
 
