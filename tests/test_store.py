@@ -430,3 +430,36 @@ def test_values_postgres_cannot_store_or_redis_cannot_count_are_rejected(store):
         store.record_tool_call(session.id, tool_name="t", cost=1e20)
     assert excinfo.value.field == "cost"
     assert store.get_session(session.id).event_count == 0
+
+
+def test_a_write_no_replica_confirmed_is_store_unavailable(store, settings):
+    """REDIS_WAIT_REPLICAS: a write is acknowledged only once that many replicas have it; this
+    Redis has none, so the caller gets StoreUnavailable (503), never a success."""
+    session = store.create_session(assets=["SPY"])
+    settings.REDIS_WAIT_REPLICAS, settings.REDIS_WAIT_TIMEOUT_MS = 1, 20
+    with pytest.raises(StoreUnavailable, match="replica"):
+        store.add_query(session.id, QueryRecord(query_type="price"))
+    with pytest.raises(StoreUnavailable, match="replica"):
+        store.create_session(assets=["SPY"])
+    assert store.get_session(session.id).status == "active"  # reads do not wait
+    settings.REDIS_WAIT_REPLICAS = 0
+    assert store.add_query(session.id, QueryRecord(query_type="price")) is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_async_store_waits_for_replicas_too(settings):
+    from asgiref.sync import async_to_sync
+
+    from sessions_app.store.aio import AsyncSessionStore
+
+    settings.REDIS_WAIT_REPLICAS, settings.REDIS_WAIT_TIMEOUT_MS = 1, 20
+
+    async def create():
+        store = AsyncSessionStore()
+        try:
+            await store.create_session(assets=["SPY"])
+        finally:
+            await store.close()
+
+    with pytest.raises(StoreUnavailable, match="replica"):
+        async_to_sync(create)()

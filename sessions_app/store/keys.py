@@ -27,7 +27,6 @@ Ids may contain ':', so a session's own keys could collide with another's sub-ke
 from __future__ import annotations
 
 import hashlib
-import uuid
 import zlib
 
 from django.conf import settings
@@ -56,10 +55,12 @@ def shard_of(session_id: str) -> int:
 
 
 def new_id_in(shard: int) -> str:
-    """A fresh session id (a UUID) whose shard is `shard`: an idempotent create keeps its
-    idempotency key and the session in one slot (expected REDIS_SHARDS draws)."""
+    """A fresh session id (UUIDv7, as new_session_id) whose shard is `shard`: an idempotent
+    create keeps its idempotency key and the session in one slot (expected REDIS_SHARDS draws)."""
+    from sessions_app.domain import new_session_id
+
     while True:
-        candidate = str(uuid.uuid4())
+        candidate = new_session_id()
         if shard_of(candidate) == shard:
             return candidate
 
