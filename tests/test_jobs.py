@@ -139,7 +139,7 @@ def test_two_cleanup_jobs_started_together_process_each_session_once(redis_prefi
     assert Session.objects.count() == 40
     assert SessionEvent.objects.count() == 40
     assert set(Session.objects.values_list("id", flat=True)) == {s.id for s in sessions}
-    assert list(get_redis().scan_iter(match=f"{redis_prefix}:s:*")) == []
+    assert list(get_redis().scan_iter(match=f"{redis_prefix}:*:s:*")) == []
 
 
 @pytest.mark.django_db(transaction=True)
@@ -149,7 +149,7 @@ def test_two_archivers_without_the_lock_still_split_the_work(redis_prefix):
     assert sum(result["archived"] for result in results) == 120
     assert Session.objects.count() == 120
     assert SessionEvent.objects.count() == 240
-    assert list(get_redis().scan_iter(match=f"{redis_prefix}:s:*")) == []
+    assert list(get_redis().scan_iter(match=f"{redis_prefix}:*:s:*")) == []
 
 
 # ---- Celery tasks ------------------------------------------------------------------------

@@ -297,7 +297,7 @@ def test_postgres_stopped_live_writes_work_archive_fails_then_catches_up_exactly
                 30,
                 f"failed cleanup run {attempt}",
             )
-        live = [k for k in client.scan_iter(match=f"{redis_prefix}:s:*") if k.count(":") == 2]
+        live = [k for k in client.scan_iter(match=f"{redis_prefix}:*:s:*") if k.count(":") == 3]
         assert sorted(k.rsplit(":", 1)[1] for k in live) == sorted(everything)
 
         own_postgres.start()
@@ -331,7 +331,7 @@ def test_postgres_stopped_live_writes_work_archive_fails_then_catches_up_exactly
         assert all(row[1] == row[2] == row[4] + 1 and row[3] == 0 for row in rows)
         statuses = dict(own_postgres.query("SELECT id::text, status FROM sessions_app_session"))
         assert sum(status == "completed" for status in statuses.values()) == 5
-        assert list(client.scan_iter(match=f"{redis_prefix}:s:*")) == []
+        assert list(client.scan_iter(match=f"{redis_prefix}:*:s:*")) == []
         with capsys.disabled():
             print(
                 f"\n[postgres stop] 10 sessions written while Postgres was down; "
