@@ -2,6 +2,7 @@
 
 import time
 import uuid
+from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 
@@ -208,7 +209,10 @@ def test_writes_after_the_archiver_froze_a_session_are_rejected(store):
     assert store.get_session(session.id).query_count == session.query_count
 
 
-def test_crash_between_commit_and_redis_delete_then_rerun(store, redis_prefix, monkeypatch):
+def test_crash_between_commit_and_redis_delete_then_rerun(
+    store, redis_prefix, monkeypatch, settings
+):
+    settings.REDIS_SHARDS = 1  # one batch holds them all (a run goes shard by shard)
     sessions = [busy_session(store, ttl_hours=0.01) for _ in range(4)]
     store.end_session(sessions[0].id, "completed", archive=False)
 
@@ -254,10 +258,14 @@ def test_crash_recovery_through_internal_steps(store, redis_prefix):
 
 
 def test_batches_and_counts(store, redis_prefix):
-    for _ in range(5):
-        store.create_session(assets=["AAPL"], ttl_hours=0.01, user_id="batcher")
+    made = [
+        store.create_session(assets=["AAPL"], ttl_hours=0.01, user_id="batcher") for _ in range(5)
+    ]
+    per_shard = Counter(skeys.shard_of(str(s.id)) for s in made)
     counts = archive.archive_due_sessions(now=time.time() + HOUR, batch_size=2)
-    assert counts["archived"] == 5 and counts["batches"] == 3
+    # Batches of 2 within each shard: 3 with one shard.
+    assert counts["archived"] == 5
+    assert counts["batches"] == sum((n + 1) // 2 for n in per_shard.values())
     assert live_keys(redis_prefix) == []
 
 
@@ -313,7 +321,10 @@ def test_one_bad_session_does_not_block_the_batch(store, redis_prefix):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_postgres_down_leaves_redis_untouched_and_a_later_run_retries(store, redis_prefix):
+def test_postgres_down_leaves_redis_untouched_and_a_later_run_retries(
+    store, redis_prefix, settings
+):
+    settings.REDIS_SHARDS = 1  # one batch holds them all (a run goes shard by shard)
     sessions = [busy_session(store, ttl_hours=0.01) for _ in range(2)]
     before = session_data(redis_prefix)
     connection.close()
