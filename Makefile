@@ -3,6 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3.11
 export PATH := $(abspath $(VENV))/bin:$(PATH)
+# One-machine development: settings may generate a SECRET_KEY (kept in .data/) when none is set.
+export FIML_DEV ?= true
 # Wraps a command: starts embedded Postgres/Redis when DATABASE_URL/REDIS_URL are unset.
 WITH_SERVICES := $(PY) -m fimlsessions.embedded exec --
 # Reads .env (if any) once, before the wrapper, so bootstrap, web, worker and beat all see it.

@@ -74,3 +74,44 @@ def env_rate(name: str, default: str) -> tuple[int, int]:
     if attempts < 1 or seconds < 1:
         raise ImproperlyConfigured(f"{name}={raw!r}: attempts and window must be at least 1")
     return attempts, seconds
+
+
+def env_networks(name: str, default: list[str]) -> list[str]:
+    """Return a comma-separated list of IP addresses or CIDR networks, each checked."""
+    import ipaddress
+
+    values = env_list(name, default)
+    for value in values:
+        try:
+            ipaddress.ip_network(value)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {value!r} is not an IP address or network "
+                "(like 10.0.0.0/8, host bits zero)"
+            ) from None
+    return values
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    """Return the variable as a number, at least `minimum` when given."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+    if value != value or (minimum is not None and value < minimum):
+        raise ImproperlyConfigured(f"{name}={raw!r} must be a number of at least {minimum}")
+    return value
+
+
+def env_hostports(name: str) -> list[tuple[str, int]]:
+    """Return "host:port,host:port" as [(host, port)], each port checked."""
+    result = []
+    for item in env_list(name, []):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not host:port")
+        result.append((host.strip("[]"), int(port)))
+    return result

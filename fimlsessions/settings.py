@@ -1,22 +1,47 @@
 """Django settings for FIML Sessions, read from the environment (see .env.example)."""
 
+import os
 import secrets
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from fimlsessions.env import env_bool, env_int, env_list, env_rate, env_str
+from fimlsessions.env import (
+    env_bool,
+    env_float,
+    env_hostports,
+    env_int,
+    env_list,
+    env_networks,
+    env_rate,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("FIML_DATA_DIR") or BASE_DIR / ".data")
 
 
+def _dev_machine() -> bool:
+    """DEBUG, `make run`/`make test` (FIML_DEV) or a pytest run: one host, so a key kept in
+    .data/ is enough."""
+    return env_bool("DEBUG", False) or env_bool("FIML_DEV", False) or "PYTEST_VERSION" in os.environ
+
+
 def _secret_key() -> str:
-    """SECRET_KEY from the environment, else one generated once and kept in .data/."""
+    """SECRET_KEY from the environment; on a dev machine, one generated once and kept in .data/.
+
+    In production every web process must sign with the same key (a login made on one host is
+    checked on another), so a per-host generated key would log users out at random.
+    """
     key = env_str("SECRET_KEY")
     if key:
         return key
+    if not _dev_machine():
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. With DEBUG off it is required, and every web host must "
+            "share it (generate one: python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+        )
     path = DATA_DIR / "secret_key"
     if not path.exists():
         DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -55,8 +80,16 @@ SECURE_SSL_REDIRECT = HTTPS
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if HTTPS else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 SECURE_HSTS_PRELOAD = HTTPS
-if env_bool("BEHIND_PROXY", False):
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Reverse proxies (addresses or CIDRs) whose X-Forwarded-For/-Proto are believed. The web server
+# (uvicorn, through gunicorn.conf.py) rewrites the client address and scheme from those headers
+# for these peers only, so Django reads REMOTE_ADDR and the scheme as given, and a forged header
+# from anyone else changes nothing (not the rate limits' client, not the HTTPS redirect).
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES", [])
+if env_str("BEHIND_PROXY") is not None:
+    raise ImproperlyConfigured(
+        "BEHIND_PROXY is replaced by TRUSTED_PROXIES: list your proxies' addresses or networks "
+        "(e.g. TRUSTED_PROXIES=10.0.0.0/8) and unset BEHIND_PROXY."
+    )
 SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
@@ -123,13 +156,49 @@ DATABASES = {
 }
 # JIT compiling the dashboard's one-off aggregates takes longer than running them (~0.5 s).
 DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c jit=off"
+# A streaming replica of DATABASE_URL for the read-only selectors (analytics, history, exports,
+# user pages); see sessions_app/replica.py. Unset: everything reads the primary.
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL")
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = dj_database_url.parse(
+        DATABASE_REPLICA_URL,
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 60, minimum=0),
+        conn_health_checks=True,
+    )
+    DATABASES["replica"]["OPTIONS"] = dict(DATABASES["default"]["OPTIONS"])
+    # Tests run on one database: the replica alias mirrors it.
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["sessions_app.replica.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = _service_url("REDIS_URL", "Redis")
+# Sentinel: the sentinels (host:port, ...) and the name they monitor the primary under. With
+# them, REDIS_URL is optional and gives only the database number (and password).
+REDIS_SENTINELS = env_hostports("REDIS_SENTINELS")
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "mymaster")
+# Redis Cluster: REDIS_URL names any node.
+REDIS_CLUSTER = env_bool("REDIS_CLUSTER", False)
+if REDIS_SENTINELS and REDIS_CLUSTER:
+    raise ImproperlyConfigured("REDIS_SENTINELS and REDIS_CLUSTER=true exclude each other")
+# Live sessions are spread over this many shards (one hash tag each, so a Cluster spreads them
+# over its masters; one archiver lock per shard). 1 for a single Redis. Changing it moves
+# sessions between shards: change it only with no live sessions.
+REDIS_SHARDS = env_int("REDIS_SHARDS", 1, minimum=1)
+if REDIS_SHARDS > 1024:
+    raise ImproperlyConfigured("REDIS_SHARDS: must be at most 1024 (every list asks each shard)")
+REDIS_URL = env_str("REDIS_URL") or (
+    "redis://127.0.0.1/0" if REDIS_SENTINELS else _service_url("REDIS_URL", "Redis")
+)
+# Writes that must survive a failover wait for this many replicas (WAIT), at most this long;
+# 0 = don't wait. Too few confirmations: the write answers 503.
+REDIS_WAIT_REPLICAS = env_int("REDIS_WAIT_REPLICAS", 0, minimum=0)
+REDIS_WAIT_TIMEOUT_MS = env_int("REDIS_WAIT_TIMEOUT_MS", 500, minimum=1)
 # Live-store keys live under this prefix; tests give each run its own.
 SESSION_REDIS_PREFIX = env_str("SESSION_REDIS_PREFIX", "fs")
-# Redis socket timeouts keep writes failing fast (503) when Redis is down instead of hanging.
-REDIS_SOCKET_TIMEOUT = float(env_str("REDIS_SOCKET_TIMEOUT", "2.0"))
+# Fail fast (503) when Redis is down or hung instead of hanging: the longest wait for one reply,
+# for a connection, and how long a process then stops asking a Redis that timed out.
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 1.0, minimum=0.05)
+REDIS_CONNECT_TIMEOUT = env_float("REDIS_CONNECT_TIMEOUT", 0.5, minimum=0.05)
+REDIS_BREAKER_SECONDS = env_float("REDIS_BREAKER_SECONDS", 2.0, minimum=0)
 
 # Django sessions live in Postgres so that logging in works while Redis is down.
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
@@ -144,6 +213,8 @@ LOGIN_URL = "login"
 # Failed logins allowed per client IP + username, and bad API keys per client IP, per window
 # ("attempts/seconds", or with an m/h suffix); more get 429 until the window ends.
 LOGIN_RATE_LIMIT = env_rate("LOGIN_RATE_LIMIT", "10/5m")
+# Failed logins per client IP over all usernames (password spraying).
+LOGIN_ADDRESS_RATE_LIMIT = env_rate("LOGIN_ADDRESS_RATE_LIMIT", "50/5m")
 API_KEY_RATE_LIMIT = env_rate("API_KEY_RATE_LIMIT", "30/5m")
 LOGIN_REDIRECT_URL = "dashboard:overview"
 LOGOUT_REDIRECT_URL = "login"
@@ -166,7 +237,18 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 # Celery: Redis broker, schedules in the database (django-celery-beat).
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+# Redis Cluster cannot be a Celery broker: with REDIS_CLUSTER set CELERY_BROKER_URL is required
+# (a plain Redis or a Sentinel group). With sentinels, the broker follows them too.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
+if not CELERY_BROKER_URL and REDIS_SENTINELS:
+    CELERY_BROKER_URL = ";".join(f"sentinel://{host}:{port}" for host, port in REDIS_SENTINELS)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"master_name": REDIS_SENTINEL_MASTER}
+elif not CELERY_BROKER_URL and REDIS_CLUSTER:
+    raise ImproperlyConfigured(
+        "REDIS_CLUSTER=true needs CELERY_BROKER_URL: Celery cannot use a Redis Cluster as its "
+        "broker (use a plain Redis or a Sentinel group)"
+    )
+CELERY_BROKER_URL = CELERY_BROKER_URL or REDIS_URL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

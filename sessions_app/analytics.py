@@ -24,13 +24,13 @@ from decimal import Decimal
 from typing import Any
 
 import redis
-from django.db import connection
 from django.utils import timezone
 
 from sessions_app import csvsafe
 from sessions_app.exceptions import InvalidInput, StoreUnavailable
 from sessions_app.metrics import METRIC_COLUMNS, aggregate_sql, day_bounds
 from sessions_app.models import DailyMetric, SessionStatus, SessionType
+from sessions_app.replica import read_connection, reads_replica
 
 TOP_ITEMS = 10
 MAX_DAYS = 3660
@@ -175,7 +175,7 @@ def _daily_source(
 
 
 def _fetch_all(sql: str, params: dict[str, Any]) -> list[tuple]:
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 
@@ -331,6 +331,7 @@ def _stats_row(
     return totals, by_type, tops, False
 
 
+@reads_replica
 def get_session_stats(
     user_id: str | None = None,
     session_type: str | None = None,
@@ -418,6 +419,7 @@ def _stats_dict(
     }
 
 
+@reads_replica
 def get_user_session_summary(
     user_id: str, days: int = 30, *, query_types: bool = True
 ) -> dict[str, Any]:
@@ -488,6 +490,7 @@ _SERIES_SQL = "{with_sql}," + _SERIES_CTES + "\nSELECT" + _SERIES_SELECT
 _OVERVIEW_SQL = "{with_sql}," + _SERIES_CTES + "\nSELECT" + _STATS_SELECT + "," + _SERIES_SELECT
 
 
+@reads_replica
 def get_chart_series(
     session_type: str | None = None,
     days: int = 30,
@@ -524,6 +527,7 @@ def _series_dict(labels: list, per_day: dict, by_type: dict, by_query_type: dict
     }
 
 
+@reads_replica
 def get_overview(
     session_type: str | None = None,
     days: int = 30,
@@ -577,6 +581,7 @@ ORDER BY day, session_type
 """
 
 
+@reads_replica
 def get_daily_rows(
     session_type: str | None = None,
     days: int = 30,
@@ -604,6 +609,7 @@ def _plain(value: Any) -> Any:
     return float(value)
 
 
+@reads_replica
 def export_session_metrics(
     format: str = "csv",  # the seed's argument name
     session_type: str | None = None,

@@ -15,18 +15,15 @@ from sessions_app import ratelimit
 NON_FIELD_ERRORS = "__all__"
 
 
-def _identity(request) -> str:
-    username = request.POST.get("username", "")
-    return ratelimit.login_identity(ratelimit.client_ip(request.META), str(username))
+def _who(request) -> tuple[str, str]:
+    """(client IP, username as posted)."""
+    return ratelimit.client_ip(request.META), str(request.POST.get("username", ""))
 
 
 def _message(retry_after: int) -> str:
     minutes = max(math.ceil(retry_after / 60), 1)
     unit = "minute" if minutes == 1 else "minutes"
-    return (
-        f"Too many failed login attempts for this username from your address. "
-        f"Try again in {minutes} {unit}."
-    )
+    return f"Too many failed login attempts from your address. Try again in {minutes} {unit}."
 
 
 def _blocked_response(request, template: str, form_class, context: dict, retry_after: int):
@@ -46,7 +43,7 @@ class RateLimitedLoginView(auth_views.LoginView):
     """Django's LoginView; after too many failures for an IP + username it answers 429."""
 
     def post(self, request, *args, **kwargs):
-        decision = ratelimit.LOGINS.check(_identity(request))
+        decision = ratelimit.login_blocked(*_who(request))
         if decision.blocked:
             return _blocked_response(
                 request,
@@ -58,11 +55,11 @@ class RateLimitedLoginView(auth_views.LoginView):
         return super().post(request, *args, **kwargs)
 
     def form_invalid(self, form):
-        ratelimit.LOGINS.fail(_identity(self.request))
+        ratelimit.login_failed(*_who(self.request))
         return super().form_invalid(form)
 
     def form_valid(self, form):
-        ratelimit.LOGINS.reset(_identity(self.request))
+        ratelimit.login_succeeded(*_who(self.request))
         return super().form_valid(form)
 
 
@@ -72,8 +69,8 @@ class RateLimitedLoginView(auth_views.LoginView):
 def admin_login(request, extra_context=None):
     """The admin's own login page under the same limit (it is a second way to guess)."""
     if request.method == "POST":
-        identity = _identity(request)
-        decision = ratelimit.LOGINS.check(identity)
+        who = _who(request)
+        decision = ratelimit.login_blocked(*who)
         if decision.blocked:
             from django.contrib.admin.forms import AdminAuthenticationForm
 
@@ -86,7 +83,7 @@ def admin_login(request, extra_context=None):
     if request.method == "POST":
         # admin.site.login logs the user in and redirects on success; anything else failed.
         if response.status_code == 302 and request.user.is_authenticated:
-            ratelimit.LOGINS.reset(identity)
+            ratelimit.login_succeeded(*who)
         else:
-            ratelimit.LOGINS.fail(identity)
+            ratelimit.login_failed(*who)
     return response

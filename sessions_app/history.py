@@ -19,7 +19,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, transaction
 from django.db.models import BooleanField, F, QuerySet
 from django.db.models.expressions import RawSQL
 from psycopg.errors import QueryCanceled
@@ -29,6 +29,7 @@ from sessions_app.archive import timeline
 from sessions_app.exceptions import InvalidInput
 from sessions_app.metrics import day_bounds
 from sessions_app.models import Session
+from sessions_app.replica import read_connection, reads_replica, replica_alias
 
 # URL sort key -> (column, SQL type of the keyset value)
 SORT_COLUMNS = {
@@ -261,7 +262,8 @@ def _text_candidates(query: QuerySet[Session]) -> list[str] | None:
     then finds a page quickly, so the normal plan is right for them.
     """
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
+        db = read_connection()
+        with transaction.atomic(using=db.alias), db.cursor() as cursor:
             cursor.execute("SET LOCAL enable_seqscan = off")
             cursor.execute("SET LOCAL enable_indexscan = off")
             cursor.execute(f"SET LOCAL statement_timeout = {TEXT_PROBE_MS}")
@@ -278,7 +280,7 @@ def _text_candidates(query: QuerySet[Session]) -> list[str] | None:
 def _count(filters: HistoryFilters, query: QuerySet[Session]) -> tuple[int, bool]:
     """(count, exact): filtered counts stop at COUNT_CAP; the whole table is Postgres's estimate."""
     if filters.is_empty:
-        with connection.cursor() as cursor:
+        with read_connection().cursor() as cursor:
             cursor.execute(
                 "SELECT greatest(reltuples, 0)::bigint FROM pg_class "
                 "WHERE oid = 'sessions_app_session'::regclass"
@@ -291,6 +293,7 @@ def _count(filters: HistoryFilters, query: QuerySet[Session]) -> tuple[int, bool
     return min(capped, COUNT_CAP), capped <= COUNT_CAP
 
 
+@reads_replica
 def search_sessions(
     filters: HistoryFilters, sort: str = DEFAULT_SORT, cursor: str | None = None, per_page: int = 50
 ) -> HistoryPage:
@@ -339,6 +342,8 @@ def export_rows(filters: HistoryFilters, sort: str = DEFAULT_SORT) -> Iterator[d
     name, descending = parse_sort(sort)
     column = SORT_COLUMNS[name][0]
     query = filter_sessions(filters).order_by(*_order(column, descending))
+    # Streamed after this returns (outside any replica_reads block): name the replica here.
+    query = query.using(replica_alias())
     return query.values(*EXPORT_FIELDS).iterator(chunk_size=EXPORT_CHUNK)
 
 

@@ -393,6 +393,19 @@ class JobRun(models.Model):
         return f"{self.job} at {self.started_at:%Y-%m-%d %H:%M} ({self.outcome})"
 
 
+class JobLease(models.Model):
+    """The token of the run that holds a job's lock, for fencing its Postgres writes
+    (sessions_app.jobs.assert_lease)."""
+
+    job = models.CharField(max_length=64, primary_key=True)
+    token = models.CharField(max_length=64)
+    fence = models.BigIntegerField(default=0)  # how many runs have taken it: for the logs
+    taken_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.job} lease #{self.fence}"
+
+
 class ApiKey(models.Model):
     """A client's API key: only a SHA-256 of the secret is kept; the secret is shown once."""
 

@@ -1,24 +1,51 @@
-"""Effective retention policy per session type, cached briefly in each process."""
+"""Effective retention policy per session type, cached in each process.
+
+Every save or delete of a policy row bumps a version number in Redis once it commits; each
+process compares its cache's version with Redis's at most every VERSION_CHECK_SECONDS, so a
+change reaches every process on every host within about that. Without Redis the cache is
+reloaded every CACHE_SECONDS instead.
+"""
 
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DatabaseError
+from asgiref.sync import sync_to_async
+from django.db import DatabaseError, transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from sessions_app.models import RetentionPolicy, SessionType
+from sessions_app.redis_client import get_redis, key
 from sessions_app.validation import MAX_EVENTS_PER_SESSION
 
 logger = logging.getLogger(__name__)
 
-# Short enough that an admin's change reaches every worker within seconds, long enough that a
-# store write never waits on Postgres.
+# Under 1 s (the promise to admins) and cheap: one GET per process at most this often.
+VERSION_CHECK_SECONDS = 0.5
+# The fallback when Redis can't say: short enough for a change to arrive within seconds,
+# long enough that a store write never waits on Postgres.
 CACHE_SECONDS = 5.0
+# Even with an unchanged version, reload this often (rows changed without signals, e.g. SQL).
+MAX_CACHE_SECONDS = 60.0
 _cache: dict[str, "EffectivePolicy"] = {}
 _cache_loaded_at = 0.0
+_cache_version: str | None = None
+_version_checked_at = 0.0
+
+
+def _version_key() -> str:
+    return key("policy", "version")
+
+
+def _redis_version() -> str | None:
+    """The policies' version in Redis ("0" before any change), None when Redis can't say."""
+    try:
+        return str(get_redis().get(_version_key()) or "0")
+    except Exception as exc:  # noqa: BLE001 - the time-based reload covers it
+        logger.debug("policy version unavailable: %s", exc)
+        return None
 
 
 @dataclass(frozen=True)
@@ -105,21 +132,32 @@ def _build(rows: dict[str, RetentionPolicy]) -> dict[str, EffectivePolicy]:
 
 
 def all_effective_policies() -> dict[str, EffectivePolicy]:
-    """{session_type: EffectivePolicy} for every type, from a cache refreshed every few seconds."""
-    global _cache, _cache_loaded_at
-    if not _cache or time.monotonic() - _cache_loaded_at > CACHE_SECONDS:
-        try:
-            _cache = _load()
-        except DatabaseError as exc:
-            # Postgres down: live writes must keep working, on the policies this process last
-            # saw, else on the settings' defaults; the next try comes after CACHE_SECONDS.
-            logger.warning(
-                "retention policies unavailable, using %s: %s",
-                "the cached ones" if _cache else "the settings' defaults",
-                exc,
-            )
-            _cache = _cache or _defaults_from_settings()
-        _cache_loaded_at = time.monotonic()
+    """{session_type: EffectivePolicy} for every type, from a cache that follows every change
+    (in any process) within VERSION_CHECK_SECONDS."""
+    global _cache, _cache_loaded_at, _cache_version, _version_checked_at
+    now = time.monotonic()
+    if _cache and now - _version_checked_at < VERSION_CHECK_SECONDS:
+        return _cache
+    _version_checked_at = now
+    version = _redis_version()
+    age = now - _cache_loaded_at
+    if _cache and version is not None and version == _cache_version and age < MAX_CACHE_SECONDS:
+        return _cache
+    if _cache and version is None and age < CACHE_SECONDS:
+        return _cache
+    try:
+        _cache = _load()
+        _cache_version = version
+    except DatabaseError as exc:
+        # Postgres down: live writes must keep working, on the policies this process last
+        # saw, else on the settings' defaults; the next try comes after CACHE_SECONDS.
+        logger.warning(
+            "retention policies unavailable, using %s: %s",
+            "the cached ones" if _cache else "the settings' defaults",
+            exc,
+        )
+        _cache = _cache or _defaults_from_settings()
+    _cache_loaded_at = now
     return _cache
 
 
@@ -134,29 +172,40 @@ def get_effective_policy(session_type: str) -> EffectivePolicy:
 
 
 def clear_policy_cache() -> None:
-    global _cache_loaded_at
-    _cache_loaded_at = 0.0
+    """Forget this process's cache: the next read loads the policies again."""
+    global _cache, _cache_version
+    _cache, _cache_version = {}, None
+
+
+def _bump_version() -> None:
+    try:
+        get_redis().incr(_version_key())
+    except Exception as exc:  # noqa: BLE001 - other processes reload within CACHE_SECONDS
+        logger.warning("policy change not announced in Redis: %s", exc)
+
+
+def _changes_nothing(instance: RetentionPolicy, created: bool) -> bool:
+    """A global row just created from the settings' defaults (ensure_global_policy): every
+    process without the row already uses exactly those values."""
+    if not created or not instance.is_global:
+        return False
+    defaults = RetentionPolicy.global_defaults_from_settings()
+    return all(getattr(instance, name) == value for name, value in defaults.items())
 
 
 @receiver([post_save, post_delete], sender=RetentionPolicy)
-def _policy_changed(**kwargs):
+def _policy_changed(instance: RetentionPolicy, created: bool = False, **kwargs):
     clear_policy_cache()
+    if _changes_nothing(instance, created):
+        return
+    # After the commit, so no process can reload the old rows under the new version.
+    transaction.on_commit(_bump_version)
 
 
 async def aall_effective_policies() -> dict[str, EffectivePolicy]:
-    """all_effective_policies() for async code: a warm cache costs nothing, a cold one is
-    loaded through the async ORM (never SynchronousOnlyOperation in an event loop)."""
-    global _cache, _cache_loaded_at
-    if _cache and time.monotonic() - _cache_loaded_at <= CACHE_SECONDS:
+    """all_effective_policies() for async code: a fresh cache costs nothing; otherwise the
+    same version check and load run in a worker thread (never SynchronousOnlyOperation, and
+    the event loop does not wait on Redis or Postgres)."""
+    if _cache and time.monotonic() - _version_checked_at < VERSION_CHECK_SECONDS:
         return _cache
-    try:
-        rows = [row async for row in RetentionPolicy.objects.all()]
-        if not any(row.session_type == "" for row in rows):
-            global_row, _ = await RetentionPolicy.objects.aget_or_create(session_type="")
-            rows.append(global_row)
-        _cache = _build({row.session_type: row for row in rows})
-    except DatabaseError as exc:
-        logger.warning("retention policies unavailable: %s", exc)
-        _cache = _cache or _defaults_from_settings()
-    _cache_loaded_at = time.monotonic()
-    return _cache
+    return await sync_to_async(all_effective_policies, thread_sensitive=False)()

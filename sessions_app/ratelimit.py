@@ -1,6 +1,10 @@
 """Fixed-window counters in Redis that slow down password and API-key guessing.
 
-Failed logins are counted per client IP + username, bad API keys per client IP. A counter lives
+Failed logins are counted per client IP + username (normalised as Django normalises it at login)
+and per client IP alone (a cap on password spraying over many names); bad API keys per client
+IP, counted only after the key failed verification, so a valid key is never refused. The client
+IP is REMOTE_ADDR, which the web server derives from X-Forwarded-For only for TRUSTED_PROXIES
+(gunicorn.conf.py). A counter lives
 at `P:rl:{kind}:{digest}:{window}` and expires with its window, so nothing needs cleaning up.
 When Redis cannot be reached the limiter fails open and logs it: the dashboard (history from
 Postgres) must stay usable without Redis, and an unlimited login is better than no login.
@@ -9,6 +13,7 @@ Postgres) must stay usable without Redis, and an unlimited login is better than 
 import hashlib
 import logging
 import time
+import unicodedata
 from dataclasses import dataclass
 
 import redis
@@ -115,17 +120,57 @@ class Limiter:
 
 
 LOGINS = Limiter("login", "LOGIN_RATE_LIMIT")
+LOGIN_ADDRESSES = Limiter("login-ip", "LOGIN_ADDRESS_RATE_LIMIT")
 API_KEYS = Limiter("apikey", "API_KEY_RATE_LIMIT")
 
 
 def client_ip(meta: dict) -> str:
-    """The client's address as the web server saw it (REMOTE_ADDR)."""
+    """The client's address: REMOTE_ADDR, already resolved through TRUSTED_PROXIES by the
+    web server (never read X-Forwarded-For here: any client can send one)."""
     return meta.get("REMOTE_ADDR") or "unknown"
 
 
 def login_identity(ip: str, username: str) -> str:
-    # Case-folded: "Admin" and "admin" are one account to most backends.
-    return f"{ip}|{username.strip().casefold()[:150]}"
+    """IP + username as the auth backend will see it: NFKC (Django's normalize_username, so
+    fullwidth letters are plain ones) and case-folded: no spelling of a name escapes its count."""
+    name = unicodedata.normalize("NFKC", username).strip().casefold()
+    # Folding can produce characters that NFKC maps again, so normalise once more.
+    name = unicodedata.normalize("NFKC", name)[:150]
+    return f"{ip}|{name}"
+
+
+def login_blocked(ip: str, username: str) -> Decision:
+    """Blocked when this IP + username, or this IP over all usernames, failed too often."""
+    decision = LOGINS.check(login_identity(ip, username))
+    if decision.blocked:
+        return decision
+    return LOGIN_ADDRESSES.check(ip)
+
+
+def login_failed(ip: str, username: str) -> None:
+    """Count one failed login for the IP + username and for the IP."""
+    LOGINS.fail(login_identity(ip, username))
+    LOGIN_ADDRESSES.fail(ip)
+
+
+def login_succeeded(ip: str, username: str) -> None:
+    """Forget this name's failures (the address's count stays: one good account must not
+    reset a spraying client's cap)."""
+    LOGINS.reset(login_identity(ip, username))
+
+
+def authenticate_api_key(raw_key: str, ip: str):
+    """The ApiKey for `raw_key`, else None (a counted bad key); raises RateLimited when `ip`
+    sent too many bad keys. A valid key is verified first and never refused by the limit:
+    bad keys from one client (or forged as another) cannot lock out a real key holder."""
+    from sessions_app import apikeys
+
+    key = apikeys.authenticate(raw_key)
+    if key is not None:
+        return key
+    check_api_key_guesses(ip)
+    API_KEYS.fail(ip)
+    return None
 
 
 def check_api_key_guesses(ip: str) -> None:

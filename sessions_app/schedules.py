@@ -1,4 +1,4 @@
-"""The django-celery-beat schedule of the three background jobs, kept in line with the policy.
+"""The django-celery-beat schedule of the jobs in sessions_app.jobs.JOBS, in line with the policy.
 
 Cleanup runs every `cleanup_interval_minutes` of the global retention policy and follows it when
 an admin edits the policy (post_save below). The two daily jobs are created with their default
@@ -12,27 +12,25 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
+from sessions_app.jobs import JOBS
 from sessions_app.models import RetentionPolicy
 from sessions_app.policies import global_effective_policy
 
 logger = logging.getLogger(__name__)
 
-CLEANUP_TASK_NAME = "Archive expired, idle and ended sessions"
-RETENTION_TASK_NAME = "Delete archived sessions past retention"
-METRICS_TASK_NAME = "Recompute daily session metrics (today and yesterday)"
-ALERTS_TASK_NAME = "Evaluate alert rules"
+_CLEANUP = JOBS["cleanup"]
+CLEANUP_TASK_NAME = _CLEANUP.title
+RETENTION_TASK_NAME = JOBS["retention"].title
+METRICS_TASK_NAME = JOBS["metrics"].title
+CLEANUP_TASK = _CLEANUP.task
+RETENTION_TASK = JOBS["retention"].task
+METRICS_TASK = JOBS["metrics"].task
 
-CLEANUP_TASK = "sessions_app.tasks.cleanup_expired_sessions"
-RETENTION_TASK = "sessions_app.tasks.delete_old_archived_sessions"
-METRICS_TASK = "sessions_app.tasks.generate_session_metrics"
-ALERTS_TASK = "sessions_app.alerts.tasks.evaluate_alerts"
-
-# (name, task, minute, hour) of the crontab jobs, in UTC. Metrics run every 15 minutes so the
-# overview reads today from rollups too, not from a growing day of raw rows.
-DAILY_TASKS = (
-    (RETENTION_TASK_NAME, RETENTION_TASK, "30", "3"),
-    (METRICS_TASK_NAME, METRICS_TASK, "*/15", "*"),
-    (ALERTS_TASK_NAME, ALERTS_TASK, "*", "*"),
+# (name, task, minute, hour) of the crontab jobs, in UTC, from the registry.
+DAILY_TASKS = tuple(
+    (job.title, job.task, *job.schedule.split())
+    for job in JOBS.values()
+    if job.schedule != "policy"
 )
 
 
@@ -47,7 +45,7 @@ def sync_cleanup_schedule(interval_minutes: int) -> PeriodicTask:
             name=CLEANUP_TASK_NAME,
             task=CLEANUP_TASK,
             interval=interval,
-            description="Archives expired, idle and ended live sessions to PostgreSQL.",
+            description=_CLEANUP.description,
         )
         logger.info("created schedule %r: every %s min", task.name, interval_minutes)
     elif task.interval_id != interval.id or task.task != CLEANUP_TASK or task.crontab_id:

@@ -1,6 +1,5 @@
-"""Celery tasks: thin wrappers that run a service under its job lock (sessions_app.jobs)."""
+"""Celery tasks: one thin task per job of sessions_app.jobs.JOBS, with its time limits."""
 
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -8,7 +7,8 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from sessions_app import archive, jobs
+from sessions_app import jobs
+from sessions_app.store import keys as store_keys
 
 
 def recompute_recent_metrics(days: int = 2) -> dict:
@@ -23,31 +23,31 @@ def recompute_recent_metrics(days: int = 2) -> dict:
     return compute_daily_metrics(today - timedelta(days=days - 1), today)
 
 
-# Short names (the run_job command's argument) -> (JobRun.job name, service function).
-JOBS: dict[str, tuple[str, Callable[..., Any]]] = {
-    "cleanup": (jobs.CLEANUP, archive.archive_due_sessions),
-    "retention": (jobs.RETENTION, archive.delete_old_archived_sessions),
-    "metrics": (jobs.METRICS, recompute_recent_metrics),
-}
+# The run_job command's names, kept for callers of the old table.
+JOBS = jobs.JOBS
+run_named_job = jobs.run_named_job
 
 
-def run_named_job(short_name: str, **kwargs: Any) -> dict:
-    """Run one of JOBS now under its lock; a summary of its JobRun."""
-    name, func = JOBS[short_name]
-    run = jobs.run_job(name, func, **kwargs)
-    return {"job": run.job, "outcome": run.outcome, "counts": run.counts, "error": run.error}
+def _task(job: jobs.Job):
+    def run(**kwargs: Any) -> dict:
+        if job.sharded and "shard" not in kwargs and store_keys.shard_count() > 1:
+            # One task per shard: the workers take them in parallel, one lock per shard.
+            for shard in store_keys.shards():
+                TASKS[job.short].delay(shard=shard, **kwargs)
+            return {"queued_shards": store_keys.shard_count()}
+        return jobs.run_named_job(job.short, **kwargs)
+
+    run.__name__ = run.__qualname__ = job.task_function
+    run.__doc__ = job.description
+    # The soft limit raises inside the run (recorded as failed, lock released); the hard limit
+    # kills a run that ignores it (its lock then expires within its TTL).
+    return shared_task(
+        name=job.task, time_limit=job.time_limit, soft_time_limit=max(job.time_limit - 60, 1)
+    )(run)
 
 
-@shared_task
-def cleanup_expired_sessions() -> dict:
-    return run_named_job("cleanup")
-
-
-@shared_task
-def delete_old_archived_sessions() -> dict:
-    return run_named_job("retention")
-
-
-@shared_task
-def generate_session_metrics(days: int = 2) -> dict:
-    return run_named_job("metrics", days=days)
+# {short name: Celery task}; also module attributes under the task's function name.
+TASKS = {short: _task(job) for short, job in JOBS.items()}
+cleanup_expired_sessions = TASKS["cleanup"]
+delete_old_archived_sessions = TASKS["retention"]
+generate_session_metrics = TASKS["metrics"]

@@ -14,6 +14,37 @@ CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 PASSWORD = "correct-horse-battery-staple"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def redis_cluster_run(tmp_path_factory):
+    """FS_TEST_REDIS_CLUSTER=1: the whole run against a real 3-master Redis Cluster started
+    here, with the live sessions over FS_TEST_REDIS_SHARDS shards (12 unless set):
+    `FS_TEST_REDIS_CLUSTER=1 pytest tests/test_store.py tests/test_seed_api.py`."""
+    if not os.environ.get("FS_TEST_REDIS_CLUSTER"):
+        yield None
+        return
+    from django.test.utils import override_settings
+
+    from sessions_app.redis_client import _store_client, get_redis
+    from tests.redis_topologies import start_cluster
+
+    cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
+    override = override_settings(
+        REDIS_CLUSTER=True,
+        REDIS_URL=cluster.url,
+        REDIS_SHARDS=int(os.environ.get("FS_TEST_REDIS_SHARDS", "12")),
+    )
+    override.enable()
+    get_redis.cache_clear()
+    _store_client.cache_clear()
+    try:
+        yield cluster
+    finally:
+        override.disable()
+        get_redis.cache_clear()
+        _store_client.cache_clear()
+        cluster.stop()
+
+
 @pytest.fixture(autouse=True)
 def redis_prefix(settings):
     """Give each test its own Redis key prefix and delete its keys afterwards."""
@@ -28,6 +59,9 @@ def redis_prefix(settings):
     # in the per-process cache.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     clear_policy_cache()
+    from sessions_app import health
+
+    health._cached = None  # a health answer cached by an earlier test is not this test's
     yield prefix
     clear_policy_cache()
     try:

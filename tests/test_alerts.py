@@ -235,12 +235,12 @@ def test_live_sessions_and_job_streak_metrics(store):
 
 
 def test_evaluation_job_is_scheduled_every_minute():
-    from sessions_app import schedules
+    from sessions_app import jobs, schedules
 
     tasks = schedules.sync_periodic_tasks()
-    task = tasks[schedules.ALERTS_TASK]
+    task = tasks[jobs.JOBS["alerts"].task]
     assert task.crontab.minute == "*" and task.crontab.hour == "*"
-    assert task.task == "sessions_app.alerts.tasks.evaluate_alerts"
+    assert task.task == "sessions_app.tasks.evaluate_alerts"
 
 
 def test_rule_validation_names_the_field():

@@ -148,3 +148,45 @@ def test_verified_key_keeps_working_while_postgres_is_down():
         with pytest.raises(DatabaseError):
             apikeys.authenticate(raw[:-1] + ("x" if raw[-1] != "x" else "y"))
     assert apikeys.authenticate(raw).pk == key.pk  # and Postgres answers again afterwards
+
+
+def _forget_this_process():
+    """Another process (host) with nothing in memory: only Redis can vouch for a key."""
+    apikeys._refreshed.clear()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_verified_on_one_host_works_on_another_during_an_outage_until_revoked():
+    key, raw = apikeys.create_api_key("writer", ["write"])
+    _, other = apikeys.create_api_key("other", ["read"])
+    assert apikeys.authenticate(raw).pk == key.pk
+    assert apikeys.authenticate(other) is not None
+    _forget_this_process()
+    with postgres_unreachable():
+        remembered = apikeys.authenticate(raw)
+        assert remembered.pk == key.pk and apikeys.has_scope(remembered, "write")
+    apikeys.revoke(key)
+    assert apikeys.authenticate(raw) is None
+    # A revoked key never works again, through the outage cache either, even when a
+    # verification that raced the revocation tries to write the cache afterwards.
+    digest = apikeys.hash_key(raw)
+    apikeys._remember(digest, key)
+    assert apikeys._remembered(digest) is None
+    with postgres_unreachable(), pytest.raises(DatabaseError):
+        apikeys.authenticate(raw)
+    # Deleting a key buries it as well.
+    ApiKey.objects.filter(prefix=other.split("_")[1]).get().delete()
+    with postgres_unreachable(), pytest.raises(DatabaseError):
+        apikeys.authenticate(other)
+
+
+def test_revoking_while_redis_is_down_fails_and_changes_nothing():
+    from sessions_app.exceptions import StoreUnavailable
+    from tests.factories import redis_unavailable
+
+    key, raw = apikeys.create_api_key("writer", ["write"])
+    with redis_unavailable(), pytest.raises(StoreUnavailable, match="try again"):
+        apikeys.revoke(key)
+    assert ApiKey.objects.get(pk=key.pk).revoked_at is None
+    apikeys.revoke(key)
+    assert apikeys.authenticate(raw) is None

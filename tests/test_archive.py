@@ -2,6 +2,7 @@
 
 import time
 import uuid
+from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 
@@ -12,8 +13,9 @@ from django.utils import timezone
 from sessions_app import archive
 from sessions_app.models import RetentionPolicy, Session, SessionEvent
 from sessions_app.policies import clear_policy_cache
-from sessions_app.redis_client import get_redis, key
+from sessions_app.redis_client import get_redis
 from sessions_app.store import QueryRecord
+from sessions_app.store import keys as skeys
 from tests.factories import archived_sessions
 
 pytestmark = pytest.mark.django_db
@@ -30,14 +32,15 @@ def fresh_policies():
 
 
 def live_keys(prefix):
-    return sorted(get_redis().scan_iter(match=f"{prefix}:*"))
+    """The live store's keys (sessions and indexes: every one carries a shard tag)."""
+    return sorted(get_redis().scan_iter(match=f"{prefix}:{{*}}:*"))
 
 
 def session_data(prefix):
     """Every session key's content (indexes left out)."""
     client = get_redis()
     data = {}
-    for name in client.scan_iter(match=f"{prefix}:s:*"):
+    for name in client.scan_iter(match=f"{prefix}:*:s:*"):
         kind = client.type(name)
         if kind == "set":  # applied event ids
             data[name] = client.smembers(name)
@@ -49,8 +52,8 @@ def session_data(prefix):
 def index_sizes():
     client = get_redis()
     return {
-        "due": client.zcard(key("idx", "due")),
-        "activity": client.zcard(key("idx", "activity")),
+        "due": sum(client.zcard(skeys.due(shard)) for shard in skeys.shards()),
+        "activity": sum(client.zcard(skeys.activity(shard)) for shard in skeys.shards()),
     }
 
 
@@ -200,13 +203,17 @@ def test_writes_after_the_archiver_froze_a_session_are_rejected(store):
     RetentionPolicy.objects.create(session_type="equity", idle_timeout_minutes=5)
     session = busy_session(store)
     # Claim without finishing (as if the run were still writing to Postgres).
-    archive._claim(get_redis(), time.time() + 6 * 60, 10, 0)
+    shard = skeys.shard_of(str(session.id))
+    archive._claim(get_redis(), shard, time.time() + 6 * 60, 10, 0)
     with pytest.raises(SessionNotActive):
         store.add_query(session.id, QueryRecord(query_type="price"))
     assert store.get_session(session.id).query_count == session.query_count
 
 
-def test_crash_between_commit_and_redis_delete_then_rerun(store, redis_prefix, monkeypatch):
+def test_crash_between_commit_and_redis_delete_then_rerun(
+    store, redis_prefix, monkeypatch, settings
+):
+    settings.REDIS_SHARDS = 1  # one batch holds them all (a run goes shard by shard)
     sessions = [busy_session(store, ttl_hours=0.01) for _ in range(4)]
     store.end_session(sessions[0].id, "completed", archive=False)
 
@@ -218,7 +225,7 @@ def test_crash_between_commit_and_redis_delete_then_rerun(store, redis_prefix, m
         archive.archive_due_sessions(now=time.time() + HOUR, batch_size=10)
     # Committed to Postgres, still in Redis: the state a crash leaves.
     assert Session.objects.count() == 4
-    assert all(store.redis.exists(key("s", str(s.id))) for s in sessions)
+    assert all(store.redis.exists(skeys.meta(str(s.id))) for s in sessions)
     first_archived_at = dict(Session.objects.values_list("id", "archived_at"))
     monkeypatch.undo()
 
@@ -239,7 +246,9 @@ def test_crash_recovery_through_internal_steps(store, redis_prefix):
     sessions = [busy_session(store, ttl_hours=0.01) for _ in range(3)]
     client = get_redis()
     now = time.time() + HOUR
-    _, _, claimed = archive._claim(client, now, 100, 0)
+    claimed = [
+        pair for shard in skeys.shards() for pair in archive._claim(client, shard, now, 100, 0)[2]
+    ]
     snapshots = archive._snapshot(client, [session_id for session_id, _ in claimed])
     archive._write(snapshots, timezone.now())  # committed; crash here
     counts = archive.archive_due_sessions(now=now + archive.CLAIM_LEASE_SECONDS + 1)
@@ -250,27 +259,42 @@ def test_crash_recovery_through_internal_steps(store, redis_prefix):
 
 
 def test_batches_and_counts(store, redis_prefix):
-    for _ in range(5):
-        store.create_session(assets=["AAPL"], ttl_hours=0.01, user_id="batcher")
+    made = [
+        store.create_session(assets=["AAPL"], ttl_hours=0.01, user_id="batcher") for _ in range(5)
+    ]
+    per_shard = Counter(skeys.shard_of(str(s.id)) for s in made)
     counts = archive.archive_due_sessions(now=time.time() + HOUR, batch_size=2)
-    assert counts["archived"] == 5 and counts["batches"] == 3
+    # Batches of 2 within each shard: 3 with one shard.
+    assert counts["archived"] == 5
+    assert counts["batches"] == sum((n + 1) // 2 for n in per_shard.values())
     assert live_keys(redis_prefix) == []
 
 
 def test_index_entries_without_keys_are_removed_as_missing(store):
     client = get_redis()
     ghost = str(uuid.uuid4())
-    client.zadd(key("idx", "due"), {ghost: time.time() - 10})
-    client.zadd(key("idx", "activity"), {ghost: time.time() - 10})
-    client.zadd(key("idx", "type", "equity"), {ghost: time.time() - 10})
+    shard = skeys.shard_of(ghost)
+    client.zadd(skeys.due(shard), {ghost: time.time() - 10})
+    client.zadd(skeys.activity(shard), {ghost: time.time() - 10})
+    client.zadd(skeys.session_type(shard, "equity"), {ghost: time.time() - 10})
     idle_ghost = str(uuid.uuid4())
-    client.zadd(key("idx", "activity"), {idle_ghost: time.time() - 10 * HOUR})
+    client.zadd(skeys.activity(skeys.shard_of(idle_ghost)), {idle_ghost: time.time() - 10 * HOUR})
     live = store.create_session(assets=["AAPL"], session_type="equity")
     counts = archive.archive_due_sessions()
     assert counts["missing"] == 2 and counts["archived"] == 0
-    assert client.zrange(key("idx", "due"), 0, -1) == [str(live.id)]
-    assert client.zrange(key("idx", "activity"), 0, -1) == [str(live.id)]
-    assert client.zcard(key("idx", "type", "equity")) == 1
+    everywhere = {
+        name: [m for s in skeys.shards() for m in client.zrange(index(s), 0, -1)]
+        for name, index in (
+            ("due", skeys.due),
+            ("activity", skeys.activity),
+            ("equity", lambda s: skeys.session_type(s, "equity")),
+        )
+    }
+    assert everywhere == {
+        "due": [str(live.id)],
+        "activity": [str(live.id)],
+        "equity": [str(live.id)],
+    }
     assert Session.objects.count() == 0
 
 
@@ -289,7 +313,7 @@ def test_one_bad_session_does_not_block_the_batch(store, redis_prefix):
     bad = busy_session(store, ttl_hours=0.01)
     # A NUL escape is valid JSON but Postgres jsonb refuses it. The store refuses it on input
     # now; data already in Redis (an older writer) must still not block the batch.
-    get_redis().hset(key("s", str(bad.id), "ctx"), "note", '"before\\u0000after"')
+    get_redis().hset(skeys.session_keys(str(bad.id))[2], "note", '"before\\u0000after"')
     counts = archive.archive_due_sessions(now=time.time() + HOUR)
     assert counts["archived"] == 2 and counts["failed"] == 0
     assert Session.objects.get(id=good.id).context["allocation"]["SPY"] == 0.6
@@ -298,7 +322,10 @@ def test_one_bad_session_does_not_block_the_batch(store, redis_prefix):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_postgres_down_leaves_redis_untouched_and_a_later_run_retries(store, redis_prefix):
+def test_postgres_down_leaves_redis_untouched_and_a_later_run_retries(
+    store, redis_prefix, settings
+):
+    settings.REDIS_SHARDS = 1  # one batch holds them all (a run goes shard by shard)
     sessions = [busy_session(store, ttl_hours=0.01) for _ in range(2)]
     before = session_data(redis_prefix)
     connection.close()
@@ -313,7 +340,7 @@ def test_postgres_down_leaves_redis_untouched_and_a_later_run_retries(store, red
     # Every key and value is still there; the sessions were only made non-active first.
     expected = dict(before)
     for s in sessions:
-        expected[key("s", str(s.id))] = before[key("s", str(s.id))] | {"status": "expired"}
+        expected[skeys.meta(str(s.id))] = before[skeys.meta(str(s.id))] | {"status": "expired"}
     assert session_data(redis_prefix) == expected
     assert Session.objects.count() == 0
     # Made due again at once, no lease to wait out.

@@ -1,6 +1,7 @@
 """Background jobs: the per-job lock, JobRun rows, Celery tasks, beat schedules, commands."""
 
 import threading
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -14,8 +15,9 @@ from fimlsessions.celery import app as celery_app
 from sessions_app import archive, jobs, schedules, tasks
 from sessions_app.models import DailyMetric, JobRun, RetentionPolicy, Session, SessionEvent
 from sessions_app.policies import clear_policy_cache
-from sessions_app.redis_client import get_redis, key
+from sessions_app.redis_client import get_redis
 from sessions_app.store import QueryRecord, get_session_store
+from sessions_app.store import keys as skeys
 from tests.factories import archived_sessions
 
 pytestmark = pytest.mark.django_db
@@ -126,7 +128,8 @@ def test_run_job_without_redis_records_a_clear_failure(monkeypatch):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_cleanup_jobs_started_together_process_each_session_once(redis_prefix):
+def test_two_cleanup_jobs_started_together_process_each_session_once(redis_prefix, settings):
+    settings.REDIS_SHARDS = 1  # one lock for the job (shards: see the per-shard test below)
     sessions = due_sessions(40)
     results = run_together(2, tasks.cleanup_expired_sessions)
     outcomes = sorted(result["outcome"] for result in results)
@@ -138,7 +141,7 @@ def test_two_cleanup_jobs_started_together_process_each_session_once(redis_prefi
     assert Session.objects.count() == 40
     assert SessionEvent.objects.count() == 40
     assert set(Session.objects.values_list("id", flat=True)) == {s.id for s in sessions}
-    assert list(get_redis().scan_iter(match=f"{redis_prefix}:s:*")) == []
+    assert list(get_redis().scan_iter(match=f"{redis_prefix}:*:s:*")) == []
 
 
 @pytest.mark.django_db(transaction=True)
@@ -148,7 +151,7 @@ def test_two_archivers_without_the_lock_still_split_the_work(redis_prefix):
     assert sum(result["archived"] for result in results) == 120
     assert Session.objects.count() == 120
     assert SessionEvent.objects.count() == 240
-    assert list(get_redis().scan_iter(match=f"{redis_prefix}:s:*")) == []
+    assert list(get_redis().scan_iter(match=f"{redis_prefix}:*:s:*")) == []
 
 
 # ---- Celery tasks ------------------------------------------------------------------------
@@ -159,13 +162,31 @@ def test_tasks_are_registered_under_the_names_beat_uses():
         assert task in celery_app.tasks
 
 
-def test_cleanup_task_archives_and_writes_a_job_run():
+def test_cleanup_task_archives_and_writes_a_job_run(settings):
+    settings.REDIS_SHARDS = 1
     sessions = due_sessions(3)
     result = tasks.cleanup_expired_sessions.apply().get()
     assert result["outcome"] == "success" and result["counts"]["archived"] == 3
     run = JobRun.objects.get(job=jobs.CLEANUP)
     assert run.counts["archived"] == 3 and run.outcome == "success"
     assert Session.objects.filter(id__in=[s.id for s in sessions]).count() == 3
+
+
+def test_with_shards_the_cleanup_task_queues_one_task_per_shard(settings, monkeypatch):
+    """Beat's tick queues one cleanup per shard (so N workers take N shards); each runs under
+    its shard's lock and archives that shard only."""
+    settings.REDIS_SHARDS = 3
+    sessions = due_sessions(12)
+    queued = []
+    monkeypatch.setattr(tasks.TASKS["cleanup"], "delay", lambda **kw: queued.append(kw))
+    assert tasks.cleanup_expired_sessions.apply().get() == {"queued_shards": 3}
+    assert queued == [{"shard": 0}, {"shard": 1}, {"shard": 2}]
+    per_shard = Counter(skeys.shard_of(str(s.id)) for s in sessions)
+    for kwargs in queued:  # what three workers would run
+        result = tasks.cleanup_expired_sessions.apply(kwargs=kwargs).get()
+        assert result["counts"]["archived"] == per_shard[kwargs["shard"]]
+    assert JobRun.objects.filter(job=jobs.CLEANUP, outcome="success").count() == 3
+    assert Session.objects.count() == 12
 
 
 def test_retention_task_deletes_past_retention():
@@ -259,7 +280,7 @@ def test_run_job_command_fails_loudly_when_the_job_fails(monkeypatch):
     def broken(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(tasks.JOBS, "cleanup", (jobs.CLEANUP, broken))
+    monkeypatch.setattr(archive, "archive_due_sessions", broken)
     with pytest.raises(CommandError, match="RuntimeError: boom"):
         call_command("run_job", "cleanup")
 
@@ -309,7 +330,7 @@ def test_bootstrap_seeds_demo_data_once(bootstrap_env, capsys):
     )
     call_command("bootstrap")
     assert Session.objects.count() == 12
-    assert get_redis().zcard(key("idx", "activity")) == 2
+    assert sum(get_redis().zcard(skeys.activity(s)) for s in skeys.shards()) == 2
     assert JobRun.objects.get(job=jobs.SEED).outcome == "success"
     call_command("bootstrap")
     assert "demo data: skipped" in capsys.readouterr().out

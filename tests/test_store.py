@@ -22,8 +22,9 @@ from sessions_app.exceptions import (
 )
 from sessions_app.models import RetentionPolicy, Session
 from sessions_app.policies import clear_policy_cache
-from sessions_app.redis_client import get_redis, key, make_redis_client
+from sessions_app.redis_client import get_redis, make_redis_client
 from sessions_app.store import QueryRecord, SessionStore, SessionType
+from sessions_app.store import keys as skeys
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +52,7 @@ def test_redis_safety_net_expiry_is_well_past_session_expiry(store, settings):
     client = get_redis()
     grace = settings.SESSION_REDIS_GRACE_HOURS * 3600
     for suffix in ("", ":ev"):
-        ttl = client.ttl(key("s", str(session.id)) + suffix)
+        ttl = client.ttl(skeys.meta(str(session.id)) + suffix)
         assert 3600 + grace - 5 <= ttl <= 3600 + grace
 
 
@@ -249,7 +250,7 @@ def test_writes_after_end_are_rejected(store):
     ended = store.get_session(session.id)
     assert ended.status == "failed" and ended.ended_at is not None
     # An ended session waits in the due index for the archiver, and leaves the live list.
-    assert get_redis().zscore(key("idx", "due"), str(session.id)) == 0
+    assert get_redis().zscore(skeys.due(skeys.shard_of(str(session.id))), str(session.id)) == 0
     assert session.id not in [s.id for s in store.list_live_sessions()]
 
 
@@ -268,9 +269,9 @@ def test_extend_is_capped_by_max_ttl(store):
     assert new_expiry - session.expires_at == pytest.approx(
         timedelta(hours=24), abs=timedelta(seconds=1)
     )
-    assert get_redis().zscore(key("idx", "due"), str(session.id)) == pytest.approx(
-        new_expiry.timestamp(), abs=0.01
-    )
+    assert get_redis().zscore(
+        skeys.due(skeys.shard_of(str(session.id))), str(session.id)
+    ) == pytest.approx(new_expiry.timestamp(), abs=0.01)
     with pytest.raises(InvalidTTL) as excinfo:
         store.extend_session(session.id, hours=200)
     assert excinfo.value.field == "hours" and "168" in excinfo.value.reason
@@ -369,7 +370,10 @@ def test_delete_removes_live_session_and_indexes(store, redis_prefix):
     assert store.get_session(session.id) is None
     remaining = _prefix_keys(redis_prefix)
     assert all(str(session.id) not in k for k in remaining)
-    assert get_redis().zscore(key("idx", "user", "del"), str(session.id)) is None
+    assert (
+        get_redis().zscore(skeys.user(skeys.shard_of(str(session.id)), "del"), str(session.id))
+        is None
+    )
     assert store.delete_session(session.id) is False
 
 
@@ -426,3 +430,36 @@ def test_values_postgres_cannot_store_or_redis_cannot_count_are_rejected(store):
         store.record_tool_call(session.id, tool_name="t", cost=1e20)
     assert excinfo.value.field == "cost"
     assert store.get_session(session.id).event_count == 0
+
+
+def test_a_write_no_replica_confirmed_is_store_unavailable(store, settings):
+    """REDIS_WAIT_REPLICAS: a write is acknowledged only once that many replicas have it; this
+    Redis has none, so the caller gets StoreUnavailable (503), never a success."""
+    session = store.create_session(assets=["SPY"])
+    settings.REDIS_WAIT_REPLICAS, settings.REDIS_WAIT_TIMEOUT_MS = 1, 20
+    with pytest.raises(StoreUnavailable, match="replica"):
+        store.add_query(session.id, QueryRecord(query_type="price"))
+    with pytest.raises(StoreUnavailable, match="replica"):
+        store.create_session(assets=["SPY"])
+    assert store.get_session(session.id).status == "active"  # reads do not wait
+    settings.REDIS_WAIT_REPLICAS = 0
+    assert store.add_query(session.id, QueryRecord(query_type="price")) is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_async_store_waits_for_replicas_too(settings):
+    from asgiref.sync import async_to_sync
+
+    from sessions_app.store.aio import AsyncSessionStore
+
+    settings.REDIS_WAIT_REPLICAS, settings.REDIS_WAIT_TIMEOUT_MS = 1, 20
+
+    async def create():
+        store = AsyncSessionStore()
+        try:
+            await store.create_session(assets=["SPY"])
+        finally:
+            await store.close()
+
+    with pytest.raises(StoreUnavailable, match="replica"):
+        async_to_sync(create)()

@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 
 from sessions_app import apikeys
 from sessions_app.admin.retention_dry_run import RetentionDryRunMixin
+from sessions_app.exceptions import StoreUnavailable
 from sessions_app.models import ApiKey, JobRun, RetentionPolicy
 from sessions_app.policies import get_effective_policy
 
@@ -164,7 +165,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         keys = list(queryset.filter(revoked_at__isnull=True))
         for key in keys:
-            apikeys.revoke(key)
+            try:
+                apikeys.revoke(key)
+            except StoreUnavailable as exc:
+                self.message_user(request, f"API key {key.prefix}: {exc}", messages.ERROR)
+                return
             logger.info("API key %s (%s) revoked by %s", key.prefix, key.name, request.user)
         self.message_user(request, f"Revoked {len(keys)} API key(s).", messages.SUCCESS)
 

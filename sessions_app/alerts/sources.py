@@ -38,8 +38,8 @@ ROLLUP_METRICS = {
 }
 # Runs looked at for a failure streak; a longer streak reads as this many.
 STREAK_LOOKBACK = 50
-EVALUATE_ALERTS = "evaluate_alerts"  # JobRun.job of the evaluation job
-KNOWN_JOBS = (jobs.CLEANUP, jobs.RETENTION, jobs.METRICS, EVALUATE_ALERTS)
+EVALUATE_ALERTS = jobs.ALERTS  # JobRun.job of the evaluation job
+KNOWN_JOBS = tuple(job.name for job in jobs.JOBS.values())
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,9 @@ class ApiKeyAuth(HttpBearer):
         return self.authenticate(request, token)
 
     def authenticate(self, request, token):
-        # Key guessing is rate limited per client IP (429 once over the limit).
-        ip = ratelimit.client_ip(request.META)
-        ratelimit.check_api_key_guesses(ip)
-        key = apikeys.authenticate(token)
+        # Bad keys are rate limited per client IP (429 once over the limit); valid keys never.
+        key = ratelimit.authenticate_api_key(token, ratelimit.client_ip(request.META))
         if key is None:
-            ratelimit.API_KEYS.fail(ip)
             return None
         if not apikeys.has_scope(key, self.scope):
             raise ScopeDenied(self.scope)

@@ -1,7 +1,10 @@
 """Moving sessions out of Redis into Postgres, and deleting archived sessions past retention.
 
 Archiving one batch of sessions:
-1. claim (one Lua call): due sessions (`P:idx:due` score <= now) and idle active sessions are
+Sessions live in REDIS_SHARDS shards (store/keys.py); a run archives one shard, or each in
+turn. Per shard:
+1. claim (two Lua calls: candidates from the indexes, then the claim given their keys): due
+   sessions (due index score <= now) and idle active sessions are
    made non-active (active -> expired / abandoned, so the store rejects later writes) and their
    due score is pushed to now + CLAIM_LEASE_SECONDS, so a concurrent run does not take them and
    a crashed run's sessions come back once the lease passes;
@@ -21,8 +24,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
-from django.conf import settings
 from django.db import (
     DatabaseError,
     DataError,
@@ -35,7 +38,7 @@ from django.db import (
 from django.db.models import F
 from django.utils import timezone
 
-from sessions_app import validation
+from sessions_app import jobs, validation
 from sessions_app.archive import scripts, sql
 from sessions_app.archive.retention import (
     DELETE_BATCH_SIZE,
@@ -44,11 +47,12 @@ from sessions_app.archive.retention import (
     retention_cutoffs,
 )
 from sessions_app.archive.tombstones import lock_for_archive
-from sessions_app.models import QuarantinedSession
+from sessions_app.models import QuarantinedSession, SessionType
 from sessions_app.policies import all_effective_policies
-from sessions_app.redis_client import get_redis, key
+from sessions_app.redis_client import get_redis
 from sessions_app.rollups import fold_sessions
 from sessions_app.store import keys as store_keys
+from sessions_app.store.sync import run_reads
 
 __all__ = [
     "CLAIM_LEASE_SECONDS",
@@ -77,6 +81,7 @@ def _scripts(client) -> dict:
     return {
         name: client.register_script(source)
         for name, source in (
+            ("claim_candidates", scripts.CLAIM_CANDIDATES),
             ("claim", scripts.CLAIM),
             ("freeze", scripts.FREEZE),
             ("snapshot", scripts.SNAPSHOT),
@@ -110,14 +115,28 @@ def _json_object(pairs: list[str]) -> str:
 def _snapshot(client, session_ids: list[str]) -> list[tuple[str, list, list, list, list]]:
     """(id, meta values, events, context pairs, result pairs) of each session still in Redis.
 
-    One round trip: a pipeline of snapshot script calls of SNAPSHOT_CHUNK sessions each.
+    One round trip: a pipeline of snapshot script calls of SNAPSHOT_CHUNK sessions of one
+    shard each (the ids are regrouped by shard).
     """
     script = _scripts(client)["snapshot"]
-    pipe = client.pipeline(transaction=False)
-    prefix = settings.SESSION_REDIS_PREFIX
-    for start in range(0, len(session_ids), SNAPSHOT_CHUNK):
-        script(args=[prefix, *session_ids[start : start + SNAPSHOT_CHUNK]], client=pipe)
-    replies = [entry for chunk in pipe.execute() for entry in chunk]
+    by_shard = defaultdict(list)
+    for session_id in session_ids:
+        by_shard[store_keys.shard_of(session_id)].append(session_id)
+    session_ids = [session_id for group in by_shard.values() for session_id in group]
+    calls: list[tuple[Any, list[str], list[Any]]] = [
+        (
+            script,
+            [
+                name
+                for session_id in group[start : start + SNAPSHOT_CHUNK]
+                for name in store_keys.session_keys(session_id)[:4]
+            ],
+            [],
+        )
+        for group in by_shard.values()
+        for start in range(0, len(group), SNAPSHOT_CHUNK)
+    ]
+    replies = [entry for chunk in run_reads(client, calls) for entry in chunk]
     return [
         (session_id, meta, events, ctx, ir)
         for session_id, (meta, events, ctx, ir) in zip(session_ids, replies, strict=True)
@@ -145,6 +164,8 @@ def _write(snapshots: list, archived_at: datetime, clean=None) -> set[str]:
     """
     with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
         raw = cursor.cursor  # psycopg's own cursor, for COPY
+        # Fenced: a run whose lock another run took over (a stalled worker) writes nothing.
+        jobs.assert_lease(raw)
         deleted = lock_for_archive(raw, [snapshot[0] for snapshot in snapshots])
         if deleted:
             snapshots = [snapshot for snapshot in snapshots if snapshot[0] not in deleted]
@@ -177,25 +198,27 @@ def _write(snapshots: list, archived_at: datetime, clean=None) -> set[str]:
 
 
 def _forget(client, snapshots: list) -> None:
-    """Delete archived sessions' keys and index entries in one MULTI."""
-    if not snapshots:
-        return
-    ids = [snapshot[0] for snapshot in snapshots]
-    by_user, by_type = defaultdict(list), defaultdict(list)
-    doomed: list[str] = []
-    for session_id, meta, _, _, _ in snapshots:
-        by_user[meta[scripts.USER_ID] or ""].append(session_id)
-        by_type[meta[scripts.SESSION_TYPE] or ""].append(session_id)
-        doomed += store_keys.session_keys(session_id)
-    pipe = client.pipeline(transaction=True)
-    pipe.unlink(*doomed)  # memory is freed off Redis' main thread
-    pipe.zrem(key("idx", "due"), *ids)
-    pipe.zrem(key("idx", "activity"), *ids)
-    for user_id, members in by_user.items():
-        pipe.zrem(key("idx", "user", user_id), *members)
-    for session_type, members in by_type.items():
-        pipe.zrem(key("idx", "type", session_type), *members)
-    pipe.execute()
+    """Delete archived sessions' keys and index entries: one MULTI per shard."""
+    by_shard = defaultdict(list)
+    for snapshot in snapshots:
+        by_shard[store_keys.shard_of(snapshot[0])].append(snapshot)
+    for shard, group in by_shard.items():
+        ids = [snapshot[0] for snapshot in group]
+        by_user, by_type = defaultdict(list), defaultdict(list)
+        doomed: list[str] = []
+        for session_id, meta, _, _, _ in group:
+            by_user[meta[scripts.USER_ID] or ""].append(session_id)
+            by_type[meta[scripts.SESSION_TYPE] or ""].append(session_id)
+            doomed += store_keys.session_keys(session_id)
+        pipe = client.pipeline(transaction=True)
+        pipe.unlink(*doomed)  # memory is freed off Redis' main thread
+        pipe.zrem(store_keys.due(shard), *ids)
+        pipe.zrem(store_keys.activity(shard), *ids)
+        for user_id, members in by_user.items():
+            pipe.zrem(store_keys.user(shard, user_id), *members)
+        for session_type, members in by_type.items():
+            pipe.zrem(store_keys.session_type(shard, session_type), *members)
+        pipe.execute()
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -284,10 +307,15 @@ def archive_session(session_id) -> bool:
     """
     session_id = validation.session_id(session_id)
     client = get_redis()
-    meta = key("s", session_id)
+    shard = store_keys.shard_of(session_id)
     status = _scripts(client)["freeze"](
-        keys=[meta, key("idx", "due"), key("idx", "activity")],
-        args=[settings.SESSION_REDIS_PREFIX, session_id],
+        keys=[
+            store_keys.meta(session_id),
+            store_keys.due(shard),
+            store_keys.activity(shard),
+            *[store_keys.session_type(shard, name) for name in SessionType.values],
+        ],
+        args=[session_id],
     )
     if not status:
         return False
@@ -307,25 +335,51 @@ def _idle_cutoffs(now: float) -> list[str]:
 
 
 def _claim(
-    client, now: float, batch_size: int, idle_offset: int, cutoffs: list[str] | None = None
+    client,
+    shard: int,
+    now: float,
+    batch_size: int,
+    idle_offset: int,
+    cutoffs: list[str] | None = None,
 ) -> tuple[int, bool, list[tuple[str, str]]]:
-    """Claim up to batch_size sessions: (next idle offset, idle scan done, [(id, outcome)])."""
+    """Claim up to batch_size sessions of one shard: (next idle offset, idle scan done,
+    [(id, outcome)]). Two calls: the candidates, then the claim given their keys (which checks
+    each again, so a concurrent run never claims the same session)."""
     cutoffs = _idle_cutoffs(now) if cutoffs is None else cutoffs
-    reply = _scripts(client)["claim"](
-        keys=[key("idx", "due"), key("idx", "activity")],
+    run = _scripts(client)
+    due, activity = store_keys.due(shard), store_keys.activity(shard)
+    latest = max((float(c) for c in cutoffs[1::2]), default=None)
+    due_ids, idle_ids, exhausted = run["claim_candidates"](
+        keys=[due, activity],
         args=[
-            settings.SESSION_REDIS_PREFIX,
             f"{now:.6f}",
             batch_size,
-            f"{now + CLAIM_LEASE_SECONDS:.6f}",
+            "" if latest is None else f"{latest:.6f}",
             idle_offset,
-            IDLE_SCAN_LIMIT,
-            len(cutoffs) // 2,
-            *cutoffs,
+            min(IDLE_SCAN_LIMIT, batch_size),
         ],
     )
-    pairs = list(zip(reply[2::2], reply[3::2], strict=True))
-    return int(reply[0]), bool(int(reply[1])), pairs
+    due_set = set(due_ids)
+    room = max(batch_size - len(due_ids), 0)
+    idle_ids = [i for i in idle_ids if i not in due_set]
+    if len(idle_ids) > room:  # the rest waits for the next call
+        idle_ids, exhausted = idle_ids[:room], 0
+    candidates = [(i, "d") for i in due_ids] + [(i, "i") for i in idle_ids]
+    if not candidates:
+        return idle_offset, bool(int(exhausted)), []
+    type_indexes = [store_keys.session_type(shard, name) for name in cutoffs[0::2]]
+    reply = run["claim"](
+        keys=[due, activity, *type_indexes, *[store_keys.meta(i) for i, _ in candidates]],
+        args=[
+            f"{now:.6f}",
+            f"{now + CLAIM_LEASE_SECONDS:.6f}",
+            len(type_indexes),
+            *cutoffs,
+            *[item for pair in candidates for item in pair],
+        ],
+    )
+    pairs = list(zip(reply[1::2], reply[2::2], strict=True))
+    return idle_offset + int(reply[0]), bool(int(exhausted)), pairs
 
 
 @dataclass
@@ -337,9 +391,13 @@ class _Batch:
     last: bool  # nothing more was due when it was claimed
 
 
-def _next_batch(client, now: float, batch_size: int, idle_offset: int, cutoffs) -> _Batch:
+def _next_batch(
+    client, shard: int, now: float, batch_size: int, idle_offset: int, cutoffs
+) -> _Batch:
     """Claim a batch and snapshot it: Redis only, so it can run beside the Postgres write."""
-    idle_offset, idle_exhausted, claimed = _claim(client, now, batch_size, idle_offset, cutoffs)
+    idle_offset, idle_exhausted, claimed = _claim(
+        client, shard, now, batch_size, idle_offset, cutoffs
+    )
     outcomes = {session_id: outcome for session_id, outcome in claimed if outcome != "missing"}
     return _Batch(
         outcomes=outcomes,
@@ -350,8 +408,11 @@ def _next_batch(client, now: float, batch_size: int, idle_offset: int, cutoffs) 
     )
 
 
-def archive_due_sessions(now: float | datetime | None = None, batch_size: int = 1000) -> dict:
-    """Archive every due (expired or ended) and idle session; returns what it did.
+def archive_due_sessions(
+    now: float | datetime | None = None, batch_size: int = 1000, shard: int | None = None
+) -> dict:
+    """Archive every due (expired or ended) and idle session of one shard, or of every shard
+    in turn when `shard` is None; returns what it did.
 
     Counts: archived, expired, abandoned, ended (of those archived), missing (index entries
     whose keys were already gone), failed (could not be written: moved to the quarantine
@@ -359,6 +420,8 @@ def archive_due_sessions(now: float | datetime | None = None, batch_size: int = 
     """
     if batch_size < 1:
         raise ValueError("batch_size: must be at least 1")
+    if shard is not None and shard not in store_keys.shards():
+        raise ValueError(f"shard: must be between 0 and {store_keys.shard_count() - 1}")
     now = _epoch(now)
     client = get_redis()
     cutoffs = _idle_cutoffs(now)
@@ -366,17 +429,26 @@ def archive_due_sessions(now: float | datetime | None = None, batch_size: int = 
         ("archived", "expired", "abandoned", "ended", "missing", "failed", "deleted", "batches"),
         0,
     )
+    for one in store_keys.shards() if shard is None else [shard]:
+        _archive_shard(client, one, now, batch_size, cutoffs, counts)
+    if counts["archived"] or counts["missing"]:
+        logger.info("archived sessions: %s", counts)
+    return counts
+
+
+def _archive_shard(client, shard: int, now: float, batch_size: int, cutoffs, counts) -> None:
+    """archive_due_sessions for one shard, adding to `counts`."""
     # One helper thread claims and snapshots batch N+1 in Redis while this thread writes batch
     # N to Postgres; it never touches the database, so the write stays on this connection.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-prefetch") as prefetch:
         pending: Future[_Batch] | None = prefetch.submit(
-            _next_batch, client, now, batch_size, 0, cutoffs
+            _next_batch, client, shard, now, batch_size, 0, cutoffs
         )
         while pending is not None:
             batch = pending.result()
             pending = None
             if not batch.last:
-                args = (client, now, batch_size, batch.idle_offset, cutoffs)
+                args = (client, shard, now, batch_size, batch.idle_offset, cutoffs)
                 pending = prefetch.submit(_next_batch, *args)
             counts["missing"] += batch.missing
             if not batch.outcomes:
@@ -390,13 +462,10 @@ def archive_due_sessions(now: float | datetime | None = None, batch_size: int = 
                 held = list(batch.outcomes)
                 if pending is not None:
                     held += list(pending.result().outcomes)
-                client.zadd(key("idx", "due"), dict.fromkeys(held, now))
+                client.zadd(store_keys.due(shard), dict.fromkeys(held, now))
                 raise
             counts["archived"] += len(archived)
             counts["failed"] += len(failed)  # quarantined: QuarantinedSession rows
             counts["deleted"] += len(batch.snapshots) - len(archived) - len(failed)
             for snapshot in archived:
                 counts[batch.outcomes[snapshot[0]]] += 1
-    if counts["archived"] or counts["missing"]:
-        logger.info("archived sessions: %s", counts)
-    return counts

@@ -2,6 +2,7 @@
 
 from sessions_app.store.scripts import (  # noqa: F401 - re-exported for archive/
     CLAIM,
+    CLAIM_CANDIDATES,
     FREEZE,
     META_FIELDS,
     SESSION_TYPE,

@@ -14,7 +14,7 @@ from mcp.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 
-from sessions_app import apikeys, ratelimit
+from sessions_app import ratelimit
 from sessions_app.mcp.tools import TOOLS, call_tool
 
 SERVER_NAME = "fiml-sessions"
@@ -156,11 +156,8 @@ class McpHttpApp:
 def _authenticate(token: str, ip: str):
     close_old_connections()
     try:
-        ratelimit.check_api_key_guesses(ip)  # key guessing is rate limited per client IP
-        key = apikeys.authenticate(token)
-        if key is None:
-            ratelimit.API_KEYS.fail(ip)
-        return key
+        # Bad keys are rate limited per client IP; a valid key is never refused.
+        return ratelimit.authenticate_api_key(token, ip)
     finally:
         close_old_connections()
 

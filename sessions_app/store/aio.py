@@ -22,27 +22,49 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
 from sessions_app import policies
+from sessions_app.redis_client import ReplicaWaitFailed
 from sessions_app.store import archived
 from sessions_app.store.core import Archive, Call, Calls, Db, Policies, StoreCore
 from sessions_app.store.errors import unavailable
-from sessions_app.store.scripts import SCRIPTS
+from sessions_app.store.scripts import SCRIPTS, WRITES
 from sessions_app.store.sync import OPERATIONS, _FrontEnd, iter_ping
 
 _thread_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="store")
 
 
-def make_async_client(url: str) -> aredis.Redis:
-    """A client like redis_client.get_store_redis's, for one event loop."""
-    timeout = settings.REDIS_SOCKET_TIMEOUT
-    return aredis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-        decode_responses=True,
+def make_async_client(url: str):
+    """A client like redis_client.get_store_redis's (plain, Sentinel or Cluster, as the
+    settings say), for one event loop."""
+    options: dict[str, Any] = {
+        "socket_timeout": settings.REDIS_SOCKET_TIMEOUT,
+        "socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT,
+        "decode_responses": True,
         # No retries: a write whose reply was lost may have been applied (see get_store_redis).
-        retry=AsyncRetry(NoBackoff(), 0),
-    )
+        "retry": AsyncRetry(NoBackoff(), 0),
+    }
+    if settings.REDIS_SENTINELS:
+        from redis.asyncio.sentinel import Sentinel
+
+        parsed = redis.connection.parse_url(url) if url else {}
+        sentinel = Sentinel(
+            settings.REDIS_SENTINELS,
+            sentinel_kwargs={
+                "socket_timeout": options["socket_timeout"],
+                "socket_connect_timeout": options["socket_connect_timeout"],
+            },
+        )
+        return sentinel.master_for(
+            settings.REDIS_SENTINEL_MASTER,
+            db=parsed.get("db", 0),
+            password=parsed.get("password"),
+            username=parsed.get("username"),
+            **options,
+        )
+    if settings.REDIS_CLUSTER:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(url, **options)
+    return aredis.Redis.from_url(url, health_check_interval=30, **options)
 
 
 async def adrive(gen, do):
@@ -57,7 +79,7 @@ async def adrive(gen, do):
         send = throw = None
         try:
             send = await do(request)
-        except redis.exceptions.RedisError as exc:
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
             mapped = unavailable(exc)
             if mapped is None:
                 raise
@@ -102,14 +124,40 @@ class AsyncSessionStore(_FrontEnd):
 
     async def _do(self, request):
         if type(request) is Call:
-            scripts = self._state()[1]
-            return await scripts[request.script](keys=request.keys, args=request.args)
+            client, scripts = self._state()
+            script = scripts[request.script]
+            if request.script in WRITES and settings.REDIS_WAIT_REPLICAS > 0:
+                # As redis_client.execute_durably: acknowledged once enough replicas have it.
+                pipe = client.pipeline(transaction=False)
+                await script(keys=request.keys, args=request.args, client=pipe)
+                pipe.execute_command(
+                    "WAIT", settings.REDIS_WAIT_REPLICAS, settings.REDIS_WAIT_TIMEOUT_MS
+                )
+                result, confirmed = await pipe.execute()
+                if int(confirmed) < settings.REDIS_WAIT_REPLICAS:
+                    raise ReplicaWaitFailed(
+                        f"write confirmed by {confirmed} of {settings.REDIS_WAIT_REPLICAS} "
+                        f"replica(s) within {settings.REDIS_WAIT_TIMEOUT_MS} ms"
+                    )
+                return result
+            return await script(keys=request.keys, args=request.args)
         if type(request) is Policies:
             return await policies.aall_effective_policies()
         if type(request) is Db:
             return await getattr(archived, "a" + request.name)(*request.args)
         if type(request) is Calls:
             client, scripts = self._state()
+            if len(request.calls) == 1 or not isinstance(client, aredis.Redis):
+                # One call, or a Cluster (its pipeline refuses EVALSHA): the calls run
+                # concurrently, each routed to its shard's master.
+                return list(
+                    await asyncio.gather(
+                        *[
+                            scripts[call.script](keys=call.keys, args=call.args)
+                            for call in request.calls
+                        ]
+                    )
+                )
             pipe = client.pipeline(transaction=False)
             for call in request.calls:
                 await scripts[call.script](keys=call.keys, args=call.args, client=pipe)

@@ -192,7 +192,8 @@ def _apply_call(
             args += list(mapping or ())
     args += [ints, floats]
     meta, events_key, context, results, event_ids = keys.session_keys(session_id)
-    return Call("apply", [meta, events_key, context, results, keys.activity(), event_ids], args)
+    activity = keys.activity(keys.shard_of(session_id))
+    return Call("apply", [meta, events_key, context, results, activity, event_ids], args)
 
 
 class StoreCore:
@@ -227,6 +228,72 @@ class StoreCore:
         if code == -10:
             raise StateTooLarge(session_id, int(result[1]))
         return result
+
+    def _check_caps(self, user_id: str, user_cap: int, total_cap: int) -> Op:
+        """SessionLimitExceeded when the live sessions of this user, or in all, are at their
+        cap, counted over every shard."""
+        replies = yield Calls(
+            [Call("counts", [keys.activity(s), keys.user(s, user_id)]) for s in keys.shards()]
+        )
+        total = sum(int(reply[0]) for reply in replies)
+        mine = sum(int(reply[1]) for reply in replies)
+        if user_cap and mine >= user_cap:
+            raise SessionLimitExceeded("user", user_cap)
+        if total_cap and total >= total_cap:
+            raise SessionLimitExceeded("total", total_cap)
+
+    def _summaries(self, session_ids: list[str]) -> Op:
+        """{id: SessionSummary} of those ids still live: one ROWS call per shard, pipelined."""
+        groups = _by_shard(session_ids)
+        if not groups:
+            return {}
+        replies = yield Calls(
+            [Call("rows", [keys.meta(i) for i in group], list(SUMMARY_FIELDS)) for group in groups]
+        )
+        return {
+            session_id: codec.summary(row)
+            for group, rows in zip(groups, replies, strict=True)
+            for session_id, row in zip(group, rows, strict=True)
+            if row[0] is not None
+        }
+
+    def _top(self, indexes: dict[int, str], count: int) -> Op:
+        """[(id, score)]: the `count` highest entries over these per-shard indexes, highest
+        first (one INDEX_TOP call per shard, pipelined, merged)."""
+        replies = yield Calls([Call("index_top", [index], [count]) for index in indexes.values()])
+        entries = [
+            (reply[i], float(reply[i + 1])) for reply in replies for i in range(0, len(reply), 2)
+        ]
+        entries.sort(key=lambda entry: (entry[1], entry[0]), reverse=True)
+        return entries[:count]
+
+    def _newest(
+        self, indexes: dict[int, str], want: int, max_score: float | None = None, after_id: str = ""
+    ) -> Op:
+        """Up to `want` live summaries from these per-shard indexes, highest score first (equal
+        scores by id, descending), after the cursor (max_score, after_id). Index entries whose
+        session is gone are skipped, reading on past them."""
+        found: list[SessionSummary] = []
+        while True:
+            # A hair above the cursor: equal-score rows are filtered by id in the script.
+            top = "+inf" if max_score is None else f"{max_score + 1e-6:.6f}"
+            replies = yield Calls(
+                [Call("index_page", [index], [top, after_id, want]) for index in indexes.values()]
+            )
+            entries = [
+                (reply[i], float(reply[i + 1]))
+                for reply in replies
+                for i in range(0, len(reply), 2)
+            ]
+            entries.sort(key=lambda entry: (entry[1], entry[0]), reverse=True)
+            entries = entries[: want - len(found)]
+            if not entries:
+                return found
+            rows = yield from self._summaries([session_id for session_id, _ in entries])
+            found += [rows[i] for i, _ in entries if i in rows]
+            if len(found) >= want or len(rows) == len(entries):
+                return found
+            max_score, after_id = entries[-1][1], entries[-1][0]
 
     def _apply(self, session_id: str, **changes) -> Op:
         policies = yield Policies()
@@ -283,11 +350,27 @@ class StoreCore:
             "metadata": validation.json_payload("metadata", metadata or {}, require_dict=True),
         }
         chosen = session_id is not None
-        session_id = validation.session_id(session_id) if chosen else new_session_id()
         if idempotency_key is not None:
             idempotency_key = validation.text(
                 "idempotency_key", idempotency_key, validation.MAX_NAME_LENGTH, required=True
             )
+        idem_key = keys.idempotency(str(idempotency_scope), idempotency_key or "-")
+        if chosen:
+            session_id = validation.session_id(session_id)
+        elif idempotency_key is not None:
+            # Drawn in the idempotency key's shard: key and session in one slot, one script.
+            session_id = keys.new_id_in(
+                keys.idempotency_shard(str(idempotency_scope), idempotency_key)
+            )
+        else:
+            session_id = new_session_id()
+        shard = keys.shard_of(session_id)
+        # One script checks and sets the key when it shares the session's shard; otherwise
+        # (a caller-chosen id elsewhere) IDEM_CLAIM reserves it first: see scripts.IDEM_CLAIM.
+        two_step = (
+            idempotency_key is not None
+            and keys.idempotency_shard(str(idempotency_scope), idempotency_key) != shard
+        )
         body_hash = hashlib.sha256(
             json.dumps([fields, ttl_hours, session_id if chosen else None]).encode()
         ).hexdigest()[:32]
@@ -305,16 +388,43 @@ class StoreCore:
             expires_at=f"{expires_at:.6f}",
             redis_expire_ms=redis_expire_ms,
         )
+        user_cap = int(getattr(policy, "max_live_sessions_per_user", 0) or 0)
+        user_cap = user_cap if fields["user_id"] else 0
+        total_cap = int(getattr(policy, "max_live_sessions", 0) or 0)
+        if (user_cap or total_cap) and keys.shard_count() > 1:
+            # The caps count over every shard: checked here, before the create (so two
+            # creates racing at the cap may both pass); one shard checks inside the script.
+            earlier = None
+            if idempotency_key is not None:  # a retry of a create that won is not refused
+                earlier = yield Call("idem_get", [idem_key])
+            if earlier is None:
+                yield from self._check_caps(fields["user_id"], user_cap, total_cap)
+            user_cap = total_cap = 0
         meta, events, context, results, event_ids = keys.session_keys(session_id)
+        if two_step:
+            hash_fields["idem_key"] = idem_key
+            claim = yield Call(
+                "idem_claim", [idem_key], [session_id, body_hash, IDEMPOTENCY_TTL_SECONDS]
+            )
+            if int(claim[0]) == -6:
+                raise IdempotencyKeyReused(str(idempotency_key), claim[1])
+            if int(claim[0]) == 0:
+                existing = yield from StoreCore.get_session(self, claim[1])
+                if existing is not None:
+                    return existing
+                # Reserved by a request that stopped before its create (same body, so the
+                # same id): the reservation stands, the create below completes it.
         result = yield Call(
             "create",
             [
                 meta,
-                keys.due(),
-                keys.activity(),
-                keys.user(fields["user_id"]),
-                keys.session_type(session_type),
-                keys.idempotency(str(idempotency_scope), idempotency_key or "-"),
+                keys.due(shard),
+                keys.activity(shard),
+                keys.user(shard, fields["user_id"]),
+                keys.session_type(shard, session_type),
+                idem_key
+                if idempotency_key is not None and not two_step
+                else keys.placeholder(session_id),
                 events,
                 context,
                 results,
@@ -325,17 +435,17 @@ class StoreCore:
                 f"{now:.6f}",
                 f"{expires_at:.6f}",
                 redis_expire_ms,
-                "1" if idempotency_key else "0",
+                "1" if idempotency_key and not two_step else "0",
                 IDEMPOTENCY_TTL_SECONDS,
                 body_hash,
-                int(getattr(policy, "max_live_sessions_per_user", 0) or 0)
-                if fields["user_id"]
-                else 0,
-                int(getattr(policy, "max_live_sessions", 0) or 0),
+                user_cap,
+                total_cap,
                 *[item for pair in hash_fields.items() for item in pair],
             ],
         )
         code = int(result[0])
+        if two_step and code < 0:  # refused: free the key for a corrected retry
+            yield Call("idem_release", [idem_key], [session_id])
         if code == 0:  # an earlier request with this idempotency key won
             existing = yield from StoreCore.get_session(self, result[1])
             if existing is None:
@@ -575,7 +685,7 @@ class StoreCore:
         meta, events, context, results, event_ids = keys.session_keys(session_id)
         result = yield Call(
             "extend",
-            [meta, keys.due(), events, context, results, event_ids],
+            [meta, keys.due(keys.shard_of(session_id)), events, context, results, event_ids],
             [
                 session_id,
                 f"{_now():.6f}",
@@ -605,12 +715,13 @@ class StoreCore:
         session_id = validation.session_id(session_id)
         status = validation.end_status(status)
         meta = keys.meta(session_id)
+        shard = keys.shard_of(session_id)
         info = yield Call("delete_info", [meta])
         if not info:
             yield from self._not_live(session_id)
         result = yield Call(
             "end",
-            [meta, keys.due(), keys.activity(), keys.session_type(info[1])],
+            [meta, keys.due(shard), keys.activity(shard), keys.session_type(shard, info[1])],
             [session_id, f"{_now():.6f}", status],
         )
         yield from self._check(result, session_id)
@@ -629,24 +740,28 @@ class StoreCore:
         meta, events, context, results, event_ids = keys.session_keys(session_id)
         info = yield Call("delete_info", [meta])
         user_id, type_, idem = info if info else ("", SessionType.AGENT, "")
-        return (
-            yield Call(
-                "delete",
-                [
-                    meta,
-                    events,
-                    context,
-                    results,
-                    event_ids,
-                    keys.due(),
-                    keys.activity(),
-                    keys.user(user_id),
-                    keys.session_type(type_),
-                    idem or f"{meta}:none",
-                ],
-                [session_id],
-            )
+        shard = keys.shard_of(session_id)
+        # An idempotency key in another shard (a caller-chosen id) is freed by its own call.
+        elsewhere = bool(idem) and not keys.same_shard(idem, meta)
+        deleted = yield Call(
+            "delete",
+            [
+                meta,
+                events,
+                context,
+                results,
+                event_ids,
+                keys.due(shard),
+                keys.activity(shard),
+                keys.user(shard, user_id),
+                keys.session_type(shard, type_),
+                keys.placeholder(session_id) if elsewhere or not idem else idem,
+            ],
+            [session_id],
         )
+        if elsewhere:
+            yield Call("idem_release", [idem], [session_id])
+        return deleted
 
     def delete_session(self, session_id: Any) -> Op:
         """Delete a session wherever it is (Redis and Postgres); True if something was deleted.
@@ -715,18 +830,8 @@ class StoreCore:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 500:
             raise InvalidInput("limit", "must be a whole number between 1 and 500")
         max_score, after_id = codec.cursor_decode(cursor) if cursor else (None, "")
-        rows = yield Call(
-            "list_index",
-            [keys.user(user_id)],
-            [
-                # A hair above the cursor: equal-score rows are filtered by id in the script.
-                "+inf" if max_score is None else f"{max_score + 1e-6:.6f}",
-                after_id,
-                limit,
-                *SUMMARY_FIELDS,
-            ],
-        )
-        items = [codec.summary(row) for row in rows]
+        user_indexes = {shard: keys.user(shard, user_id) for shard in keys.shards()}
+        items = yield from self._newest(user_indexes, limit + 1, max_score, after_id)
         if include_archived:
             archived = yield Db("user_summaries", (user_id, limit, max_score, after_id))
             live_ids = {item.id for item in items}
@@ -742,8 +847,17 @@ class StoreCore:
 
     def list_live_sessions(self, limit: int = 50, offset: int = 0) -> Op:
         """Active sessions in Redis, most recent activity first."""
-        rows = yield Call("list_live", [keys.activity()], [offset, limit, *SUMMARY_FIELDS])
-        return [codec.summary(row) for row in rows]
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidInput("limit", "must be a whole number, zero or more")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidInput("offset", "must be a whole number, zero or more")
+        if limit == 0:
+            return []
+        indexes = {shard: keys.activity(shard) for shard in keys.shards()}
+        entries = yield from self._top(indexes, offset + limit)
+        rows = yield from self._summaries([session_id for session_id, _ in entries])
+        page = [rows[i] for i, _ in entries[offset : offset + limit] if i in rows]
+        return page
 
     def list_sessions(
         self,
@@ -763,13 +877,15 @@ class StoreCore:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvalidInput("limit", "must be a whole number between 1 and 1000")
         if user_id is not None:
-            call = Call(
-                "list_index", [keys.user(user_id)], ["+inf", "", LIST_SCAN, *SUMMARY_FIELDS]
-            )
+            indexes = {shard: keys.user(shard, user_id) for shard in keys.shards()}
+            live = yield from self._newest(indexes, LIST_SCAN)
         else:
-            index = keys.activity() if status == SessionStatus.ACTIVE else keys.due()
-            call = Call("list_live", [index], [0, LIST_SCAN, *SUMMARY_FIELDS])
-        live = [codec.summary(row) for row in (yield call)]
+            index = keys.activity if status == SessionStatus.ACTIVE else keys.due
+            entries = yield from self._top(
+                {shard: index(shard) for shard in keys.shards()}, LIST_SCAN
+            )
+            rows = yield from self._summaries([session_id for session_id, _ in entries])
+            live = [rows[i] for i, _ in entries if i in rows]
         live = [
             item
             for item in live
@@ -787,8 +903,13 @@ class StoreCore:
     def live_counts(self) -> Op:
         """{"total": active sessions, "by_type": {type: active sessions}} in one round trip."""
         names = list(SessionType.values)
-        reply = yield Call("counts", [keys.activity(), *[keys.session_type(t) for t in names]])
-        total, *by_type = (int(value) for value in reply)
+        replies = yield Calls(
+            [
+                Call("counts", [keys.activity(s), *[keys.session_type(s, t) for t in names]])
+                for s in keys.shards()
+            ]
+        )
+        total, *by_type = (sum(int(reply[i]) for reply in replies) for i in range(len(names) + 1))
         return {"total": total, "by_type": dict(zip(names, by_type, strict=True))}
 
     def live_flags(self, session_ids: list[str]) -> Op:
@@ -796,8 +917,13 @@ class StoreCore:
         ids = [str(session_id) for session_id in session_ids]
         if not ids:
             return {}
-        reply = yield Call("exists", [keys.meta(i) for i in ids])
-        return {i: bool(int(flag)) for i, flag in zip(ids, reply, strict=True)}
+        groups = _by_shard(ids)
+        replies = yield Calls([Call("exists", [keys.meta(i) for i in group]) for group in groups])
+        return {
+            i: bool(int(flag))
+            for group, reply in zip(groups, replies, strict=True)
+            for i, flag in zip(group, reply, strict=True)
+        }
 
     # ---- the seeds' manager calls ----------------------------------------------------------
 
@@ -878,9 +1004,16 @@ class StoreCore:
         cutoff = _now() - idle
         ended = 0
         while True:
-            rows = yield Call("list_idle", [keys.activity()], [f"{cutoff:.6f}", LIST_SCAN])
+            replies = yield Calls(
+                [
+                    Call("list_idle", [keys.activity(s)], [f"{cutoff:.6f}", LIST_SCAN])
+                    for s in keys.shards()
+                ]
+            )
+            rows = [session_id for reply in replies for session_id in reply]
             if not rows:
                 return ended
+            full = any(len(reply) >= LIST_SCAN for reply in replies)
             before = ended
             for session_id in rows:
                 try:
@@ -892,7 +1025,7 @@ class StoreCore:
                     pass  # ended or archived meanwhile
             # A full batch of entries that could not be ended (left for the archiver) would
             # come back forever: stop.
-            if len(rows) < LIST_SCAN or ended == before:
+            if not full or ended == before:
                 return ended
 
     def cleanup_old_sessions(self, max_age_days: float = 30) -> Op:
@@ -900,16 +1033,30 @@ class StoreCore:
         manager's call); returns how many."""
         days = validation.non_negative("max_age_days", max_age_days)
         cutoff = _now() - days * 86400
-        old_live = yield Call(
-            "list_old",
-            [keys.session_type(name) for name in SessionType.values],
-            [f"{cutoff:.6f}", LIST_SCAN],
+        replies = yield Calls(
+            [
+                Call(
+                    "list_old",
+                    [keys.session_type(s, name) for name in SessionType.values],
+                    [f"{cutoff:.6f}", LIST_SCAN],
+                )
+                for s in keys.shards()
+            ]
         )
+        old_live = [session_id for reply in replies for session_id in reply]
         deleted = 0
         for session_id in old_live:
             deleted += int(bool((yield from self._drop_live(session_id))))
         deleted += yield Db("delete_created_before", (datetime.fromtimestamp(cutoff, tz=UTC),))
         return deleted
+
+
+def _by_shard(session_ids: list[str]) -> list[list[str]]:
+    """The ids grouped by shard (each group one slot: one script call)."""
+    groups: dict[int, list[str]] = {}
+    for session_id in session_ids:
+        groups.setdefault(keys.shard_of(session_id), []).append(session_id)
+    return list(groups.values())
 
 
 def recent_query_events(events: list[TimelineEvent]) -> list[TimelineEvent]:

@@ -19,6 +19,11 @@ _UNAVAILABLE_REPLIES = (
 
 def unavailable(exc: BaseException) -> StoreUnavailable | None:
     """The StoreUnavailable for a Redis error that means "not now", else None (a bug)."""
+    if isinstance(exc, redis.exceptions.RedisClusterException) and (
+        "cannot be connected" in str(exc) or "CLUSTERDOWN" in str(exc)
+    ):
+        # No node of the cluster answers; a cross-slot call (a bug) stays an error.
+        return StoreUnavailable(f"live session store (Redis Cluster) is unavailable: {exc}")
     if isinstance(exc, redis.exceptions.BusyLoadingError):
         return StoreUnavailable("live session store (Redis) is loading its data")
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):

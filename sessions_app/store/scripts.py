@@ -1,7 +1,12 @@
-"""The store's Lua scripts. Each is one atomic Redis call; keys come from keys.py via KEYS
-(the session's keys and the indexes it touches), except where noted for the archiver's batch
-scripts, which derive per-session keys from the prefix passed in ARGV.
+"""The store's Lua scripts. Each is one atomic Redis call on one shard; every key it touches
+comes from keys.py via KEYS (the session's keys and its shard's indexes), none is built in
+Lua, so each call maps to one Redis Cluster slot. A question about sessions whose ids are not
+known yet takes two steps: a script returns ids from an index, a second (ROWS, SNAPSHOT, CLAIM)
+is given their keys.
 """
+
+# Scripts that write: with REDIS_WAIT_REPLICAS set they wait for replicas (execute_durably).
+WRITES = frozenset({"create", "apply", "extend", "end", "delete", "idem_claim", "idem_release"})
 
 # Status checks shared by the write scripts. Returns an error table or nil.
 _GUARD = """
@@ -15,6 +20,8 @@ end
 
 # KEYS: meta, due, activity, user index, type index, idempotency key, events, context,
 #       results, event ids
+# (The idempotency key is in the session's slot: the store draws the id in the key's shard.
+# A caller-chosen id in another shard: use_idempotency 0 and a placeholder; see IDEM_CLAIM.)
 # ARGV: id, now, expires_at, redis_expire_ms, use_idempotency, idempotency_ttl, body hash,
 #       max live sessions of this user (0: no cap), max live sessions in all (0: no cap),
 #       field, value...
@@ -223,33 +230,37 @@ for i = 6, 9 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 return existed
 """
 
-# KEYS: index zset. ARGV: max score, cursor id ('' for none), limit, field names...
+# KEYS: index zset. ARGV: max score, cursor id ('' for none), limit.
 # Newest first; skips members at the cursor's score (within 1.5 us, the cursor's rounding) that
-# were on earlier pages: equal scores come in descending id order. Reads each listed session's
-# hash by the index's own prefix (the rows are the point of the call; see keys.py).
-LIST_INDEX = """
+# were on earlier pages: equal scores come in descending id order. Returns {id, score, ...}, at
+# most limit; the rows are read by ROWS (their keys are only known from the ids).
+INDEX_PAGE = """
 local limit = tonumber(ARGV[3])
-local fields = {unpack(ARGV, 4)}
-local rows = {}
+local out = {}
 local offset = 0
-while #rows < limit + 1 do
+while #out < 2 * limit do
   local batch = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], '-inf', 'WITHSCORES',
-                           'LIMIT', offset, limit + 1)
+                           'LIMIT', offset, limit)
   if #batch == 0 then break end
   for i = 1, #batch, 2 do
     local id, score = batch[i], batch[i + 1]
     local tie = math.abs(tonumber(score) - tonumber(ARGV[1])) < 0.0000015
     if not (ARGV[2] ~= '' and tie and id >= ARGV[2]) then
-      local meta_key = string.sub(KEYS[1], 1, string.find(KEYS[1], ':idx:', 1, true) - 1)
-        .. ':s:' .. id
-      local row = redis.call('HMGET', meta_key, unpack(fields))
-      if row[1] then rows[#rows + 1] = row end
-      if #rows >= limit + 1 then break end
+      out[#out + 1] = id
+      out[#out + 1] = score
+      if #out >= 2 * limit then break end
     end
   end
-  offset = offset + limit + 1
+  offset = offset + limit
 end
-return rows
+return out
+"""
+
+# KEYS: meta keys (one shard). ARGV: field names. HMGET of each: the rows of listed ids.
+ROWS = """
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call('HMGET', KEYS[i], unpack(ARGV)) end
+return out
 """
 
 # KEYS: meta, context, intermediate results, events. ARGV: number of recent events, number of
@@ -306,17 +317,9 @@ end
 return out
 """
 
-# KEYS: activity index. ARGV: offset, limit, field names...
-LIST_LIVE = """
-local ids = redis.call('ZREVRANGE', KEYS[1], ARGV[1], ARGV[1] + ARGV[2] - 1)
-local prefix = string.sub(KEYS[1], 1, string.find(KEYS[1], ':idx:', 1, true) - 1)
-local fields = {unpack(ARGV, 3)}
-local rows = {}
-for _, id in ipairs(ids) do
-  local row = redis.call('HMGET', prefix .. ':s:' .. id, unpack(fields))
-  if row[1] then rows[#rows + 1] = row end
-end
-return rows
+# KEYS: an index zset. ARGV: limit. Its top ids, highest score first: {id, score, ...}.
+INDEX_TOP = """
+return redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
 """
 
 # KEYS: activity index, then one type index per session type. Returns their sizes.
@@ -333,99 +336,104 @@ for i = 1, #KEYS do out[i] = redis.call('EXISTS', KEYS[i]) end
 return out
 """
 
-# ---- the archiver's scripts (archive/ runs them): claim due/idle sessions, freeze one,
-# snapshot a batch. Every key is built from the prefix passed in ARGV, keys.py's layout.
-# KEYS: due, activity. ARGV: prefix, now, limit, lease_until, idle_offset, idle_scan_limit,
-# number of types n, then n (type, idle cutoff) pairs.
-# Returns {next idle offset, idle exhausted (0/1), id, outcome, id, outcome, ...}.
+# ---- the archiver's scripts (archive/ runs them), one shard per call: pick candidates, claim
+# them (given their keys), freeze one, snapshot a batch.
+
+# KEYS: due, activity. ARGV: now, due limit, idle cutoff (the latest of all types; '' for none),
+# idle offset, idle limit. Returns {due ids}, {idle ids}, idle exhausted (0/1): read only.
+CLAIM_CANDIDATES = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local idle, exhausted = {}, 1
+local want = tonumber(ARGV[5])
+if ARGV[3] ~= '' and want > 0 then
+  idle = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3], 'LIMIT', ARGV[4], want)
+  if #idle >= want then exhausted = 0 end
+end
+return {due, idle, exhausted}
+"""
+
+# KEYS: due, activity, the shard's type indexes (ntypes of them, in ARGV's type order), then
+# the meta key of each candidate. ARGV: now, lease_until, ntypes, then ntypes (type, idle
+# cutoff) pairs, then per candidate (id, 'd' due or 'i' idle).
+# Candidates were read by CLAIM_CANDIDATES; each is checked again here (another run may have
+# claimed it meanwhile). Returns {skipped idle candidates, id, outcome, id, outcome, ...}.
 CLAIM = """
-local prefix, now, limit, lease = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local idle_offset, scan_limit, ntypes = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local cutoffs, types, max_cutoff = {}, {}, nil
-for i = 0, ntypes - 1 do
-  local t, c = ARGV[8 + 2 * i], tonumber(ARGV[9 + 2 * i])
-  cutoffs[t] = c
-  types[#types + 1] = t
-  if max_cutoff == nil or c > max_cutoff then max_cutoff = c end
-end
+local now, lease, ntypes = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local cutoffs = {}
+for i = 0, ntypes - 1 do cutoffs[ARGV[4 + 2 * i]] = tonumber(ARGV[5 + 2 * i]) end
+local first = 4 + 2 * ntypes
 local out = {}
-local function forget(id)
-  redis.call('ZREM', KEYS[1], id)
+local skipped = 0
+local function unlist(id)
   redis.call('ZREM', KEYS[2], id)
-  for _, t in ipairs(types) do redis.call('ZREM', prefix .. ':idx:type:' .. t, id) end
-  out[#out + 1] = id
-  out[#out + 1] = 'missing'
+  for t = 1, ntypes do redis.call('ZREM', KEYS[2 + t], id) end
 end
-local claimed = 0
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)) do
-  local meta = prefix .. ':s:' .. id
-  local m = redis.call('HMGET', meta, 'status', 'session_type')
-  if not m[1] then
-    forget(id)
+local c = 0
+for a = first, #ARGV, 2 do
+  c = c + 1
+  local id, kind, meta = ARGV[a], ARGV[a + 1], KEYS[2 + ntypes + c]
+  if kind == 'd' then
+    local score = redis.call('ZSCORE', KEYS[1], id)
+    if score and tonumber(score) <= now then
+      local m = redis.call('HMGET', meta, 'status')
+      if not m[1] then
+        redis.call('ZREM', KEYS[1], id)
+        unlist(id)
+        out[#out + 1] = id
+        out[#out + 1] = 'missing'
+      else
+        -- An `expired` status here was set by an earlier run that did not finish.
+        local outcome = m[1] == 'expired' and 'expired' or 'ended'
+        if m[1] == 'active' then
+          redis.call('HSET', meta, 'status', 'expired')
+          unlist(id)
+          outcome = 'expired'
+        end
+        redis.call('ZADD', KEYS[1], lease, id)
+        out[#out + 1] = id
+        out[#out + 1] = outcome
+      end
+    end
   else
-    -- An `expired` status here was set by an earlier run that did not finish.
-    local outcome = m[1] == 'expired' and 'expired' or 'ended'
-    if m[1] == 'active' then
-      redis.call('HSET', meta, 'status', 'expired')
-      redis.call('ZREM', KEYS[2], id)
-      redis.call('ZREM', prefix .. ':idx:type:' .. m[2], id)
-      outcome = 'expired'
+    local score = redis.call('ZSCORE', KEYS[2], id)
+    if score then
+      local m = redis.call('HMGET', meta, 'status', 'session_type', 'last_activity_at')
+      if not m[1] then
+        redis.call('ZREM', KEYS[1], id)
+        unlist(id)
+        out[#out + 1] = id
+        out[#out + 1] = 'missing'
+      elseif m[1] ~= 'active' then
+        -- ended but still listed: the due index brings it to the archiver
+        redis.call('ZREM', KEYS[2], id)
+      elseif cutoffs[m[2]] ~= nil and tonumber(score) <= cutoffs[m[2]] then
+        redis.call('HSET', meta, 'status', 'abandoned', 'ended_at', m[3] or ARGV[1])
+        unlist(id)
+        redis.call('ZADD', KEYS[1], lease, id)
+        out[#out + 1] = id
+        out[#out + 1] = 'abandoned'
+      else
+        skipped = skipped + 1
+      end
     end
-    redis.call('ZADD', KEYS[1], lease, id)
-    out[#out + 1] = id
-    out[#out + 1] = outcome
-  end
-  claimed = claimed + 1
-end
-local skipped, examined, exhausted = 0, 0, 0
-while claimed < limit and max_cutoff ~= nil do
-  if examined >= scan_limit then break end
-  local chunk = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', max_cutoff, 'WITHSCORES',
-                           'LIMIT', idle_offset + skipped, 200)
-  if #chunk == 0 then exhausted = 1 break end
-  for i = 1, #chunk, 2 do
-    local id, score = chunk[i], tonumber(chunk[i + 1])
-    examined = examined + 1
-    local meta = prefix .. ':s:' .. id
-    local m = redis.call('HMGET', meta, 'status', 'session_type', 'last_activity_at')
-    if not m[1] then
-      forget(id)
-      claimed = claimed + 1
-    elseif m[1] ~= 'active' then
-      -- ended but still listed: the due index brings it to the archiver
-      redis.call('ZREM', KEYS[2], id)
-    elseif cutoffs[m[2]] ~= nil and score <= cutoffs[m[2]] then
-      redis.call('HSET', meta, 'status', 'abandoned', 'ended_at', m[3] or now)
-      redis.call('ZREM', KEYS[2], id)
-      redis.call('ZREM', prefix .. ':idx:type:' .. m[2], id)
-      redis.call('ZADD', KEYS[1], lease, id)
-      out[#out + 1] = id
-      out[#out + 1] = 'abandoned'
-      claimed = claimed + 1
-    else
-      skipped = skipped + 1
-    end
-    if claimed >= limit then break end
   end
 end
-if max_cutoff == nil then exhausted = 1 end
-local result = {idle_offset + skipped, exhausted}
+local result = {skipped}
 for _, v in ipairs(out) do result[#result + 1] = v end
 return result
 """
 
-# KEYS: meta, due, activity. ARGV: prefix, id.
+# KEYS: meta, due, activity, the shard's type indexes. ARGV: id.
 # Makes a still-active session expired (so later writes are rejected) and due right away, so a
 # crash before the archive finishes leaves it for the next cleanup run. Returns the old status.
 FREEZE = """
-local m = redis.call('HMGET', KEYS[1], 'status', 'session_type')
+local m = redis.call('HMGET', KEYS[1], 'status')
 if not m[1] then return false end
 if m[1] == 'active' then
   redis.call('HSET', KEYS[1], 'status', 'expired')
-  redis.call('ZREM', KEYS[3], ARGV[2])
-  redis.call('ZREM', ARGV[1] .. ':idx:type:' .. m[2], ARGV[2])
+  for i = 3, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
 end
-redis.call('ZADD', KEYS[2], 0, ARGV[2])
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
 return m[1]
 """
 
@@ -459,19 +467,17 @@ META_FIELDS = (
 )
 USER_ID, SESSION_TYPE = META_FIELDS.index("user_id"), META_FIELDS.index("session_type")
 
-# KEYS: none (each session's keys derive from the prefix). ARGV: prefix, ids...
-# Returns per id {meta values (HMGET META_FIELDS), events, context pairs, result pairs}.
+# KEYS: meta, events, context, results of each session (4 per session, one shard).
+# Returns per session {meta values (HMGET META_FIELDS), events, context pairs, result pairs}.
 SNAPSHOT = """
-local prefix = ARGV[1]
 local fields = {FIELDS}
 local out = {}
-for i = 2, #ARGV do
-  local meta = prefix .. ':s:' .. ARGV[i]
+for i = 1, #KEYS, 4 do
   out[#out + 1] = {
-    redis.call('HMGET', meta, unpack(fields)),
-    redis.call('LRANGE', meta .. ':ev', 0, -1),
-    redis.call('HGETALL', meta .. ':ctx'),
-    redis.call('HGETALL', meta .. ':ir'),
+    redis.call('HMGET', KEYS[i], unpack(fields)),
+    redis.call('LRANGE', KEYS[i + 1], 0, -1),
+    redis.call('HGETALL', KEYS[i + 2]),
+    redis.call('HGETALL', KEYS[i + 3]),
   }
 end
 return out
@@ -494,7 +500,44 @@ end
 return out
 """
 
+# A create under an idempotency key whose session (a caller-chosen id) is in another shard
+# than the key: two steps instead of one script. IDEM_CLAIM reserves the key first, CREATE runs
+# in the session's shard, IDEM_RELEASE frees the key if the create was refused. A crash between
+# the steps leaves a key naming a session that does not exist; the store then frees it and
+# creates (same body hash, so the same request) instead of answering with a missing session.
+# KEYS: idempotency key. ARGV: id, body hash, ttl. Returns {1} reserved, {0, id} the key's
+# session (same body), {-6, id} the key was used with another body.
+IDEM_CLAIM = """
+local existing = redis.call('GET', KEYS[1])
+if existing then
+  local sep = string.find(existing, '|', 1, true)
+  local id = string.sub(existing, 1, sep - 1)
+  if string.sub(existing, sep + 1) ~= ARGV[2] then return {-6, id} end
+  return {0, id}
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'EX', ARGV[3])
+return {1}
+"""
+
+# KEYS: idempotency key. ARGV: session id. Deletes the key only if it names that session.
+IDEM_RELEASE = """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: idempotency key. Its value, or nil (read only).
+IDEM_GET = """
+return redis.call('GET', KEYS[1])
+"""
+
 SCRIPTS = {
+    "idem_get": IDEM_GET,
+    "idem_claim": IDEM_CLAIM,
+    "idem_release": IDEM_RELEASE,
+    "index_page": INDEX_PAGE,
+    "index_top": INDEX_TOP,
+    "rows": ROWS,
     "list_idle": LIST_IDLE,
     "list_old": LIST_OLD,
     "create": CREATE,
@@ -503,8 +546,6 @@ SCRIPTS = {
     "end": END,
     "delete_info": DELETE_INFO,
     "delete": DELETE,
-    "list_index": LIST_INDEX,
-    "list_live": LIST_LIVE,
     "get": GET,
     "timeline": TIMELINE,
     "recent_queries": RECENT_QUERIES,

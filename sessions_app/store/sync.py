@@ -7,13 +7,16 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 import redis
+from django.conf import settings
 from django.db import DatabaseError
+from redis.cluster import RedisCluster
 
 from sessions_app import policies
+from sessions_app.redis_client import execute_durably
 from sessions_app.store import archived
 from sessions_app.store.core import Archive, Call, Calls, Db, Policies, StoreCore
 from sessions_app.store.errors import unavailable
-from sessions_app.store.scripts import SCRIPTS
+from sessions_app.store.scripts import SCRIPTS, WRITES
 
 # The public operations, each a generator in StoreCore run by both front-ends.
 OPERATIONS = (
@@ -58,7 +61,7 @@ def drive(gen, do):
         send = throw = None
         try:
             send = do(request)
-        except redis.exceptions.RedisError as exc:
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
             mapped = unavailable(exc)
             if mapped is None:
                 raise
@@ -115,17 +118,19 @@ class SessionStore(_FrontEnd):
 
     def _do(self, request):
         if type(request) is Call:
-            return self._scripts()[request.script](keys=request.keys, args=request.args)
+            script = self._scripts()[request.script]
+            if request.script in WRITES and settings.REDIS_WAIT_REPLICAS > 0:
+                # Acknowledged only once enough replicas have it (else StoreUnavailable).
+                pipe = self.redis.pipeline(transaction=False)
+                script(keys=request.keys, args=request.args, client=pipe)
+                return execute_durably(pipe)[0]
+            return script(keys=request.keys, args=request.args)
         if type(request) is Policies:
             return policies.all_effective_policies()
         if type(request) is Db:
             return getattr(archived, request.name)(*request.args)
-        if type(request) is Calls:
-            scripts = self._scripts()
-            pipe = self.redis.pipeline(transaction=False)
-            for call in request.calls:
-                scripts[call.script](keys=call.keys, args=call.args, client=pipe)
-            return pipe.execute()
+        if type(request) is Calls:  # reads only: fan-outs over shards
+            return self._fan_out(request.calls)
         if type(request) is Archive:
             from sessions_app import archive as archiver
 
@@ -134,6 +139,10 @@ class SessionStore(_FrontEnd):
                 archiver.archive_session(request.session_id)
             return None
         raise TypeError(f"unknown store request {request!r}")
+
+    def _fan_out(self, calls: list[Call]) -> list:
+        scripts = self._scripts()
+        return run_reads(self.redis, [(scripts[c.script], c.keys, c.args) for c in calls])
 
     def _bind(self, session):
         if session is not None:
@@ -163,6 +172,40 @@ class SessionStore(_FrontEnd):
         from sessions_app import archive as archiver
 
         return archiver.archive_due_sessions(now=now)
+
+
+def run_reads(client, calls: list[tuple[Any, list, list]]) -> list:
+    """Run read-only script calls [(script, keys, args)] (one per shard, say) in one round
+    trip per Redis server: a pipeline; on a Cluster, one pipeline per master (a Cluster
+    pipeline refuses EVALSHA). Replies in the calls' order."""
+    if len(calls) == 1:
+        script, keys, args = calls[0]
+        return [script(keys=keys, args=args)]
+    if not isinstance(client, RedisCluster):
+        pipe = client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            script(keys=keys, args=args, client=pipe)
+        return pipe.execute()
+    by_node: dict[str, tuple[Any, list[int]]] = {}
+    for index, (_, keys, _) in enumerate(calls):
+        node = client.get_node_from_key(keys[0]) if keys else client.get_random_node()
+        by_node.setdefault(node.name, (node, []))[1].append(index)
+    results: list[Any] = [None] * len(calls)
+    try:
+        for node, indexes in by_node.values():
+            pipe = client.get_redis_connection(node).pipeline(transaction=False)
+            for index in indexes:
+                script, keys, args = calls[index]
+                script(keys=keys, args=args, client=pipe)
+            for index, value in zip(indexes, pipe.execute(), strict=True):
+                results[index] = value
+    except redis.exceptions.ResponseError as exc:
+        if not str(exc).startswith(("MOVED", "ASK")):
+            raise
+        # Slots moving (resharding, failover): one call at a time, the client follows.
+        client.nodes_manager.initialize()
+        return [script(keys=keys, args=args) for script, keys, args in calls]
+    return results
 
 
 def iter_ping():

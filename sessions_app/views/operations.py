@@ -9,32 +9,12 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_celery_beat.models import PeriodicTask
 
-from sessions_app import audit, health, jobs, schedules
+from sessions_app import audit, health, jobs
+from sessions_app.jobs import JOBS
 from sessions_app.models import JobRun, QuarantinedSession, RetentionPolicy, SessionType
 from sessions_app.policies import all_effective_policies
 from sessions_app.views.common import RUN_JOBS, dashboard_view, wants_partial
 
-# URL name -> (JobRun.job, Celery task name (schedules), task function name, description)
-JOBS = {
-    "cleanup": (
-        jobs.CLEANUP,
-        schedules.CLEANUP_TASK,
-        "cleanup_expired_sessions",
-        "Archive expired, idle and ended sessions",
-    ),
-    "retention": (
-        jobs.RETENTION,
-        schedules.RETENTION_TASK,
-        "delete_old_archived_sessions",
-        "Delete archived sessions past retention",
-    ),
-    "metrics": (
-        jobs.METRICS,
-        schedules.METRICS_TASK,
-        "generate_session_metrics",
-        "Recompute daily metrics",
-    ),
-}
 RECENT_RUNS = 15
 # After "Run now" the jobs panel refreshes itself until the run is recorded, at most this long.
 WATCH_SECONDS = 120
@@ -65,7 +45,7 @@ def _next_run(task: PeriodicTask, now) -> object:
 def job_rows() -> list[dict]:
     """Each scheduled job with its schedule, last run and next run (three queries in all)."""
     now = timezone.now()
-    names = [job for job, *_ in JOBS.values()]
+    names = [job.name for job in JOBS.values()]
     last_runs = {
         run.job: run
         for run in JobRun.objects.filter(job__in=names)
@@ -80,19 +60,20 @@ def job_rows() -> list[dict]:
     }
     tasks = {
         task.task: task
-        for task in PeriodicTask.objects.filter(task__in=[t for _, t, *_ in JOBS.values()])
+        for task in PeriodicTask.objects.filter(task__in=[job.task for job in JOBS.values()])
         .select_related("interval", "crontab")
         .order_by("id")
     }
     rows = []
-    for short, (job, task_name, _, description) in JOBS.items():
-        task = tasks.get(task_name)
+    for short, spec in JOBS.items():
+        task = tasks.get(spec.task)
+        job = spec.name
         schedule, schedule_raw = schedule_text(task) if task else (None, None)
         rows.append(
             {
                 "short": short,
                 "job": job,
-                "description": description,
+                "description": spec.title,
                 "task": task,
                 "schedule": schedule,
                 "schedule_raw": schedule_raw,
@@ -137,9 +118,7 @@ def _jobs_context(request, watch: str = "", since: str = "") -> dict:
         "active_nav": "operations",
         "jobs": rows,
         # The every-minute alert evaluation would fill the list; its failures still show.
-        "recent_runs": JobRun.objects.exclude(job="evaluate_alerts", outcome="success")[
-            :RECENT_RUNS
-        ],
+        "recent_runs": JobRun.objects.exclude(job=jobs.ALERTS, outcome="success")[:RECENT_RUNS],
         "can_run": request.user.has_perm(RUN_JOBS),
         "watch": _watch(rows, watch, since),
     }
@@ -187,15 +166,15 @@ def run_job_now(request, job: str):
         raise Http404("No such job.")
     from sessions_app import tasks  # the worker's module; only needed when a job is queued
 
-    _, _, function, description = JOBS[job]
+    description = JOBS[job].title
     queued_at = timezone.now().timestamp()
     try:
-        getattr(tasks, function).delay()
+        tasks.TASKS[job].delay()
     except Exception as error:  # noqa: BLE001 - the broker's errors vary; say what happened
         messages.error(request, f"Could not queue “{description}”: {error}")
         queued = False
     else:
-        audit.record("run_job", "job", JOBS[job][0], actor=request, object_repr=description)
+        audit.record("run_job", "job", JOBS[job].name, actor=request, object_repr=description)
         messages.success(
             request, f"Queued “{description}”. Its run appears below once a worker picks it up."
         )

@@ -31,6 +31,7 @@ from sessions_app.models import Session, SessionEvent
 from sessions_app.policies import clear_policy_cache, get_effective_policy
 from sessions_app.redis_client import get_redis, key
 from sessions_app.store import QueryRecord, get_session_store
+from sessions_app.store import keys as skeys
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -202,9 +203,9 @@ class Lifecycle(RuleBasedStateMachine):
         client = get_redis()
         pipe = client.pipeline(transaction=False)
         for session_id in ids:
-            pipe.exists(key("s", session_id))
-            pipe.llen(key("s", session_id) + ":ev")
-            pipe.hlen(key("s", session_id) + ":ctx")
+            pipe.exists(skeys.meta(session_id))
+            pipe.llen(skeys.session_keys(session_id)[1])
+            pipe.hlen(skeys.session_keys(session_id)[2])
         replies = pipe.execute()
         archived = {
             str(row["session_id"]): row

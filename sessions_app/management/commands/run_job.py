@@ -5,8 +5,8 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from sessions_app import audit
+from sessions_app.jobs import JOBS, run_named_job
 from sessions_app.models import JobRun
-from sessions_app.tasks import JOBS, run_named_job
 
 
 class Command(BaseCommand):
@@ -29,7 +29,7 @@ class Command(BaseCommand):
             if days < 1:
                 raise CommandError("--days must be at least 1")
             kwargs["days"] = days
-        audit.record("run_job", "job", JOBS[job][0], actor="cli", after=kwargs or None)
+        audit.record("run_job", "job", JOBS[job].name, actor="cli", after=kwargs or None)
         result = run_named_job(job, **kwargs)
         counts = json.dumps(result["counts"], sort_keys=True, default=str)
         line = f"{result['job']}: {result['outcome']} {counts}"
