@@ -49,20 +49,25 @@ FROM {TABLE}
 WHERE session_id = %(id)s AND chunk BETWEEN %(lo)s / {CHUNK} AND %(hi)s / {CHUNK}
 ORDER BY chunk
 """  # noqa: S608 - SQL from constants
-# The last chunks, newest first, until n events are covered (a chunk is full unless last).
+# The last n events: from the chunks that can hold them (a chunk is full unless it is the
+# last), each cut to its own last n in SQL, so only about n events travel and are decoded.
 _LAST_SQL = f"""
-SELECT events::text FROM {TABLE}
+SELECT jsonb_path_query_array(
+    events, '$[last - $n + 1 to last]', jsonb_build_object('n', %(n)s))::text
+FROM {TABLE}
 WHERE session_id = %(id)s AND chunk >= (
     SELECT max(chunk) FROM {TABLE} WHERE session_id = %(id)s
 ) - %(chunks)s
 ORDER BY chunk
 """  # noqa: S608 - SQL from constants
+# The last n queries: each chunk's queries (filtered in SQL), cut to its last n.
 _LAST_QUERIES_SQL = f"""
-SELECT coalesce(jsonb_agg(event ORDER BY chunk, i), '[]')::text FROM (
-    SELECT chunk, i, event FROM {TABLE}, jsonb_array_elements(events) WITH ORDINALITY AS e(event, i)
-    WHERE session_id = %(id)s AND event->>'kind' = 'query'
-    ORDER BY chunk DESC, i DESC LIMIT %(n)s
-) last
+SELECT jsonb_path_query_array(
+    jsonb_path_query_array(events, '$[*] ? (@.kind == "query")'),
+    '$[last - $n + 1 to last]', jsonb_build_object('n', %(n)s))::text
+FROM {TABLE}
+WHERE session_id = %(id)s
+ORDER BY chunk
 """  # noqa: S608 - SQL from constants
 
 
@@ -200,7 +205,7 @@ def read_last(session_id: str, n: int) -> list[TimelineEvent]:
     if n <= 0:
         return []
     # The last chunk may hold a single event: n events span at most n // CHUNK + 1 more.
-    texts = _rows(_LAST_SQL, {"id": str(session_id), "chunks": n // CHUNK + 1})
+    texts = _rows(_LAST_SQL, {"id": str(session_id), "n": n, "chunks": n // CHUNK + 1})
     return _events(texts)[-n:]
 
 
@@ -213,7 +218,7 @@ def read_last_queries(session_id: str, n: int) -> list[TimelineEvent]:
     """The last `n` query events of an archived session, in order."""
     if n <= 0:
         return []
-    return _events(_rows(_LAST_QUERIES_SQL, {"id": str(session_id), "n": n}))
+    return _events(_rows(_LAST_QUERIES_SQL, {"id": str(session_id), "n": n}))[-n:]
 
 
 def count(session_id: str) -> int:
