@@ -10,7 +10,7 @@ from django.db import connection
 
 from sessions_app.archive import timeline
 from sessions_app.domain import TimelineEvent
-from sessions_app.models import SessionEvent, TimelineChunk
+from sessions_app.models import Session, SessionEvent, TimelineChunk
 from tests.factories import archived_session, build_archived_session
 
 pytestmark = pytest.mark.django_db
@@ -190,3 +190,31 @@ def test_unknown_session_reads_empty():
     assert timeline.read_all("no-such-session") == []
     assert timeline.read_last("no-such-session", 5) == []
     assert timeline.read_last_queries("no-such-session", 5) == []
+
+
+def test_archiver_writes_the_live_timeline_in_chunks(store):
+    from dataclasses import replace
+
+    from sessions_app.archive import archive_session
+    from sessions_app.store import QueryRecord
+
+    session = store.create_session(assets=["AAPL"], session_type="agent", user_id="u-chunks")
+    n = timeline.CHUNK + 7
+    for i in range(n):
+        if i % 3:
+            store.add_message(session.id, role="user", content=f"m{i} «é»\ttab")
+        else:
+            store.add_query(session.id, QueryRecord(query_type=f"t{i % 2}", parameters={"i": i}))
+    live, total = store.get_timeline(session.id, offset=0, limit=timeline.CHUNK)
+    live += store.get_timeline(session.id, offset=timeline.CHUNK, limit=timeline.CHUNK)[0]
+    assert total == n and len(live) == n
+    assert archive_session(session.id)
+    assert TimelineChunk.objects.filter(session_id=session.id).count() == 2
+    # Archived events carry no event id; everything else is what the live store held.
+    assert timeline.read_all(session.id) == [replace(event, event_id="") for event in live]
+    archived, total = store.get_timeline(session.id, offset=timeline.CHUNK - 3, limit=6)
+    edge = timeline.CHUNK
+    assert total == n and [e.seq for e in archived] == list(range(edge - 3, edge + 3))
+    queries = sum(1 for event in live if event.kind == "query")
+    row = Session.objects.get(pk=session.id)
+    assert row.query_type_counts == {"t0": (queries + 1) // 2, "t1": queries // 2}
