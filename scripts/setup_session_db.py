@@ -24,13 +24,13 @@ def verify() -> int:
     from django.db import connection
     from django.db.migrations.executor import MigrationExecutor
 
-    from sessions_app.models import RetentionPolicy, Session, SessionEvent
+    from sessions_app.models import RetentionPolicy, Session, TimelineChunk
 
     executor = MigrationExecutor(connection)
     pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
     problems = [f"migration not applied: {m.app_label}.{m.name}" for m, _ in pending]
     with connection.cursor() as cursor:
-        for model in (Session, SessionEvent, RetentionPolicy):
+        for model in (Session, TimelineChunk, RetentionPolicy):
             table = model._meta.db_table
             columns = {
                 c.name for c in connection.introspection.get_table_description(cursor, table)

@@ -177,6 +177,34 @@ class SessionEvent(models.Model):
         return f"{self.kind} #{self.seq} of {self.session_id}"
 
 
+# Events per TimelineChunk row: a page read touches at most two rows, a 20-event session one.
+TIMELINE_CHUNK_EVENTS = 500
+
+
+class TimelineChunk(models.Model):
+    """Events `chunk * TIMELINE_CHUNK_EVENTS` onwards of an archived session's timeline.
+
+    `events` is a JSON array of the events exactly as the live store kept them (`seq`, `kind`,
+    `occurred_at` in epoch seconds, the kind's fields; blank fields may be absent). The archiver
+    writes it by concatenating the Redis snapshot's JSON texts, and `archive/timeline.py` is the
+    one reader: bulk writes and reads, no row or Python object per event in the database path.
+    """
+
+    pk = models.CompositePrimaryKey("session_id", "chunk")
+    # No index of its own: the primary key (session, chunk) serves every lookup and delete.
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, related_name="timeline_chunks", db_index=False
+    )
+    chunk = models.PositiveIntegerField()
+    events = models.JSONField()
+
+    class Meta:
+        ordering = ["session", "chunk"]
+
+    def __str__(self) -> str:
+        return f"timeline chunk {self.chunk} of {self.session_id}"
+
+
 class QuarantinedSession(models.Model):
     """A session the archiver could not write to Postgres, kept with its snapshot and the error.
 

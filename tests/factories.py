@@ -1,4 +1,4 @@
-"""Test data: archived Session + SessionEvent rows (bulk_create) and live sessions (the store).
+"""Test data: archived Sessions (bulk_create) with their timeline chunks, and live sessions.
 
 `archived_session(...)` saves one archived session with its timeline; `archived_sessions(specs)`
 saves many in a few statements. Counters are derived from the events unless given explicitly.
@@ -6,14 +6,18 @@ saves many in a few statements. Counters are derived from the events unless give
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
+from django.db import connection
 from django.utils import timezone
 
+from sessions_app.archive import timeline
 from sessions_app.domain import new_session_id
 from sessions_app.models import EventKind, Session, SessionEvent
 from sessions_app.rollups import fold_sessions
@@ -56,6 +60,22 @@ def _tool_event(spec: dict[str, Any]) -> dict[str, Any]:
         "cost": Decimal(str(spec.get("cost", 0))),
         "error": spec.get("error", ""),
     }
+
+
+EVENT_FIELDS = (
+    "seq", "kind", "occurred_at", "query_type", "parameters", "result_summary", "execution_ms",
+    "cache_hit", "error", "role", "content", "tool_name", "invocation_id", "duration_ms",
+    "tokens_in", "tokens_out", "cost",
+)  # fmt: skip
+
+
+def event_json(event: SessionEvent) -> str:
+    """An unsaved SessionEvent as the JSON text the live store (and so the archive) keeps."""
+    values = {name: getattr(event, name) for name in EVENT_FIELDS}
+    values["kind"] = str(values["kind"])
+    values["role"] = str(values["role"])
+    values["cost"] = float(values["cost"])
+    return timeline.event_json(values)
 
 
 def _query_type_counts(queries: list[SessionEvent]) -> dict[str, int]:
@@ -143,7 +163,11 @@ def archived_sessions(specs: Iterable[dict[str, Any]], *, fold: bool = True) -> 
         sessions.append(session)
         events.extend(session_events)
     Session.objects.bulk_create(sessions, batch_size=BATCH_SIZE)
-    SessionEvent.objects.bulk_create(events, batch_size=BATCH_SIZE)
+    by_session: dict[str, list[str]] = {}
+    for event in events:
+        by_session.setdefault(event.session_id, []).append(event_json(event))
+    with connection.cursor() as cursor:
+        timeline.write(cursor, by_session)
     if fold:
         fold_sessions([session.id for session in sessions])
     return sessions
@@ -196,3 +220,18 @@ def redis_unavailable():
     finally:
         settings.REDIS_URL = original
         get_redis.cache_clear()
+
+
+def event_rows(session_id: str | None = None) -> list[SimpleNamespace]:
+    """Archived events as rows with the old per-event columns (and `session_id`), in order."""
+    where, params = ("WHERE session_id = %s", [str(session_id)]) if session_id else ("", [])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT * FROM {timeline.EVENT_ROWS} ev {where} ORDER BY session_id, seq",
+            params,
+        )
+        names = [column.name for column in cursor.description]
+        rows = [SimpleNamespace(**dict(zip(names, row, strict=True))) for row in cursor]
+    for row in rows:  # Django's connection leaves jsonb as text
+        row.parameters = json.loads(row.parameters)
+    return rows

@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from sessions_app import benchmark
 from sessions_app.benchmark.core import SECTIONS, Unavailable, percentile
 from sessions_app.benchmark.report import TITLES
-from sessions_app.models import ApiKey, Session, SessionEvent
+from sessions_app.models import ApiKey, Session, TimelineChunk
 from sessions_app.redis_client import get_redis
 
 
@@ -95,7 +95,7 @@ def test_quick_run_writes_well_formed_results_and_cleans_up(tmp_path):
     user_prefix = f"bench{meta['run_id']}-"
     assert not Session.objects.filter(user_id__startswith=user_prefix).exists()
     assert Session.objects.count() == existing
-    assert not SessionEvent.objects.exclude(session__in=Session.objects.all()).exists()
+    assert not TimelineChunk.objects.exclude(session__in=Session.objects.all()).exists()
     assert not get_user_model().objects.filter(username__startswith=user_prefix).exists()
     assert not ApiKey.objects.filter(name__startswith=user_prefix).exists()
 

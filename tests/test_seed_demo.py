@@ -7,10 +7,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from sessions_app.archive.timeline import EVENT_ROWS
 from sessions_app.demo import ArchivePlan, write_archived
 from sessions_app.demo import catalogue as cat
-from sessions_app.models import DailyMetric, JobRun, Session, SessionEvent
+from sessions_app.models import DailyMetric, JobRun, Session, TimelineChunk
 from sessions_app.store import get_session_store
+from tests.factories import event_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +44,7 @@ def _digest() -> tuple[str, str]:
         "SELECT md5(string_agg(concat_ws(',', session_id, seq, kind, occurred_at, query_type, "
         "parameters, result_summary, execution_ms, cache_hit, error, role, content, tool_name, "
         "invocation_id, duration_ms, tokens_in, tokens_out, cost), '|' "
-        "ORDER BY session_id, seq)) FROM sessions_app_sessionevent"
+        f"ORDER BY session_id, seq)) FROM {EVENT_ROWS} ev"
     )[0]
     return sessions, events
 
@@ -52,7 +54,7 @@ def test_archived_sessions_agree_with_their_events():
     assert Session.objects.count() == 400
     # Counters, as the archiver keeps them, recomputed from the events in one query.
     mismatches = _one(
-        """
+        f"""
         SELECT count(*) FROM sessions_app_session s JOIN (
             SELECT session_id,
                    count(*) FILTER (WHERE kind = 'query') AS q,
@@ -64,7 +66,7 @@ def test_archived_sessions_agree_with_their_events():
                    sum(tokens_in) AS tin, sum(tokens_out) AS tout, sum(cost) AS cost,
                    min(seq) AS first_seq, max(seq) AS last_seq, count(*) AS n,
                    max(occurred_at) AS last_at
-            FROM sessions_app_sessionevent GROUP BY session_id
+            FROM {EVENT_ROWS} ev GROUP BY session_id
         ) e ON e.session_id = s.id
         WHERE s.query_count <> e.q OR s.cache_hits <> e.hits OR s.error_count <> e.errors
            OR s.message_count <> e.messages OR s.tool_call_count <> e.tools
@@ -75,7 +77,7 @@ def test_archived_sessions_agree_with_their_events():
         """
     )[0]
     assert mismatches == 0
-    assert not Session.objects.exclude(id__in=SessionEvent.objects.values("session_id")).exists()
+    assert not Session.objects.exclude(id__in=TimelineChunk.objects.values("session_id")).exists()
     # Times as the archiver leaves them, all in the past of `until`.
     bad_times = _one(
         """
@@ -132,34 +134,31 @@ def test_content_is_believable():
     cached, uncached = _one(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY execution_ms) FILTER (WHERE cache_hit),"
         " percentile_cont(0.5) WITHIN GROUP (ORDER BY execution_ms) FILTER (WHERE NOT cache_hit)"
-        " FROM sessions_app_sessionevent WHERE kind = 'query'"
+        f" FROM {EVENT_ROWS} ev WHERE kind = 'query'"
     )
     assert cached < 10 < 50 < uncached
-    events_per_session = SessionEvent.objects.count() / len(sessions)
+    events_per_session = len(event_rows()) / len(sessions)
     assert 15 <= events_per_session <= 25
 
     # Agent sessions hold conversations with tool calls, tokens and cost.
-    agent_roles = set(
-        SessionEvent.objects.filter(session__session_type="agent", kind="message").values_list(
-            "role", flat=True
-        )
-    )
+    agents = set(Session.objects.filter(session_type="agent").values_list("id", flat=True))
+    agent_roles = {
+        row.role for row in event_rows() if row.session_id in agents and row.kind == "message"
+    }
     assert agent_roles == {"user", "assistant", "tool"}
     tokens, cost, calls = _one(
         "SELECT sum(tokens_in + tokens_out), sum(cost), sum(tool_call_count) "
         "FROM sessions_app_session WHERE session_type = 'agent'"
     )
     assert tokens > 0 and cost > 0 and calls > 0
-    tool_names = set(
-        SessionEvent.objects.filter(kind="tool_call").values_list("tool_name", flat=True)
-    )
+    tool_names = {row.tool_name for row in event_rows() if row.kind == "tool_call"}
     assert tool_names <= set(cat.TOOLS) and len(tool_names) >= 4
 
 
 def _query_type_counts():
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT query_type, count(*) FROM sessions_app_sessionevent "
+            f"SELECT query_type, count(*) FROM {EVENT_ROWS} ev "
             "WHERE kind = 'query' GROUP BY query_type"
         )
         return cursor.fetchall()
@@ -189,9 +188,9 @@ def test_parallel_writers_write_exactly_what_one_writer_writes():
     plan = ArchivePlan(sessions=900, until=UNTIL.timestamp(), days=4, seed=21, chunk_size=200)
     counts = write_archived(plan, workers=2)
     assert counts["sessions"] == 900 == Session.objects.count()
-    assert counts["events"] == SessionEvent.objects.count()
+    assert counts["events"] == len(event_rows())
     parallel = _digest()
-    SessionEvent.objects.all().delete()
+    TimelineChunk.objects.all().delete()
     Session.objects.all().delete()
     write_archived(plan, workers=1)
     assert _digest() == parallel
@@ -221,7 +220,7 @@ def test_live_sessions_through_the_store_and_metrics_and_job_run():
     run = JobRun.objects.get(job="seed_demo")
     assert run.outcome == "success" and run.finished_at and run.duration_ms > 0
     assert run.counts["archived_sessions"] == 200 and run.counts["live_sessions"] == 8
-    assert run.counts["archived_events"] == SessionEvent.objects.count()
+    assert run.counts["archived_events"] == len(event_rows())
 
 
 def test_reset_removes_archived_live_and_metrics_first():

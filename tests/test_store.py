@@ -7,8 +7,10 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
+from sessions_app.archive import timeline
 from sessions_app.exceptions import (
     InvalidInput,
     InvalidPayload,
@@ -344,8 +346,12 @@ def test_get_reads_archived_session_from_postgres(store):
         context={"k": [1, 2]},
         message_count=3,
     )
-    for seq in range(3):
-        row.events.create(seq=seq, kind="message", occurred_at=now, role="user", content=f"m{seq}")
+    events = [
+        {"seq": seq, "kind": "message", "occurred_at": now, "role": "user", "content": f"m{seq}"}
+        for seq in range(3)
+    ]
+    with connection.cursor() as cursor:
+        timeline.write(cursor, {row.id: [timeline.event_json(event) for event in events]})
     s = store.get_session(row.id, recent_events=2)
     assert not s.is_live and s.status == "completed"
     assert [event.content for event in s.recent_events] == ["m1", "m2"]

@@ -7,8 +7,9 @@ from decimal import Decimal
 import pytest
 
 from sessions_app.exceptions import InvalidTTL, SessionNotActive
-from sessions_app.models import Session, SessionEvent
+from sessions_app.models import Session
 from sessions_app.store import QueryRecord, SessionType
+from tests.factories import event_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -151,11 +152,7 @@ def test_comparative_analysis_example(store):
     assert (row.query_count, row.cache_hits, row.message_count, row.tool_call_count) == (4, 1, 2, 1)
     assert row.tokens_in == 120 and row.cost == Decimal("0.001200")
     assert row.tags == ["big-tech", "q3"] and row.context == {"ranking": ["GOOGL", "MSFT", "AAPL"]}
-    kinds = list(
-        SessionEvent.objects.filter(session_id=session.id)
-        .order_by("seq")
-        .values_list("kind", flat=True)
-    )
+    kinds = [row.kind for row in event_rows(session.id)]
     assert kinds == ["query"] * 4 + ["message", "tool_call", "message"]
     # Read back through the store, from Postgres now.
     archived = store.get_session(session.id)
@@ -199,7 +196,7 @@ def test_portfolio_analysis_example(store):
 
     assert store.delete_session(session.id) is True
     assert store.get_session(session.id) is None
-    assert not SessionEvent.objects.filter(session_id=session.id).exists()
+    assert not event_rows(session.id)
 
 
 def test_archive_session_through_the_store(store):

@@ -14,7 +14,7 @@ from sessions_app.admin.operations import (
     QuarantinedSessionAdmin,
     RetentionPolicyAdmin,
 )
-from sessions_app.admin.sessions import SessionAdmin, SessionEventAdmin
+from sessions_app.admin.sessions import SessionAdmin
 from sessions_app.models import (
     ApiKey,
     DailyMetric,
@@ -23,11 +23,9 @@ from sessions_app.models import (
     RetentionPolicy,
     SavedView,
     Session,
-    SessionEvent,
 )
 
 admin.site.register(Session, SessionAdmin)
-admin.site.register(SessionEvent, SessionEventAdmin)
 admin.site.register(RetentionPolicy, RetentionPolicyAdmin)
 admin.site.register(DailyMetric, DailyMetricAdmin)
 admin.site.register(JobRun, JobRunAdmin)

@@ -7,6 +7,7 @@ an index.
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from functools import cached_property
 
 from django.contrib import admin, messages
@@ -15,15 +16,15 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import DatabaseError, connection
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet, Sum
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
 
 from sessions_app import archive, audit, validation
+from sessions_app.archive import timeline
 from sessions_app.exceptions import StoreError, StoreUnavailable
-from sessions_app.models import Session, SessionEvent
+from sessions_app.models import Session
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,31 @@ class LargeTableAdmin(admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     list_per_page = 50
+
+
+class ArchivedTimeline(Sequence):
+    """An archived session's timeline for the admin's paginator: each page is one read."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        row = (
+            Session.objects.filter(pk=session_id)
+            .values_list("query_count", "message_count", "tool_call_count")
+            .first()
+        )
+        self.total = sum(row) if row else 0
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            start, stop, _ = index.indices(self.total)
+            return timeline.read_page(self.session_id, start, max(stop - start, 0))
+        events = timeline.read_page(self.session_id, index, 1)
+        if not events:
+            raise IndexError(index)
+        return events[0]
 
 
 class SessionAdmin(LargeTableAdmin):
@@ -170,8 +196,7 @@ class SessionAdmin(LargeTableAdmin):
         except ValueError:
             session_id = None
         if session_id is not None:
-            events = SessionEvent.objects.filter(session_id=session_id).order_by("seq")
-            paginator = Paginator(events, EVENTS_PER_PAGE)
+            paginator = Paginator(ArchivedTimeline(session_id), EVENTS_PER_PAGE)
             extra_context["events_page"] = paginator.get_page(request.GET.get("events_page"))
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -184,7 +209,12 @@ class SessionAdmin(LargeTableAdmin):
         shown = [str(session) for session in sessions[:100]]
         if total > len(shown):
             shown.append(f"… and {total - len(shown)} more sessions")
-        events = SessionEvent.objects.filter(session__in=sessions.values("pk")).count()
+        events = (
+            sessions.aggregate(n=Sum(F("query_count") + F("message_count") + F("tool_call_count")))[
+                "n"
+            ]
+            or 0
+        )
         counts = {"sessions": total, "timeline events": events}
         perms_needed = set() if self.has_delete_permission(request) else {"session"}
         return shown, counts, perms_needed, []
@@ -376,39 +406,3 @@ def extend_live_sessions(model_admin, request, ids, hours: float) -> None:
 def delete_live_sessions(model_admin, request, ids) -> None:
     done = _each(model_admin, request, ids, lambda store, i: store.delete_session(i), "deleted")
     model_admin.message_user(request, f"Deleted {done} session(s).", messages.SUCCESS)
-
-
-class SessionEventAdmin(LargeTableAdmin):
-    list_display = ("id", "session_link", "seq", "kind", "occurred_at", "what")
-    list_filter = ("kind",)
-    search_fields = ("session__id",)
-    search_help_text = "Exact session id."
-    ordering = ("-id",)
-    readonly_fields = [field.name for field in SessionEvent._meta.concrete_fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # timelines are deleted with their session
-
-    @admin.display(description="session")
-    def session_link(self, obj: SessionEvent) -> str:
-        url = reverse("admin:sessions_app_session_change", args=[obj.session_id])
-        return format_html('<a href="{}">{}</a>', url, obj.session_id)
-
-    @admin.display(description="query / tool / role")
-    def what(self, obj: SessionEvent) -> str:
-        return obj.query_type or obj.tool_name or obj.role
-
-    def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        try:
-            return queryset.filter(session_id=validation.session_id(term)), False
-        except ValueError:
-            return queryset.none(), False

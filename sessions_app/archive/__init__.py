@@ -10,7 +10,7 @@ turn. Per shard:
    a crashed run's sessions come back once the lease passes;
 2. snapshot (one pipeline): meta, timeline, context, intermediate results;
 3. write (one Postgres transaction): COPY into temp tables, then upsert sessions by id and insert
-   events ON CONFLICT (session_id, seq) DO NOTHING; commit;
+   timeline chunks (one JSON array per up to 500 events) ON CONFLICT DO NOTHING; commit;
 4. delete (one MULTI): the session's keys and index entries.
 A crash between 3 and 4 leaves sessions that the next run upserts again (no duplicates) and
 deletes. Postgres down: step 3 fails, Redis keeps the sessions, a later run retries.
@@ -39,7 +39,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from sessions_app import jobs, validation
-from sessions_app.archive import scripts, sql
+from sessions_app.archive import scripts, sql, timeline
 from sessions_app.archive.retention import (
     DELETE_BATCH_SIZE,
     delete_archived_sessions,
@@ -158,7 +158,7 @@ def _copy_text(value: str) -> str:
 
 
 def _write(snapshots: list, archived_at: datetime, clean=None) -> set[str]:
-    """Upsert the sessions and their events in one transaction (committed on return).
+    """Upsert the sessions and their timelines in one transaction (committed on return).
 
     Sessions deleted meanwhile (a tombstone) are skipped; returns their ids.
     """
@@ -178,16 +178,16 @@ def _write(snapshots: list, archived_at: datetime, clean=None) -> set[str]:
                 if clean:
                     row = tuple(clean(v) if isinstance(v, str) else v for v in row)
                 copy.write_row(row)
-        with raw.copy("COPY archive_stage_event (session_id, seq, body) FROM STDIN") as copy:
-            # Preformatted lines: several times faster than write_row for the many events.
-            escape = _copy_text
+        with raw.copy(sql.COPY_TIMELINE) as copy:
+            # Preformatted lines, one per chunk: the events' JSON texts joined, never parsed.
+            escape, texts = _copy_text, timeline.chunk_texts
             for session_id, _, events, _, _ in snapshots:
                 if events:
                     head = session_id + "\t"
                     copy.write(
                         "".join(
-                            f"{head}{seq}\t{escape(clean(body) if clean else body)}\n"
-                            for seq, body in enumerate(events)
+                            f"{head}{n}\t{escape(clean(text) if clean else text)}\n"
+                            for n, text in enumerate(texts(events))
                         )
                     )
         raw.execute(sql.ARCHIVE_BATCH, {"archived_at": archived_at})

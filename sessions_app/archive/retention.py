@@ -32,11 +32,17 @@ def delete_archived_sessions(session_ids: Iterable, batch_size: int = DELETE_BAT
 
 
 def delete_rows(cursor, ids: list) -> tuple[int, int]:
-    """Delete these sessions' events, then the sessions, in the caller's transaction."""
-    cursor.execute("DELETE FROM sessions_app_sessionevent WHERE session_id = ANY(%s)", [ids])
-    events = cursor.rowcount
-    cursor.execute("DELETE FROM sessions_app_session WHERE id = ANY(%s)", [ids])
-    return cursor.rowcount, events
+    """Delete these sessions' timelines, then the sessions, in the caller's transaction;
+    (sessions, events)."""
+    cursor.execute("DELETE FROM sessions_app_timelinechunk WHERE session_id = ANY(%s)", [ids])
+    # Events counted from the sessions' counters: no chunk is read (detoasted) to be deleted.
+    cursor.execute(
+        "DELETE FROM sessions_app_session WHERE id = ANY(%s) "
+        "RETURNING query_count + message_count + tool_call_count",
+        [ids],
+    )
+    counts = [row[0] for row in cursor.fetchall()]
+    return len(counts), sum(counts)
 
 
 def _delete_batch(ids: list, unfold: bool = False) -> tuple[int, int]:

@@ -1,9 +1,10 @@
-"""SQL of the archiver: stage a batch with COPY, then insert events and upsert sessions.
+"""SQL of the archiver: stage a batch with COPY, then insert timelines and upsert sessions.
 
-ARCHIVE_BATCH is one statement: the events are inserted first (the foreign key is checked at
-commit), their query types counted into the session's `query_type_counts`, the sessions upserted,
-and the ids it *inserted* returned, which the caller folds into the daily rollups. A re-run after
-a crash inserts no event and updates its sessions, so nothing is counted twice.
+ARCHIVE_BATCH is one statement: the timeline chunks are inserted first (the foreign key is
+checked at commit), their query types counted into the session's `query_type_counts`, the
+sessions upserted, and the ids it *inserted* returned, which the caller folds into the daily
+rollups. A re-run after a crash inserts no chunk and updates its sessions, so nothing is counted
+twice.
 """
 
 from sessions_app.archive.scripts import META_FIELDS
@@ -13,17 +14,18 @@ STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS archive_stage_session (
     id text, FIELDS, context text, intermediate_results text
 ) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS archive_stage_event (session_id text, seq int, body text)
+CREATE TEMP TABLE IF NOT EXISTS archive_stage_timeline (session_id text, chunk int, events text)
     ON COMMIT DELETE ROWS;
 -- Inside a test's outer transaction nothing commits, so empty them explicitly.
 DELETE FROM archive_stage_session;
-DELETE FROM archive_stage_event;
+DELETE FROM archive_stage_timeline;
 """.replace("FIELDS", ", ".join(f"{name} text" for name in META_FIELDS))
 COPY_SESSIONS = (
     "COPY archive_stage_session (id, {}, context, intermediate_results) FROM STDIN".format(
         ", ".join(META_FIELDS)
     )
 )
+COPY_TIMELINE = "COPY archive_stage_timeline (session_id, chunk, events) FROM STDIN"
 UPSERT_SESSIONS = """
 INSERT INTO sessions_app_session AS existing (
     id, archived_at, user_id, session_type, status, assets, tags, purpose, source, device, ip,
@@ -74,35 +76,24 @@ ON CONFLICT (id) DO UPDATE SET
     archived_at = COALESCE(existing.archived_at, EXCLUDED.archived_at)
 RETURNING id, (xmax = 0) AS inserted
 """
-# The timeline's JSON is parsed by Postgres, once per event (json_to_record), not by Python:
-# the archiver's hot loop stays thin.
-INSERT_EVENTS = """
-INSERT INTO sessions_app_sessionevent (
-    session_id, seq, kind, occurred_at, query_type, parameters, result_summary, execution_ms,
-    cache_hit, error, role, content, tool_name, invocation_id, duration_ms, tokens_in,
-    tokens_out, cost)
-SELECT s.session_id, COALESCE(e.seq, s.seq), e.kind, to_timestamp(e.occurred_at),
-    COALESCE(e.query_type, ''), COALESCE(e.parameters, '{}'::jsonb),
-    COALESCE(e.result_summary, ''), e.execution_ms, COALESCE(e.cache_hit, false),
-    COALESCE(e.error, ''), COALESCE(e.role, ''), COALESCE(e.content, ''),
-    COALESCE(e.tool_name, ''), COALESCE(e.invocation_id, ''), e.duration_ms,
-    COALESCE(e.tokens_in, 0), COALESCE(e.tokens_out, 0), COALESCE(e.cost, 0)
-FROM archive_stage_event AS s,
-    json_to_record(s.body::json) AS e(
-        seq int, kind text, occurred_at float8, query_type text, parameters jsonb,
-        result_summary text, execution_ms float8, cache_hit boolean, error text, role text,
-        content text, tool_name text, invocation_id text, duration_ms float8, tokens_in int,
-        tokens_out int, cost numeric)
-ON CONFLICT (session_id, seq) DO NOTHING
-RETURNING session_id, kind, query_type
+# Each chunk's JSON array arrives as one text (the events' Redis JSON joined); Postgres parses
+# it into jsonb once. A re-run after a crash inserts no chunk (its query types then count
+# nothing, and the session's counts are not updated below).
+INSERT_TIMELINE = """
+INSERT INTO sessions_app_timelinechunk (session_id, chunk, events)
+SELECT session_id, chunk, events::jsonb FROM archive_stage_timeline
+ON CONFLICT (session_id, chunk) DO NOTHING
+RETURNING session_id, events
 """
 ARCHIVE_BATCH = f"""
-WITH ev AS ({INSERT_EVENTS}),
+WITH tl AS ({INSERT_TIMELINE}),
 qt AS (
     SELECT session_id, jsonb_object_agg(item, n) AS counts
     FROM (
-        SELECT session_id, COALESCE(NULLIF(query_type, ''), 'other') AS item, count(*) AS n
-        FROM ev WHERE kind = 'query' GROUP BY 1, 2
+        SELECT session_id, COALESCE(NULLIF(e->>'query_type', ''), 'other') AS item,
+            count(*) AS n
+        FROM tl, jsonb_array_elements(tl.events) AS e
+        WHERE e->>'kind' = 'query' GROUP BY 1, 2
     ) per_type
     GROUP BY session_id
 ),

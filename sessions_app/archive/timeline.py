@@ -1,93 +1,232 @@
-"""Reading archived timelines: the one place that knows how they are stored.
+"""Archived timelines: the one place that knows how they are stored.
 
-The store (archived get_session / get_timeline) and the detail page read through these
-functions, so the storage can change shape (today one row per event; later one array per
-session) without touching them. Reads are one statement whose JSON array Postgres builds and
-Python parses in one call: no ORM object per event.
+A timeline is stored in TimelineChunk rows, each a JSON array of up to TIMELINE_CHUNK_EVENTS
+events exactly as the live store kept them in Redis. The archiver writes a chunk by joining the
+snapshot's JSON texts (`chunk_texts`); reads fetch one or two rows, sliced in SQL, and parse
+them with one `json.loads`. The store, history, trace view, exports and admin read through
+`read_page` / `read_last` / `read_all` / `read_last_queries`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from django.db import connection
 
 from sessions_app.domain import TimelineEvent
+from sessions_app.models import TIMELINE_CHUNK_EVENTS, TimelineChunk
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# Event fields in TimelineEvent order; `occurred_at` travels as epoch microseconds (exact).
-_FIELDS = (
-    "seq",
-    "kind",
-    "occurred_at",
-    "query_type",
-    "parameters",
-    "result_summary",
-    "execution_ms",
-    "cache_hit",
-    "error",
-    "role",
-    "content",
-    "tool_name",
-    "invocation_id",
-    "duration_ms",
-    "tokens_in",
-    "tokens_out",
-    "cost",
-)
-# One JSON array per event (positional: smaller and faster to parse than objects).
-_ROW = (
-    "json_build_array(seq, kind, (extract(epoch FROM occurred_at) * 1000000)::bigint, "
-    "query_type, parameters, "
-    "result_summary, execution_ms, cache_hit, error, role, content, tool_name, invocation_id, "
-    "duration_ms, tokens_in, tokens_out, cost::float8)"
-)
-_PAGE_SQL = f"""
-SELECT coalesce(json_agg({_ROW} ORDER BY seq), '[]')::text
-FROM sessions_app_sessionevent
-WHERE session_id = %s AND seq >= %s AND seq < %s
-"""  # noqa: S608 - SQL from constants
-_LAST_SQL = f"""
-SELECT coalesce(json_agg({_ROW} ORDER BY seq), '[]')::text FROM (
-    SELECT * FROM sessions_app_sessionevent WHERE session_id = %s ORDER BY seq DESC LIMIT %s
-) last
-"""  # noqa: S608 - SQL from constants
+CHUNK = TIMELINE_CHUNK_EVENTS
+TABLE = TimelineChunk._meta.db_table
+# Postgres' own epoch: to_timestamp(float8) subtracts it before rounding to microseconds.
+_PG_EPOCH_SECONDS = 946_684_800.0
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+# Stored keys that are not TimelineEvent values of an archived event.
+_DROPPED = ("event_id",)
+# TimelineEvent's defaults, for the fields an event's JSON leaves out.
+_DEFAULTS = {
+    f.name: f.default
+    for f in dataclasses.fields(TimelineEvent)
+    if f.default is not dataclasses.MISSING and f.name not in _DROPPED
+}
+_DEFAULTS["event_id"] = ""
 
 # No session has more events than this (a timeline is read whole below it).
 ALL = 2**31 - 1
 
+_PAGE_SQL = f"""
+SELECT CASE WHEN %(lo)s <= chunk * {CHUNK} AND %(hi)s >= chunk * {CHUNK} + {CHUNK - 1}
+    THEN events
+    ELSE jsonb_path_query_array(events, '$[$lo to $hi]', jsonb_build_object(
+        'lo', %(lo)s - chunk * {CHUNK}, 'hi', %(hi)s - chunk * {CHUNK}))
+    END::text
+FROM {TABLE}
+WHERE session_id = %(id)s AND chunk BETWEEN %(lo)s / {CHUNK} AND %(hi)s / {CHUNK}
+ORDER BY chunk
+"""  # noqa: S608 - SQL from constants
+# The last n events: from the chunks that can hold them (a chunk is full unless it is the
+# last), each cut to its own last n in SQL, so only about n events travel and are decoded.
+_LAST_SQL = f"""
+SELECT jsonb_path_query_array(
+    events, '$[last - $n + 1 to last]', jsonb_build_object('n', %(n)s))::text
+FROM {TABLE}
+WHERE session_id = %(id)s AND chunk >= (
+    SELECT max(chunk) FROM {TABLE} WHERE session_id = %(id)s
+) - %(chunks)s
+ORDER BY chunk
+"""  # noqa: S608 - SQL from constants
+# The last n queries: each chunk's queries (filtered in SQL), cut to its last n.
+_LAST_QUERIES_SQL = f"""
+SELECT jsonb_path_query_array(
+    jsonb_path_query_array(events, '$[*] ? (@.kind == "query")'),
+    '$[last - $n + 1 to last]', jsonb_build_object('n', %(n)s))::text
+FROM {TABLE}
+WHERE session_id = %(id)s
+ORDER BY chunk
+"""  # noqa: S608 - SQL from constants
 
-def _events(text: str) -> list[TimelineEvent]:
-    rows = json.loads(text)
-    events = []
-    for row in rows:
-        values = dict(zip(_FIELDS, row, strict=True))
-        values["occurred_at"] = EPOCH + timedelta(microseconds=values["occurred_at"])
-        events.append(TimelineEvent(**values))
+
+# Every archived event as a row in the old SessionEvent columns (checks, tests, ad-hoc SQL:
+# `SELECT ... FROM {EVENT_ROWS} ev`); it expands whole timelines, so never on a request path.
+EVENT_ROWS = f"""(
+SELECT c.session_id, e.seq, e.kind, to_timestamp(e.occurred_at) AS occurred_at,
+    COALESCE(e.query_type, '') AS query_type, COALESCE(e.parameters, '{{}}') AS parameters,
+    COALESCE(e.result_summary, '') AS result_summary, e.execution_ms,
+    COALESCE(e.cache_hit, false) AS cache_hit, COALESCE(e.error, '') AS error,
+    COALESCE(e.role, '') AS role, COALESCE(e.content, '') AS content,
+    COALESCE(e.tool_name, '') AS tool_name, COALESCE(e.invocation_id, '') AS invocation_id,
+    e.duration_ms, COALESCE(e.tokens_in, 0) AS tokens_in,
+    COALESCE(e.tokens_out, 0) AS tokens_out, COALESCE(e.cost, 0) AS cost
+FROM {TABLE} c, jsonb_to_recordset(c.events) AS e(
+    seq int, kind text, occurred_at float8, query_type text, parameters jsonb,
+    result_summary text, execution_ms float8, cache_hit boolean, error text, role text,
+    content text, tool_name text, invocation_id text, duration_ms float8, tokens_in int,
+    tokens_out int, cost numeric)
+)"""  # noqa: S608 - SQL from constants
+
+
+def _convert_sql(source: str, where: str = "") -> str:
+    """Chunk rows from a table shaped like the old one-row-per-event SessionEvent table.
+
+    Like the live store's JSON, an event leaves out its blank fields (absent: the default)."""
+    return f"""
+INSERT INTO {TABLE} (session_id, chunk, events)
+SELECT session_id, seq / {CHUNK}, jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+    'seq', seq, 'kind', kind, 'occurred_at', extract(epoch FROM occurred_at),
+    'query_type', NULLIF(query_type, ''), 'parameters', NULLIF(parameters, '{{}}'),
+    'result_summary', NULLIF(result_summary, ''), 'execution_ms', execution_ms,
+    'cache_hit', NULLIF(cache_hit, false), 'error', NULLIF(error, ''),
+    'role', NULLIF(role, ''), 'content', NULLIF(content, ''),
+    'tool_name', NULLIF(tool_name, ''), 'invocation_id', NULLIF(invocation_id, ''),
+    'duration_ms', duration_ms, 'tokens_in', NULLIF(tokens_in, 0),
+    'tokens_out', NULLIF(tokens_out, 0), 'cost', NULLIF(cost, 0)::float8)) ORDER BY seq)
+FROM {source} {where}
+GROUP BY session_id, seq / {CHUNK}
+ON CONFLICT (session_id, chunk) DO NOTHING
+"""  # noqa: S608 - SQL from constants and our own table names
+
+
+def convert_rows(cursor, source: str, session_ids: list[str] | None = None) -> int:
+    """Write the timelines held as one row per event in `source` as chunks; chunks written.
+
+    Used by the migration off SessionEvent and by the demo writer's COPY staging table.
+    """
+    if session_ids is None:
+        cursor.execute(_convert_sql(source))
+    else:
+        cursor.execute(_convert_sql(source, "WHERE session_id = ANY(%s)"), [session_ids])
+    return cursor.rowcount
+
+
+def chunk_texts(events: Sequence[str]) -> list[str]:
+    """The JSON array texts of a timeline's chunks, from its events' JSON texts (no parsing)."""
+    return ["[" + ",".join(events[i : i + CHUNK]) + "]" for i in range(0, len(events), CHUNK)]
+
+
+def event_json(event: TimelineEvent | dict[str, Any]) -> str:
+    """One event as the store keeps it (factories and tests build timelines with this)."""
+    values = dict(event) if isinstance(event, dict) else dict(event.__dict__)
+    when = values["occurred_at"]
+    if isinstance(when, datetime):
+        values["occurred_at"] = when.timestamp()
+    for name in _DROPPED:
+        values.pop(name, None)
+    return json.dumps(values, separators=(",", ":"), ensure_ascii=False, default=float)
+
+
+def write(cursor, timelines: dict[str, Sequence[str]]) -> None:
+    """Store timelines ({session id: event JSON texts in order}); existing chunks are kept."""
+    rows = [
+        (session_id, n, text)
+        for session_id, events in timelines.items()
+        for n, text in enumerate(chunk_texts(events))
+    ]
+    if rows:
+        cursor.executemany(
+            f"INSERT INTO {TABLE} (session_id, chunk, events) VALUES (%s, %s, %s::jsonb) "  # noqa: S608
+            "ON CONFLICT (session_id, chunk) DO NOTHING",
+            rows,
+        )
+
+
+def _when(seconds: float) -> datetime:
+    # Exactly what to_timestamp(float8) gave the old per-event column: microseconds rounded
+    # half-to-even after moving to Postgres' epoch.
+    return _PG_EPOCH + timedelta(microseconds=round((seconds - _PG_EPOCH_SECONDS) * 1e6))
+
+
+def _decode(text: str) -> list[dict[str, Any]]:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # what orjson refuses (integers past 64 bits) json takes
+        return json.loads(text)
+
+
+def _events(texts: Iterable[str]) -> list[TimelineEvent]:
+    parts = [text[1:-1] for text in texts if len(text) > 2]
+    if not parts:
+        return []
+    events: list[TimelineEvent] = []
+    append, new, defaults, when = events.append, object.__new__, _DEFAULTS, _when
+    # A 1,000-event timeline is read in a few milliseconds, so __init__ (17 keyword arguments
+    # per event) is skipped: each event's attributes are its defaults updated by its JSON.
+    # TimelineEvent is a plain dataclass (no slots, no __post_init__), so this is equivalent.
+    for values in _decode("[" + ",".join(parts) + "]"):
+        values["occurred_at"] = when(values["occurred_at"])
+        event = new(TimelineEvent)
+        event.__dict__ = {**defaults, **values, "event_id": ""}
+        if "parameters" not in values:
+            event.parameters = {}
+        append(event)
     return events
 
 
-def _fetch(sql: str, params: Sequence[Any]) -> str:
+def _rows(sql: str, params: dict[str, Any]) -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchone()[0]
+        return [row[0] for row in cursor.fetchall()]
 
 
 def read_page(session_id: str, offset: int, limit: int) -> list[TimelineEvent]:
     """Events `offset` .. `offset + limit - 1` of an archived session, in order."""
-    return _events(_fetch(_PAGE_SQL, [str(session_id), offset, offset + limit]))
+    if limit <= 0 or offset < 0:
+        return []
+    params = {"id": str(session_id), "lo": offset, "hi": offset + limit - 1}
+    return _events(_rows(_PAGE_SQL, params))
 
 
 def read_last(session_id: str, n: int) -> list[TimelineEvent]:
     """The last `n` events of an archived session, in order."""
     if n <= 0:
         return []
-    return _events(_fetch(_LAST_SQL, [str(session_id), n]))
+    # The last chunk may hold a single event: n events span at most n // CHUNK + 1 more.
+    texts = _rows(_LAST_SQL, {"id": str(session_id), "n": n, "chunks": n // CHUNK + 1})
+    return _events(texts)[-n:]
 
 
 def read_all(session_id: str) -> list[TimelineEvent]:
     """Every event of an archived session, in order."""
     return read_page(session_id, 0, ALL)
+
+
+def read_last_queries(session_id: str, n: int) -> list[TimelineEvent]:
+    """The last `n` query events of an archived session, in order."""
+    if n <= 0:
+        return []
+    return _events(_rows(_LAST_QUERIES_SQL, {"id": str(session_id), "n": n}))[-n:]
+
+
+def count(session_id: str) -> int:
+    """How many events an archived session's timeline holds."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT coalesce(sum(jsonb_array_length(events)), 0) FROM {TABLE} "  # noqa: S608
+            "WHERE session_id = %s",
+            [str(session_id)],
+        )
+        return int(cursor.fetchone()[0])

@@ -128,15 +128,8 @@ def _cleanup(ctx: RunContext, sections: list[SectionResult], log: Callable[[str]
 
 
 def _delete_sessions(ids: list) -> None:
-    try:
-        from sessions_app.archive import delete_archived_sessions
-    except ImportError:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "DELETE FROM sessions_app_sessionevent WHERE session_id = ANY(%s)", [ids]
-            )
-            cursor.execute("DELETE FROM sessions_app_session WHERE id = ANY(%s)", [ids])
-        return
+    from sessions_app.archive import delete_archived_sessions
+
     delete_archived_sessions(ids)
 
 

@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from sessions_app.benchmark.core import Row, RunContext, SectionResult, Unavailable
 
-TARGET_ARCHIVE_PER_MIN = 500_000
+# Issue 15: 1M sessions of 20 events a minute on this 2-core machine.
+TARGET_ARCHIVE_PER_MIN = 1_000_000
 TARGET_RETENTION_PER_MIN = 1_000_000
 
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from sessions_app.demo.archived import ArchivePlan, generate_chunk, write_chunk
 from sessions_app.jobs import SEED as SEED_JOB
-from sessions_app.models import DailyMetric, JobRun, Session, SessionEvent
+from sessions_app.models import DailyMetric, JobRun, Session, SessionEvent, TimelineChunk
 
 __all__ = ["ArchivePlan", "DemoDataExists", "reset_demo_data", "seed_demo", "write_archived"]
 
@@ -114,7 +114,7 @@ def analyze_tables() -> None:
     """Refresh planner statistics after a bulk load, so the first page views get good plans."""
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {Session._meta.db_table}")
-        cursor.execute(f"ANALYZE {SessionEvent._meta.db_table}")
+        cursor.execute(f"ANALYZE {TimelineChunk._meta.db_table}")
 
 
 def reset_demo_data() -> dict:
@@ -134,8 +134,8 @@ def reset_demo_data() -> dict:
         logger.warning("seed_demo --reset: no store, live sessions left in place")
     archived = Session.objects.count()
     tables = ", ".join(
-        model._meta.db_table for model in (SessionEvent, Session, DailyMetric)
-    )  # events first: they reference sessions
+        model._meta.db_table for model in (TimelineChunk, SessionEvent, Session, DailyMetric)
+    )  # timelines first: they reference sessions (SessionEvent: the old, empty table)
     with transaction.atomic(), connection.cursor() as cursor:
         # Deferred FK checks still pending in an enclosing transaction would block TRUNCATE.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")

@@ -30,7 +30,15 @@ EVENT_COLUMNS = (
     "duration_ms", "tokens_in", "tokens_out", "cost",
 )  # fmt: skip
 SESSION_COPY = f"COPY {Session._meta.db_table} ({', '.join(SESSION_COLUMNS)}) FROM STDIN"
-EVENT_COPY = f"COPY {SessionEvent._meta.db_table} ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
+# Events are generated as one row each (the old per-event shape), staged in a temp table and
+# turned into timeline chunks in SQL by the same statement that migrated the old table.
+EVENT_STAGE = "demo_stage_event"
+_STAGE_COLUMNS = ", ".join(EVENT_COLUMNS)
+EVENT_STAGE_DDL = f"""
+CREATE TEMP TABLE IF NOT EXISTS {EVENT_STAGE} ON COMMIT DELETE ROWS AS
+SELECT {_STAGE_COLUMNS} FROM {SessionEvent._meta.db_table} WITH NO DATA
+"""  # noqa: S608 - from constants
+EVENT_COPY = f"COPY {EVENT_STAGE} ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
 
 DAY = 86400.0
 IDLE_TIMEOUT_SECONDS = 120 * 60
@@ -380,15 +388,21 @@ def _agent_events(rng, assets, n_events, error_rate):
 
 
 def write_chunk(raw_connection, chunk: Chunk) -> None:
-    """COPY one chunk's sessions, then its events, on a psycopg connection; then fold them
-    into the daily rollups in the same transaction, as the archiver does."""
+    """COPY one chunk's sessions, then its events (as timeline chunks), on a psycopg
+    connection; then fold them into the daily rollups in the same transaction, as the archiver
+    does."""
+    from sessions_app.archive.timeline import convert_rows
     from sessions_app.rollups import fold_sessions
 
     with raw_connection.cursor() as cursor:
         with cursor.copy(SESSION_COPY) as copy:
             copy.write(chunk.session_text)
         if chunk.event_text:
+            cursor.execute(EVENT_STAGE_DDL)
             with cursor.copy(EVENT_COPY) as copy:
                 copy.write(chunk.event_text)
+            convert_rows(cursor, EVENT_STAGE)
+            # Inside a test's outer transaction nothing commits: empty the stage explicitly.
+            cursor.execute(f"DELETE FROM {EVENT_STAGE}")  # noqa: S608 - constant
         ids = [line.split("\t", 1)[0] for line in chunk.session_text.splitlines()]
         fold_sessions(ids, cursor=cursor)

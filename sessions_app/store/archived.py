@@ -20,32 +20,9 @@ from sessions_app.domain import (
     TimelineEvent,
 )
 from sessions_app.models import Session as ArchivedSession
-from sessions_app.models import SessionEvent as ArchivedEvent
 from sessions_app.store.codec import SUMMARY_FIELDS
 
 SUMMARY_COLUMNS = SUMMARY_FIELDS
-
-
-def event_from_row(row: ArchivedEvent) -> TimelineEvent:
-    return TimelineEvent(
-        seq=row.seq,
-        kind=row.kind,
-        occurred_at=row.occurred_at,
-        query_type=row.query_type,
-        parameters=row.parameters,
-        result_summary=row.result_summary,
-        execution_ms=row.execution_ms,
-        cache_hit=row.cache_hit,
-        error=row.error,
-        role=row.role,
-        content=row.content,
-        tool_name=row.tool_name,
-        invocation_id=row.invocation_id,
-        duration_ms=row.duration_ms,
-        tokens_in=row.tokens_in,
-        tokens_out=row.tokens_out,
-        cost=float(row.cost),
-    )
 
 
 def _session(row: ArchivedSession, recent: list, queries: list) -> AnalysisSession:
@@ -86,14 +63,6 @@ def _session(row: ArchivedSession, recent: list, queries: list) -> AnalysisSessi
     return session
 
 
-def _events(session_id: str):
-    return ArchivedEvent.objects.filter(session_id=session_id)
-
-
-def _queries(session_id: str):
-    return _events(session_id).filter(kind="query").order_by("-seq")
-
-
 # ---- sync -------------------------------------------------------------------------------------
 
 
@@ -106,12 +75,12 @@ def get(session_id: str, recent_events: int, recent_queries: int) -> AnalysisSes
     if row is None:
         return None
     recent = archived_timeline.read_last(session_id, recent_events)
-    queries = [event_from_row(e) for e in reversed(_queries(session_id)[:recent_queries])]
+    queries = archived_timeline.read_last_queries(session_id, recent_queries)
     return _session(row, recent, queries)
 
 
 def recent_queries(session_id: str, n: int) -> list[TimelineEvent]:
-    return [event_from_row(event) for event in reversed(_queries(session_id)[:n])]
+    return archived_timeline.read_last_queries(session_id, n)
 
 
 def timeline(session_id: str, offset: int, limit: int) -> tuple[list, int] | None:
@@ -183,21 +152,22 @@ async def astatus(session_id: str) -> str | None:
     )
 
 
+async def _read(function, *args):
+    # The timeline reads are one raw SQL statement each: one thread hop, like the async ORM's.
+    return await sync_to_async(function)(*args)
+
+
 async def aget(session_id: str, recent_events: int, recent_queries: int):
     row = await ArchivedSession.objects.filter(id=session_id).afirst()
     if row is None:
         return None
-    recent = []
-    if recent_events > 0:
-        rows = [e async for e in _events(session_id).order_by("-seq")[:recent_events]]
-        recent = [event_from_row(event) for event in reversed(rows)]
-    rows = [e async for e in _queries(session_id)[:recent_queries]]
-    return _session(row, recent, [event_from_row(e) for e in reversed(rows)])
+    recent = await _read(archived_timeline.read_last, session_id, recent_events)
+    queries = await _read(archived_timeline.read_last_queries, session_id, recent_queries)
+    return _session(row, recent, queries)
 
 
 async def arecent_queries(session_id: str, n: int) -> list[TimelineEvent]:
-    rows = [e async for e in _queries(session_id)[:n]]
-    return [event_from_row(event) for event in reversed(rows)]
+    return await _read(archived_timeline.read_last_queries, session_id, n)
 
 
 async def atimeline(session_id: str, offset: int, limit: int):
@@ -208,8 +178,8 @@ async def atimeline(session_id: str, offset: int, limit: int):
     )
     if row is None:
         return None
-    query = _events(session_id).filter(seq__gte=offset, seq__lt=offset + limit).order_by("seq")
-    return [event_from_row(event) async for event in query], sum(row)
+    events = await _read(archived_timeline.read_page, session_id, offset, limit)
+    return events, sum(row)
 
 
 async def auser_summaries(user_id: str, limit: int, max_score, after_id: str):

@@ -79,7 +79,6 @@ POST_DATA = {
 # Admin: models a retention admin may view / add (sessions_app.roles); models nobody may add.
 ADMIN_RA_VIEW = {
     "sessions_app.session",
-    "sessions_app.sessionevent",
     "sessions_app.dailymetric",
     "sessions_app.jobrun",
     "sessions_app.retentionpolicy",
@@ -99,7 +98,6 @@ ADMIN_NO_ADD = {
     "sessions_app.quarantinedsession",
     "sessions_app.savedview",
     "sessions_app.session",
-    "sessions_app.sessionevent",
     "sessions_app.dailymetric",
     "sessions_app.jobrun",
     "sessions_app.alertevent",
@@ -210,7 +208,6 @@ def admin_objects():
     target = WebhookTarget.objects.create(name="matrix", url="https://example.com/h", secret="s")
     return {
         "sessions_app.session": session,
-        "sessions_app.sessionevent": session.events.first(),
         "sessions_app.retentionpolicy": ensure_global_policy(),
         "sessions_app.dailymetric": DailyMetric.objects.get_or_create(
             day=timezone.localdate(), session_type="equity"

@@ -18,12 +18,13 @@ from django.db import connections
 from django.urls import reverse
 
 from sessions_app import apikeys
+from sessions_app.archive.timeline import EVENT_ROWS
 from sessions_app.exceptions import StoreUnavailable
-from sessions_app.models import Session, SessionEvent
+from sessions_app.models import Session
 from sessions_app.redis_client import get_redis, key
 from sessions_app.store import QueryRecord, get_session_store
 from sessions_app.store import keys as skeys
-from tests.factories import archived_session
+from tests.factories import archived_session, event_rows
 
 from .conftest import PYTHON, wait_for
 
@@ -91,10 +92,9 @@ def assert_archived_exactly(expected: dict[str, int]) -> None:
     rows = dict(Session.objects.filter(id__in=list(expected)).values_list("id", "query_count"))
     assert len(rows) == len(expected), f"{len(expected) - len(rows)} sessions missing"
     per_session = defaultdict(list)
-    for session_id, seq in SessionEvent.objects.filter(session_id__in=list(expected)).values_list(
-        "session_id", "seq"
-    ):
-        per_session[str(session_id)].append(seq)
+    for row in event_rows():
+        if row.session_id in expected:
+            per_session[row.session_id].append(row.seq)
     for session_id, count in expected.items():
         assert sorted(per_session[session_id]) == list(range(count)), session_id
 
@@ -323,8 +323,8 @@ def test_postgres_stopped_live_writes_work_archive_fails_then_catches_up_exactly
 
         # Exactly once: every session once, every acknowledged event once; Redis emptied.
         rows = own_postgres.query(
-            "SELECT s.id::text, count(e.id), count(DISTINCT e.seq), min(e.seq), max(e.seq) "
-            "FROM sessions_app_session s LEFT JOIN sessions_app_sessionevent e "
+            "SELECT s.id::text, count(e.seq), count(DISTINCT e.seq), min(e.seq), max(e.seq) "
+            f"FROM sessions_app_session s LEFT JOIN {EVENT_ROWS} e "
             "ON e.session_id = s.id GROUP BY s.id"
         )
         assert {row[0]: row[1] for row in rows} == everything
@@ -400,8 +400,8 @@ def test_worker_killed_mid_archive_batch_next_run_completes_each_session_once(
     assert result["counts"]["archived"] == 300 - len(archived_first) + len(in_both)
 
     rows = own_postgres.query(
-        "SELECT s.id::text, count(e.id), count(DISTINCT e.seq) FROM sessions_app_session s "
-        "LEFT JOIN sessions_app_sessionevent e ON e.session_id = s.id GROUP BY s.id"
+        "SELECT s.id::text, count(e.seq), count(DISTINCT e.seq) FROM sessions_app_session s "
+        f"LEFT JOIN {EVENT_ROWS} e ON e.session_id = s.id GROUP BY s.id"
     )
     assert {row[0]: row[1] for row in rows} == expected
     assert all(row[1] == row[2] for row in rows)
@@ -477,8 +477,8 @@ def test_two_beats_and_two_workers_do_each_job_once_per_slot(
         procs.stop(proc)
 
     rows = own_postgres.query(
-        "SELECT s.id::text, count(e.id), count(DISTINCT e.seq) FROM sessions_app_session s "
-        "LEFT JOIN sessions_app_sessionevent e ON e.session_id = s.id GROUP BY s.id"
+        "SELECT s.id::text, count(e.seq), count(DISTINCT e.seq) FROM sessions_app_session s "
+        f"LEFT JOIN {EVENT_ROWS} e ON e.session_id = s.id GROUP BY s.id"
     )
     assert {row[0]: row[1] for row in rows} == expected
     runs = own_postgres.query(

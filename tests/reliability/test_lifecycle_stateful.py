@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
-from django.db.models import Count, Max
+from django.db import connection
 from django.test import override_settings
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -26,8 +26,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from sessions_app.archive.timeline import EVENT_ROWS
 from sessions_app.exceptions import InvalidInput, InvalidTTL, SessionNotActive, SessionNotFound
-from sessions_app.models import Session, SessionEvent
+from sessions_app.models import Session
 from sessions_app.policies import clear_policy_cache, get_effective_policy
 from sessions_app.redis_client import get_redis, key
 from sessions_app.store import QueryRecord, get_session_store
@@ -40,6 +41,17 @@ HOUR = 3600.0
 # cutoff's edge whichever way it falls, so the model's prediction cannot be off by a second.
 EXPIRE_MARGIN = 600.0
 NOT_LIVE = (SessionNotFound, SessionNotActive)
+
+
+def event_rows_of(ids: list[str]) -> list[dict]:
+    """{session_id, n, last} of each archived session's timeline."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT session_id, count(*), max(seq) FROM {EVENT_ROWS} ev "
+            "WHERE session_id = ANY(%s) GROUP BY session_id",
+            [list(ids)],
+        )
+        return [{"session_id": r[0], "n": r[1], "last": r[2]} for r in cursor.fetchall()]
 
 
 @dataclass
@@ -207,12 +219,7 @@ class Lifecycle(RuleBasedStateMachine):
             pipe.llen(skeys.session_keys(session_id)[1])
             pipe.hlen(skeys.session_keys(session_id)[2])
         replies = pipe.execute()
-        archived = {
-            str(row["session_id"]): row
-            for row in SessionEvent.objects.filter(session_id__in=ids)
-            .values("session_id")
-            .annotate(n=Count("id"), last=Max("seq"))
-        }
+        archived = {str(row["session_id"]): row for row in event_rows_of(ids)}
         rows = {
             str(row["id"]): row
             for row in Session.objects.filter(id__in=ids).values("id", "status", "context")

@@ -13,6 +13,8 @@ from collections import Counter
 
 import pytest
 
+from sessions_app.archive.timeline import EVENT_ROWS
+
 from .conftest import PYTHON, free_port, wait_for
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
@@ -136,7 +138,7 @@ def test_concurrent_api_clients_lose_nothing_and_archive_exactly_once(
     assert result["outcome"] == "success", result
     assert result["counts"]["archived"] == len(acked)
     rows = own_postgres.query(
-        "SELECT session_id::text, seq FROM sessions_app_sessionevent ORDER BY session_id, seq"
+        f"SELECT session_id::text, seq FROM {EVENT_ROWS} ev ORDER BY session_id, seq"
     )
     stored = Counter((row[0], row[1]) for row in rows)
     assert all(n == 1 for n in stored.values())  # exactly once
