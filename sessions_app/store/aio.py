@@ -22,8 +22,9 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
 from sessions_app import policies
+from sessions_app.prometheus import instrument_store_op
 from sessions_app.store import archived
-from sessions_app.store.core import Archive, Call, Calls, Db, Policies, StoreCore
+from sessions_app.store.core import Archive, Call, Calls, Command, Db, Policies, StoreCore
 from sessions_app.store.errors import unavailable
 from sessions_app.store.scripts import SCRIPTS
 from sessions_app.store.sync import OPERATIONS, iter_ping
@@ -74,7 +75,7 @@ def _async_method(name: str):
     async def method(self, *args, **kwargs):
         return await adrive(op(self, *args, **kwargs), self._do)
 
-    return method
+    return instrument_store_op(method)
 
 
 class AsyncSessionStore(StoreCore):
@@ -104,6 +105,8 @@ class AsyncSessionStore(StoreCore):
         if type(request) is Call:
             scripts = self._state()[1]
             return await scripts[request.script](keys=request.keys, args=request.args)
+        if type(request) is Command:
+            return await self._state()[0].execute_command(request.name, *request.args)
         if type(request) is Policies:
             return await policies.aall_effective_policies()
         if type(request) is Db:
@@ -148,6 +151,7 @@ class AsyncSessionStore(StoreCore):
         if state is not None:
             await state[0].aclose()
 
+    @instrument_store_op
     async def archive_session(self, session_id: Any) -> bool:
         """Move one session to Postgres now (the archiver's COPY runs in a thread)."""
         from sessions_app import archive as archiver
@@ -155,6 +159,7 @@ class AsyncSessionStore(StoreCore):
 
         return await sync_to_async(archiver.archive_session)(checked(session_id))
 
+    @instrument_store_op
     async def cleanup_expired_sessions(self, now: float | None = None) -> dict[str, int]:
         """Archive every expired, idle or ended session (in a thread); returns what it did."""
         from sessions_app import archive as archiver

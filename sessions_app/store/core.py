@@ -79,6 +79,14 @@ class Policies:
 
 
 @dataclass
+class Command:
+    """One plain Redis command (a read no script is needed for), e.g. ZCOUNT."""
+
+    name: str
+    args: tuple
+
+
+@dataclass
 class Archive:
     session_id: str
 
@@ -788,6 +796,11 @@ class StoreCore:
         reply = yield Call("counts", [keys.activity(), *[keys.session_type(t) for t in names]])
         total, *by_type = (int(value) for value in reply)
         return {"total": total, "by_type": dict(zip(names, by_type, strict=True))}
+
+    def archive_backlog(self, now: float | None = None) -> Op:
+        """Sessions past due and not archived yet (ended ones are due at 0): one ZCOUNT."""
+        at = _now() if now is None else float(now)
+        return int((yield Command("ZCOUNT", (keys.due(), "-inf", at))))
 
     def live_flags(self, session_ids: list[str]) -> Op:
         """{id: True if live in Redis} for these ids, in one round trip."""

@@ -10,8 +10,9 @@ import redis
 from django.db import DatabaseError
 
 from sessions_app import policies
+from sessions_app.prometheus import instrument_store_op
 from sessions_app.store import archived
-from sessions_app.store.core import Archive, Call, Calls, Db, Policies, StoreCore
+from sessions_app.store.core import Archive, Call, Calls, Command, Db, Policies, StoreCore
 from sessions_app.store.errors import unavailable
 from sessions_app.store.scripts import SCRIPTS
 
@@ -43,6 +44,7 @@ OPERATIONS = (
     "get_session_statistics",
     "cleanup_inactive_sessions",
     "cleanup_old_sessions",
+    "archive_backlog",
 )
 
 
@@ -75,7 +77,7 @@ def _sync_method(name: str):
     def method(self, *args, **kwargs):
         return drive(op(self, *args, **kwargs), self._do)
 
-    return method
+    return instrument_store_op(method)
 
 
 class SessionStore(StoreCore):
@@ -107,6 +109,8 @@ class SessionStore(StoreCore):
     def _do(self, request):
         if type(request) is Call:
             return self._scripts()[request.script](keys=request.keys, args=request.args)
+        if type(request) is Command:
+            return self.redis.execute_command(request.name, *request.args)
         if type(request) is Policies:
             return policies.all_effective_policies()
         if type(request) is Db:
@@ -142,6 +146,7 @@ class SessionStore(StoreCore):
 
     # ---- archive (the work is in archive/) -----------------------------------------------
 
+    @instrument_store_op
     def archive_session(self, session_id: Any) -> bool:
         """Move one session to Postgres now (ends it as expired if it is still active)."""
         from sessions_app import archive as archiver
@@ -149,6 +154,7 @@ class SessionStore(StoreCore):
 
         return archiver.archive_session(checked(session_id))
 
+    @instrument_store_op
     def cleanup_expired_sessions(self, now: float | None = None) -> dict[str, int]:
         """Archive every expired, idle or ended session; returns what it did."""
         from sessions_app import archive as archiver
