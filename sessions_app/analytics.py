@@ -234,7 +234,9 @@ _STATS_SELECT = """
       'p99', fs_hist_quantile(fs_hist_merge(duration_hist), 0.99),
       'tokens_in', coalesce(sum(tokens_in), 0),
       'tokens_out', coalesce(sum(tokens_out), 0),
-      'cost', coalesce(sum(cost), 0)
+      'cost', coalesce(sum(cost), 0),
+      'requests', coalesce(sum(requests), 0),
+      'processing_seconds', coalesce(sum(processing_seconds), 0)
    ) FROM daily) AS totals,
   (SELECT coalesce(json_object_agg(session_type, n), '{{}}')
    FROM (SELECT session_type, sum(sessions_started) AS n FROM daily
@@ -264,7 +266,7 @@ _USER_STATS_SQL = """
 WITH r_s AS MATERIALIZED (
   SELECT s.id, s.session_type, s.status, s.assets, s.tags, s.duration_seconds, s.query_count,
          s.cache_hits, s.error_count, s.message_count, s.tool_call_count, s.tokens_in,
-         s.tokens_out, s.cost, s.query_type_counts
+         s.tokens_out, s.cost, s.query_type_counts, s.request_count, s.total_processing_time
   FROM sessions_app_session s
   WHERE s.user_id = %(user_id)s AND s.created_at >= %(start)s AND s.created_at < %(end)s
         {type_filter}
@@ -287,7 +289,9 @@ SELECT
       'p99', percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_seconds),
       'tokens_in', coalesce(sum(tokens_in), 0),
       'tokens_out', coalesce(sum(tokens_out), 0),
-      'cost', coalesce(sum(cost), 0)
+      'cost', coalesce(sum(cost), 0),
+      'requests', coalesce(sum(request_count), 0),
+      'processing_seconds', coalesce(sum(total_processing_time), 0)
    ) FROM r_s) AS totals,
   (SELECT coalesce(json_object_agg(session_type, n), '{{}}')
    FROM (SELECT session_type, count(*) AS n FROM r_s GROUP BY session_type) t) AS by_type,
@@ -407,6 +411,9 @@ def _stats_dict(
         "tokens_out": int(totals["tokens_out"]),
         "total_tokens": int(totals["tokens_in"]) + int(totals["tokens_out"]),
         "total_cost": round(float(totals["cost"]), 6),
+        # AIECS counters: update_session(increment_requests=, add_processing_time=).
+        "total_requests": int(totals["requests"]),
+        "total_processing_time": round(float(totals["processing_seconds"]), 3),
         "top_assets": [{"asset": a, "count": n} for a, n in ranked["asset"]],
         "popular_tags": [{"tag": t, "count": n} for t, n in ranked["tag"]],
         "query_type_distribution": dict(ranked["query_type"]) if query_types else None,
@@ -569,7 +576,8 @@ SELECT day, session_type, sum(sessions_started)::bigint, sum(sessions_completed)
        round(fs_hist_quantile(fs_hist_merge(duration_hist), 0.95)::numeric, 2),
        round(fs_hist_quantile(fs_hist_merge(duration_hist), 0.99)::numeric, 2),
        round(sum(queries)::numeric / nullif(sum(sessions_started), 0), 2),
-       sum(tokens_in)::numeric, sum(tokens_out)::numeric, sum(cost)
+       sum(tokens_in)::numeric, sum(tokens_out)::numeric, sum(cost),
+       sum(requests)::bigint, round(sum(processing_seconds)::numeric, 3)
 FROM daily
 GROUP BY day, session_type
 HAVING sum(sessions_started) > 0
