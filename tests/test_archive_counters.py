@@ -64,3 +64,42 @@ def test_analytics_count_archived_requests_and_processing_time():
     assert stats["total_processing_time"] == 8.0
     user = analytics.get_session_stats(user_id="aiecs-a", days=1)
     assert user["total_requests"] == 3 and user["total_processing_time"] == 4.0
+
+
+def test_analytics_totals_count_live_sessions_counters():
+    """Issue 10: queries, errors, cache hits, tokens, cost and requests of sessions still in
+    Redis add to the totals, by type and by user too."""
+    from sessions_app.domain import QueryRecord
+
+    store = get_session_store()
+    live = store.create_session(assets=["AAPL"], session_type="equity", user_id="live-u")
+    store.add_query(live.id, QueryRecord(query_type="price", cache_hit=True))
+    store.add_query(live.id, QueryRecord(query_type="price", error="boom"))
+    store.record_tool_call(live.id, tool_name="t", tokens_in=10, tokens_out=5, cost=0.25)
+    store.update_session(live.id, increment_requests=True, add_processing_time=1.5)
+    store.create_session(assets=["BTC"], session_type="crypto", user_id="other")
+
+    stats = analytics.get_session_stats(days=1)
+    assert stats["archived_sessions"] == 0 and stats["active_sessions"] == 2
+    assert (stats["total_queries"], stats["cache_hits"], stats["total_errors"]) == (2, 1, 1)
+    assert (stats["total_tool_calls"], stats["tokens_in"], stats["tokens_out"]) == (1, 10, 5)
+    assert stats["total_cost"] == 0.25
+    assert (stats["total_requests"], stats["total_processing_time"]) == (1, 1.5)
+    assert stats["live_counters_complete"] is True
+    assert analytics.get_session_stats(session_type="crypto", days=1)["total_queries"] == 0
+    assert analytics.get_session_stats(user_id="live-u", days=1)["total_queries"] == 2
+    assert analytics.get_session_stats(user_id="other", days=1)["total_queries"] == 0
+
+
+def test_live_totals_are_bounded_and_say_so(monkeypatch):
+    from sessions_app.store import core
+
+    store = get_session_store()
+    for _ in range(3):
+        session = store.create_session(assets=["AAPL"], session_type="equity", user_id="many")
+        store.update_session(session.id, increment_requests=True)
+    assert store.live_totals()["request_count"] == 3
+    monkeypatch.setattr(core, "LIVE_TOTALS_LIMIT", 2)
+    totals = store.live_totals()
+    assert (totals["sessions"], totals["request_count"], totals["complete"]) == (2, 2, False)
+    assert analytics.get_session_stats(days=1)["live_counters_complete"] is False

@@ -51,6 +51,23 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 LOADED_QUERIES = 20
 # Live rows a filtered list_sessions looks at per index (it filters them in Python).
 LIST_SCAN = 500
+# Sessions live_totals sums at most (newest first): one script call reading this many hashes
+# stays around a millisecond of Redis time; past it the totals say they are partial.
+LIVE_TOTALS_LIMIT = 1000
+# The counters live_totals sums; `session_type` first (a row without it is gone).
+LIVE_TOTAL_FIELDS = (
+    "session_type",
+    "query_count",
+    "cache_hits",
+    "error_count",
+    "message_count",
+    "tool_call_count",
+    "tokens_in",
+    "tokens_out",
+    "cost",
+    "request_count",
+    "total_processing_time",
+)
 # Meta fields update_session_metadata / update_session(id, session) may set.
 META_FIELDS = ("tags", "purpose", "metadata")
 
@@ -801,6 +818,34 @@ class StoreCore:
         """Sessions past due and not archived yet (ended ones are due at 0): one ZCOUNT."""
         at = _now() if now is None else float(now)
         return int((yield Command("ZCOUNT", (keys.due(), "-inf", at))))
+
+    def live_totals(self, session_type: str | None = None, user_id: str | None = None) -> Op:
+        """Counter sums over the sessions still in Redis (not archived yet), of one type and/or
+        user, in one round trip: {"sessions", "complete", <counter>: sum}. At most
+        LIVE_TOTALS_LIMIT sessions are read; `complete` is False when there were more."""
+        if session_type is not None and session_type not in SessionType.values:
+            raise InvalidInput("session_type", f"must be one of {', '.join(SessionType.values)}")
+        args = [LIVE_TOTALS_LIMIT + 1, *LIVE_TOTAL_FIELDS]
+        if user_id is not None:
+            user_id = validation.user_id(user_id)
+            rows = yield Call("list_index", [keys.user(user_id)], ["+inf", "", *args])
+        else:
+            rows = yield Call("list_live", [keys.due()], [0, *args])
+        complete = len(rows) <= LIVE_TOTALS_LIMIT
+        totals: dict[str, Any] = dict.fromkeys(LIVE_TOTAL_FIELDS[1:], 0)
+        totals["cost"] = 0.0
+        totals["total_processing_time"] = 0.0
+        sessions = 0
+        for row in rows[:LIVE_TOTALS_LIMIT]:
+            if session_type is not None and row[0] != session_type:
+                continue
+            sessions += 1
+            for name, value in zip(LIVE_TOTAL_FIELDS[1:], row[1:], strict=True):
+                if value:
+                    totals[name] += (
+                        float(value) if name in ("cost", "total_processing_time") else int(value)
+                    )
+        return {"sessions": sessions, "complete": complete, **totals}
 
     def live_flags(self, session_ids: list[str]) -> Op:
         """{id: True if live in Redis} for these ids, in one round trip."""

@@ -45,6 +45,7 @@ OPERATIONS = (
     "cleanup_inactive_sessions",
     "cleanup_old_sessions",
     "archive_backlog",
+    "live_totals",
 )
 
 
