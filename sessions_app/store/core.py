@@ -139,6 +139,20 @@ def _hours(name: str, value: Any) -> float:
     return hours
 
 
+def _moment(name: str, value: Any) -> datetime | None:
+    """A time filter: an aware datetime (naive ones are UTC), or epoch seconds; None: none."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(float(value), tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise InvalidInput(name, "must be a time within range") from None
+    raise InvalidInput(name, "must be a datetime or epoch seconds")
+
+
 def _event_id(value: Any) -> str:
     """A caller's event id (checked), or a generated one."""
     if value is None:
@@ -774,9 +788,13 @@ class StoreCore:
         status: str | None = None,
         tags: list[str] | None = None,
         limit: int = 100,
+        session_type: str | None = None,
+        created_from: datetime | float | None = None,
+        created_to: datetime | float | None = None,
     ) -> Op:
-        """Sessions (live and archived), newest first, filtered by user, status and tags
-        (all of them) through the indexes: the seeds' `list_sessions`."""
+        """Sessions (live and archived), newest first, filtered by user, status, tags (all of
+        them), type and creation time (from, inclusive, to, exclusive) through the indexes:
+        the seeds' `list_sessions`."""
         status = getattr(status, "value", status)
         if status is not None and status not in SessionStatus.values:
             raise InvalidInput("status", f"must be one of {', '.join(SessionStatus.values)}")
@@ -785,10 +803,16 @@ class StoreCore:
             user_id = validation.user_id(user_id)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvalidInput("limit", "must be a whole number between 1 and 1000")
+        if session_type is not None:
+            session_type = validation.session_type(session_type)
+        since = _moment("created_from", created_from)
+        until = _moment("created_to", created_to)
+        if since is not None and until is not None and until < since:
+            raise InvalidInput("created_to", "must not be before created_from")
         if user_id is not None:
-            call = Call(
-                "list_index", [keys.user(user_id)], ["+inf", "", LIST_SCAN, *SUMMARY_FIELDS]
-            )
+            # The user index is scored by creation: start at created_to (excluded below).
+            top = "+inf" if until is None else f"{until.timestamp():.6f}"
+            call = Call("list_index", [keys.user(user_id)], [top, "", LIST_SCAN, *SUMMARY_FIELDS])
         else:
             index = keys.activity() if status == SessionStatus.ACTIVE else keys.due()
             call = Call("list_live", [index], [0, LIST_SCAN, *SUMMARY_FIELDS])
@@ -798,10 +822,16 @@ class StoreCore:
             for item in live
             if (status is None or item.status == status)
             and (not tags or set(tags) <= set(item.tags))
+            and (session_type is None or item.session_type == session_type)
+            and (since is None or item.created_at >= since)
+            and (until is None or item.created_at < until)
         ]
         archived: list[SessionSummary] = []
         if status != SessionStatus.ACTIVE:
-            archived = yield Db("filtered_summaries", (user_id, status, tags, limit))
+            archived = yield Db(
+                "filtered_summaries",
+                (user_id, status, tags, limit, session_type, since, until),
+            )
         live_ids = {item.id for item in live}
         merged = live + [item for item in archived if item.id not in live_ids]
         merged.sort(key=lambda item: (item.created_at, item.id), reverse=True)
