@@ -79,6 +79,10 @@ def test_rest_lists_by_type_and_date_range(mixed):
     assert {item["id"] for item in response.json()["items"]} == {equity.id, crypto.id}
     response = get(session_type="stocks")
     assert response.status_code == 422 and response.json()["error"]["field"] == "session_type"
+    for bad in ("2026-02-30", "yesterday", "1700000000"):
+        response = get(created_from=bad)
+        assert response.status_code == 422, (bad, response.content)
+        assert response.json()["error"]["field"] == "created_from"
 
 
 def test_rest_cursor_with_filters_is_a_clear_422(mixed):

@@ -16,12 +16,15 @@ from sessions_app.api.auth import READ, WRITE
 from sessions_app.api.ingest import IngestIn, apply_batch, call_store
 from sessions_app.api.limits import (
     CURSOR_MAX,
+    ISO_TIME_MAX,
+    ISO_TIME_PATTERN,
     LIST_DEFAULT,
     LIST_MAX,
     RECENT_EVENTS_MAX,
     TIMELINE_DEFAULT,
     TIMELINE_MAX,
     TIMELINE_OFFSET_MAX,
+    iso_time,
 )
 from sessions_app.api.schemas import (
     EndIn,
@@ -245,11 +248,17 @@ def list_sessions(
     limit: int = Query(LIST_DEFAULT, ge=1, le=LIST_MAX),
     cursor: str | None = Query(None, max_length=CURSOR_MAX, description="`next_cursor` of a page."),
     session_type: SessionTypeName | None = Query(None, description="Only this type."),  # noqa: B008
-    created_from: datetime | None = Query(  # noqa: B008
-        None, description="Only sessions created at or after this time (ISO 8601; UTC if naive)."
+    created_from: str | None = Query(
+        None,
+        max_length=ISO_TIME_MAX,
+        pattern=ISO_TIME_PATTERN,
+        description="Only sessions created at or after this time (ISO 8601; UTC if no offset).",
     ),
-    created_to: datetime | None = Query(  # noqa: B008
-        None, description="Only sessions created before this time (ISO 8601; UTC if naive)."
+    created_to: str | None = Query(
+        None,
+        max_length=ISO_TIME_MAX,
+        pattern=ISO_TIME_PATTERN,
+        description="Only sessions created before this time (ISO 8601; UTC if no offset).",
     ),
 ):
     """Sessions newest first: a user's (live, plus archived with `include_archived`, paged by
@@ -263,8 +272,8 @@ def list_sessions(
         limit=limit,
         cursor=cursor or None,
         session_type=session_type,
-        created_from=created_from,
-        created_to=created_to,
+        created_from=iso_time("created_from", created_from),
+        created_to=iso_time("created_to", created_to),
     )
     return {"items": page.items, "next_cursor": page.next_cursor}
 

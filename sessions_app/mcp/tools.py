@@ -7,7 +7,6 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import mcp_types as types
@@ -20,7 +19,13 @@ from sessions_app import validation as v
 from sessions_app.api.endpoints import alist_page, aread_session
 from sessions_app.api.errors import unstorable_field
 from sessions_app.api.ingest import Unsupported, acall_store
-from sessions_app.api.limits import LIST_LIMITS, TIMELINE_LIMITS
+from sessions_app.api.limits import (
+    ISO_TIME_MAX,
+    ISO_TIME_PATTERN,
+    LIST_LIMITS,
+    TIMELINE_LIMITS,
+    iso_time,
+)
 from sessions_app.api.schemas import (
     MAX_COST,
     MAX_MS,
@@ -89,24 +94,6 @@ class SessionArgs(Args):
     session_id: str = Field(
         alias="sessionId", pattern=SESSION_ID_PATTERN, description="Session id."
     )
-
-
-# A date or date-time in ISO 8601, as list-sessions takes them (the calendar is checked on use).
-ISO_TIME_PATTERN = (
-    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?$"
-)
-ISO_TIME_MAX = 32
-
-
-def _iso_time(name: str, value: str | None) -> datetime | None:
-    """An ISO 8601 argument as an aware datetime (UTC if it has no offset)."""
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(name, "must be a valid ISO 8601 date or date-time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class ListArgs(Args):
@@ -263,8 +250,8 @@ async def _list(args: ListArgs) -> dict:
         limit=args.limit,
         cursor=args.cursor or None,
         session_type=args.session_type,
-        created_from=_iso_time("created_from", args.created_from),
-        created_to=_iso_time("created_to", args.created_to),
+        created_from=iso_time("created_from", args.created_from),
+        created_to=iso_time("created_to", args.created_to),
     )
     return {
         "sessions": [_dump(SessionSummaryOut, item) for item in page.items],
