@@ -191,12 +191,18 @@ def _ratio(part: float, whole: float) -> float:
 # ---- live sessions (Redis) ----------------------------------------------------------------------
 
 
+# What a period without today adds from Redis: nothing.
+NO_LIVE: dict[str, Any] = {"available": True, "total": 0, "by_type": {}, "counters": None}
+
+
 def live_snapshot(session_type: str | None = None, user_id: str | None = None) -> dict[str, Any]:
-    """Live counts {"available", "total", "by_type"}; `available` is False when Redis is down."""
+    """Live counts {"available", "total", "by_type", "counters"}: `counters` sums the counters of
+    the sessions not archived yet (store.live_totals, bounded); `available` False: Redis down."""
     from sessions_app.store import get_session_store
 
     store = get_session_store()
     try:
+        counters = store.live_totals(session_type, user_id)
         if user_id is not None:
             items = store.list_user_sessions(user_id, limit=USER_LIVE_LIMIT).items
             by_type = dict.fromkeys(SessionType.values, 0)
@@ -206,11 +212,12 @@ def live_snapshot(session_type: str | None = None, user_id: str | None = None) -
         else:
             counts = store.live_counts()
     except (StoreUnavailable, redis.exceptions.RedisError):
-        return {"available": False, "total": 0, "by_type": {}}
+        return {"available": False, "total": 0, "by_type": {}, "counters": None}
     by_type = {t: n for t, n in counts["by_type"].items() if n}
     if session_type:
         by_type = {t: n for t, n in by_type.items() if t == session_type}
-    return {"available": True, "total": sum(by_type.values()), "by_type": by_type}
+    total = sum(by_type.values())
+    return {"available": True, "total": total, "by_type": by_type, "counters": counters}
 
 
 # ---- stats --------------------------------------------------------------------------------------
@@ -234,7 +241,9 @@ _STATS_SELECT = """
       'p99', fs_hist_quantile(fs_hist_merge(duration_hist), 0.99),
       'tokens_in', coalesce(sum(tokens_in), 0),
       'tokens_out', coalesce(sum(tokens_out), 0),
-      'cost', coalesce(sum(cost), 0)
+      'cost', coalesce(sum(cost), 0),
+      'requests', coalesce(sum(requests), 0),
+      'processing_seconds', coalesce(sum(processing_seconds), 0)
    ) FROM daily) AS totals,
   (SELECT coalesce(json_object_agg(session_type, n), '{{}}')
    FROM (SELECT session_type, sum(sessions_started) AS n FROM daily
@@ -264,7 +273,7 @@ _USER_STATS_SQL = """
 WITH r_s AS MATERIALIZED (
   SELECT s.id, s.session_type, s.status, s.assets, s.tags, s.duration_seconds, s.query_count,
          s.cache_hits, s.error_count, s.message_count, s.tool_call_count, s.tokens_in,
-         s.tokens_out, s.cost, s.query_type_counts
+         s.tokens_out, s.cost, s.query_type_counts, s.request_count, s.total_processing_time
   FROM sessions_app_session s
   WHERE s.user_id = %(user_id)s AND s.created_at >= %(start)s AND s.created_at < %(end)s
         {type_filter}
@@ -287,7 +296,9 @@ SELECT
       'p99', percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_seconds),
       'tokens_in', coalesce(sum(tokens_in), 0),
       'tokens_out', coalesce(sum(tokens_out), 0),
-      'cost', coalesce(sum(cost), 0)
+      'cost', coalesce(sum(cost), 0),
+      'requests', coalesce(sum(request_count), 0),
+      'processing_seconds', coalesce(sum(total_processing_time), 0)
    ) FROM r_s) AS totals,
   (SELECT coalesce(json_object_agg(session_type, n), '{{}}')
    FROM (SELECT session_type, count(*) AS n FROM r_s GROUP BY session_type) t) AS by_type,
@@ -365,14 +376,16 @@ def _stats_dict(
 ) -> dict[str, Any]:
     """The stats dictionary from the SQL row's parts, with live sessions from Redis added."""
     p50, p95, p99 = totals["p50"], totals["p95"], totals["p99"]
-    live = (
-        live_snapshot(session_type, user_id)
-        if period.includes_today
-        else {"available": True, "total": 0, "by_type": {}}
-    )
+    live = live_snapshot(session_type, user_id) if period.includes_today else NO_LIVE
     archived = int(totals["sessions"])
-    queries = int(totals["queries"])
-    tool_calls = int(totals["tool_calls"])
+    # Live sessions' counters add to the totals (not to per-archived-session averages).
+    extra = live["counters"] or {}
+    queries = int(totals["queries"]) + extra.get("query_count", 0)
+    tool_calls = int(totals["tool_calls"]) + extra.get("tool_call_count", 0)
+    cache_hits = int(totals["cache_hits"]) + extra.get("cache_hits", 0)
+    errors = int(totals["errors"]) + extra.get("error_count", 0)
+    tokens_in = int(totals["tokens_in"]) + extra.get("tokens_in", 0)
+    tokens_out = int(totals["tokens_out"]) + extra.get("tokens_out", 0)
     breakdown = {t: int(by_type.get(t, 0)) + live["by_type"].get(t, 0) for t in SessionType.values}
     ranked: dict[str, list[tuple[str, int]]] = {"asset": [], "tag": [], "query_type": []}
     for kind, item, count in tops:  # at most 2 * top + 50 rows, already aggregated in SQL
@@ -385,29 +398,38 @@ def _stats_dict(
         "active_sessions": live["total"],
         "archived_sessions": archived,
         "live_available": live["available"],
+        # False: more live sessions than store.live_totals reads; their counters are partial.
+        "live_counters_complete": bool(extra.get("complete", True)),
         "total_queries": queries,
-        "total_messages": int(totals["messages"]),
+        "total_messages": int(totals["messages"]) + extra.get("message_count", 0),
         "total_tool_calls": tool_calls,
-        "cache_hits": int(totals["cache_hits"]),
-        "total_errors": int(totals["errors"]),
+        "cache_hits": cache_hits,
+        "total_errors": errors,
         "avg_duration_seconds": round(totals["duration"] / archived, 2) if archived else 0.0,
         "duration_p50_seconds": round(p50 or 0.0, 2),
         "duration_p95_seconds": round(p95 or 0.0, 2),
         "duration_p99_seconds": round(p99 or 0.0, 2),
         # "histogram": merged log-scale histograms, within histogram.RELATIVE_ERROR.
         "percentiles": "exact" if exact else "histogram",
-        "avg_queries_per_session": round(queries / archived, 2) if archived else 0.0,
+        "avg_queries_per_session": (
+            round(int(totals["queries"]) / archived, 2) if archived else 0.0
+        ),
         "completion_rate": _ratio(totals["completed"], archived),
         "abandonment_rate": _ratio(totals["abandoned"], archived),
         "failure_rate": _ratio(totals["failed"], archived),
         "expiry_rate": _ratio(totals["expired"], archived),
         # Errors per operation: failed queries and failed tool calls over both.
-        "error_rate": _ratio(totals["errors"], queries + tool_calls),
-        "cache_hit_rate": _ratio(totals["cache_hits"], queries),
-        "tokens_in": int(totals["tokens_in"]),
-        "tokens_out": int(totals["tokens_out"]),
-        "total_tokens": int(totals["tokens_in"]) + int(totals["tokens_out"]),
-        "total_cost": round(float(totals["cost"]), 6),
+        "error_rate": _ratio(errors, queries + tool_calls),
+        "cache_hit_rate": _ratio(cache_hits, queries),
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "total_tokens": tokens_in + tokens_out,
+        "total_cost": round(float(totals["cost"]) + extra.get("cost", 0.0), 6),
+        # AIECS counters: update_session(increment_requests=, add_processing_time=).
+        "total_requests": int(totals["requests"]) + extra.get("request_count", 0),
+        "total_processing_time": round(
+            float(totals["processing_seconds"]) + extra.get("total_processing_time", 0.0), 3
+        ),
         "top_assets": [{"asset": a, "count": n} for a, n in ranked["asset"]],
         "popular_tags": [{"tag": t, "count": n} for t, n in ranked["tag"]],
         "query_type_distribution": dict(ranked["query_type"]) if query_types else None,
@@ -573,7 +595,8 @@ SELECT day, session_type, sum(sessions_started)::bigint, sum(sessions_completed)
        round(fs_hist_quantile(fs_hist_merge(duration_hist), 0.95)::numeric, 2),
        round(fs_hist_quantile(fs_hist_merge(duration_hist), 0.99)::numeric, 2),
        round(sum(queries)::numeric / nullif(sum(sessions_started), 0), 2),
-       sum(tokens_in)::numeric, sum(tokens_out)::numeric, sum(cost)
+       sum(tokens_in)::numeric, sum(tokens_out)::numeric, sum(cost),
+       sum(requests)::bigint, round(sum(processing_seconds)::numeric, 3)
 FROM daily
 GROUP BY day, session_type
 HAVING sum(sessions_started) > 0

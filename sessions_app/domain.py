@@ -191,6 +191,7 @@ class AnalysisSession:
     event_count: int = 0
     request_count: int = 0  # AIECS: requests counted by update_session(increment_requests=)
     total_processing_time: float = 0.0  # AIECS: seconds added by update_session
+    tool_duration_ms: float = 0.0  # sum of the tool calls' durations
     preferences: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     recent_events: Sequence[TimelineEvent] = field(default_factory=list)

@@ -48,6 +48,8 @@ METRIC_COLUMNS = (
     "top_assets",
     "query_type_counts",
     "tag_counts",
+    "requests",
+    "processing_seconds",
 )
 # Columns that add up when a batch is folded into an existing row (rollups.fold_sessions).
 ADDITIVE_COLUMNS = (
@@ -65,6 +67,8 @@ ADDITIVE_COLUMNS = (
     "tokens_in",
     "tokens_out",
     "cost",
+    "requests",
+    "processing_seconds",
 )
 
 _SESSION = "sessions_app_session"
@@ -145,7 +149,7 @@ def aggregate_sql(
         SELECT s.id, (s.created_at AT TIME ZONE %(tz)s)::date AS day, s.session_type, s.status,
                s.assets, s.tags, s.duration_seconds, s.query_count, s.cache_hits, s.error_count,
                s.message_count, s.tool_call_count, s.tokens_in, s.tokens_out, s.cost,
-               s.query_type_counts
+               s.query_type_counts, s.request_count, s.total_processing_time
         FROM {_SESSION} s
         WHERE {session_filter}
     ),
@@ -166,7 +170,9 @@ def aggregate_sql(
                avg(query_count)::float AS avg_queries_per_session,
                sum(tokens_in) AS tokens_in,
                sum(tokens_out) AS tokens_out,
-               sum(cost) AS cost
+               sum(cost) AS cost,
+               sum(request_count) AS requests,
+               sum(total_processing_time) AS processing_seconds
         FROM r_s
         GROUP BY day, session_type
     ),
@@ -193,7 +199,8 @@ def aggregate_sql(
            h.hist AS duration_hist,
            coalesce(a.counts, '{}'::jsonb) AS top_assets,
            coalesce(q.counts, '{}'::jsonb) AS query_type_counts,
-           coalesce(t.counts, '{}'::jsonb) AS tag_counts
+           coalesce(t.counts, '{}'::jsonb) AS tag_counts,
+           b.requests, b.processing_seconds
     FROM r_base b
     LEFT JOIN r_hist h USING (day, session_type)
     LEFT JOIN r_assets a USING (day, session_type)
@@ -223,7 +230,8 @@ def _insert_day_sql() -> str:
            coalesce(r.tokens_in, 0), coalesce(r.tokens_out, 0), coalesce(r.cost, 0),
            r.duration_hist, coalesce(r.top_assets, '{{}}'::jsonb),
            coalesce(r.query_type_counts, '{{}}'::jsonb),
-           coalesce(r.tag_counts, '{{}}'::jsonb), statement_timestamp()
+           coalesce(r.tag_counts, '{{}}'::jsonb), coalesce(r.requests, 0),
+           coalesce(r.processing_seconds, 0), statement_timestamp()
     FROM unnest(%(types)s::text[]) AS t(session_type)
     LEFT JOIN ({select}) r ON r.session_type = t.session_type
     """  # noqa: S608 - SQL from constants; values are bound parameters

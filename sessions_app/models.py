@@ -104,6 +104,13 @@ class Session(models.Model):
     # {query_type: queries}, written at archive time so per-user and per-day questions never
     # read the events table.
     query_type_counts = models.JSONField(default=dict, blank=True)
+    # AIECS counters (update_session(increment_requests=, add_processing_time=)) and the sum of
+    # tool call durations, kept as the live session had them. Requests are not capped by the
+    # event cap (a request adds no event): a bigint holds any count a session can reach.
+    # Database defaults, so raw INSERT/COPY writers that predate them (demo, bench) still work.
+    request_count = models.BigIntegerField(default=0, db_default=0)
+    total_processing_time = models.FloatField(default=0, db_default=0)  # seconds
+    tool_duration_ms = models.FloatField(default=0, db_default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -374,6 +381,9 @@ class DailyMetric(models.Model):
     tokens_in = models.DecimalField(max_digits=ROLLUP_TOKEN_DIGITS, decimal_places=0, default=0)
     tokens_out = models.DecimalField(max_digits=ROLLUP_TOKEN_DIGITS, decimal_places=0, default=0)
     cost = models.DecimalField(max_digits=ROLLUP_COST_DIGITS, decimal_places=6, default=0)
+    # The AIECS counters of the day's sessions: request_count and total_processing_time summed.
+    requests = models.BigIntegerField(default=0, db_default=0)
+    processing_seconds = models.FloatField(default=0, db_default=0)
     # Log-scale histogram of duration_seconds (see histogram.py): merged in SQL, it gives real
     # percentiles over any range. Trimmed array with an explicit lower bound; NULL when empty.
     duration_hist = ArrayField(models.IntegerField(), null=True, blank=True)

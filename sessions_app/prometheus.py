@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import inspect
 import ipaddress
 import logging
 import os
@@ -90,12 +91,26 @@ def observe_store_op(op: str, outcome: str, seconds: float) -> None:
 
 
 def instrument_store_op(method: Callable) -> Callable:
-    """Wrap a store method: count it and time it by name and outcome.
+    """Wrap a store method (sync or async): count it and time it by name and outcome.
 
-    The store needs one line: `return instrument_store_op(wrapper)` at the end of its
-    `_redis_errors` decorator (every public store method already goes through it).
+    Both store front-ends (`store/sync.py`, `store/aio.py`) wrap every public operation with it.
     """
     op = method.__name__
+
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def awrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                result = await method(*args, **kwargs)
+            except Exception as exc:
+                observe_store_op(op, _outcome(exc), time.perf_counter() - started)
+                raise
+            observe_store_op(op, "ok", time.perf_counter() - started)
+            return result
+
+        return awrapper
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):

@@ -114,17 +114,19 @@ def test_stats_combine_rollups_raw_today_and_live(history):
     assert stats["active_sessions"] == 1
     assert stats["total_sessions"] == 6
     assert stats["live_available"] is True
-    assert stats["total_queries"] == 7  # live sessions' queries count once archived
+    # 7 archived queries + the live session's one (live counters count too, issue 10).
+    assert stats["total_queries"] == 8
+    assert stats["live_counters_complete"] is True
     assert stats["cache_hits"] == 3
-    assert stats["cache_hit_rate"] == round(3 / 7, 4)
+    assert stats["cache_hit_rate"] == round(3 / 8, 4)
     assert stats["total_errors"] == 1
-    assert stats["error_rate"] == round(1 / 8, 4)  # 7 queries + 1 tool call
+    assert stats["error_rate"] == round(1 / 9, 4)  # 8 queries + 1 tool call
     assert stats["completion_rate"] == 0.4
     assert stats["abandonment_rate"] == 0.2
     assert stats["failure_rate"] == 0.2
     assert stats["expiry_rate"] == 0.2
     assert stats["avg_duration_seconds"] == 300  # (100 + 500 + 300 + 200 + 400) / 5
-    assert stats["avg_queries_per_session"] == 1.4
+    assert stats["avg_queries_per_session"] == 1.4  # per archived session: 7 / 5
     # Real percentiles of the five durations, read from the merged histograms.
     durations = [100, 500, 300, 200, 400]
     assert stats["duration_p50_seconds"] == approx_hist(durations, 0.5)
@@ -161,7 +163,7 @@ def test_past_days_come_from_rollups_not_raw_rows(history, days):
     Session.objects.filter(created_at__lt=local(today, 0)).delete()
     stats = analytics.get_session_stats(days=7)
     assert stats["archived_sessions"] == 5
-    assert stats["total_queries"] == 7
+    assert stats["total_queries"] == 8  # 7 archived (rollups) + 1 live
 
 
 def test_sessions_archived_after_the_rollup_are_added_once(history, days):
@@ -175,14 +177,14 @@ def test_sessions_archived_after_the_rollup_are_added_once(history, days):
     )
     stats = analytics.get_session_stats(days=7)
     assert stats["archived_sessions"] == 6
-    assert stats["total_queries"] == 9
+    assert stats["total_queries"] == 10  # 9 archived + 1 live
     assert stats["query_type_distribution"]["news"] == 3
     assert stats["top_assets"][0] == {"asset": "AAPL", "count": 4}
 
     # Recomputing the day folds the late session into the rollup: same totals, no double count.
     compute_daily_metrics(d2, d2)
     again = analytics.get_session_stats(days=7)
-    assert (again["archived_sessions"], again["total_queries"]) == (6, 9)
+    assert (again["archived_sessions"], again["total_queries"]) == (6, 10)
 
 
 def test_type_filter(history):

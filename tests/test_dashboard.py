@@ -741,3 +741,27 @@ def test_number_percent_money_and_when():
     html = when(moment)
     assert "3\xa0minutes ago" in html
     assert f'title="{timezone.localtime(moment):%Y-%m-%d %H:%M:%S}' in html
+
+
+def test_operations_says_where_each_policy_value_comes_from(analyst_client, settings):
+    """Type override, global policy, or the SESSION_* default a blank field inherits."""
+    from sessions_app.models import RetentionPolicy
+    from sessions_app.policies import clear_policy_cache, ensure_global_policy
+
+    settings.SESSION_RETENTION_DAYS = 33
+    glob = ensure_global_policy()
+    RetentionPolicy.objects.filter(pk=glob.pk).update(default_ttl_hours=5, retention_days=None)
+    RetentionPolicy.objects.create(session_type="crypto", retention_days=7)
+    clear_policy_cache()
+    response = analyst_client.get(reverse("dashboard:operations"))
+    rows = {
+        row["type"]: {c["field"]: c for c in row["cells"]} for row in response.context["policies"]
+    }
+    assert rows["crypto"]["retention_days"]["value"] == 7
+    assert rows["crypto"]["retention_days"]["source_label"] == "type override"
+    assert rows["equity"]["retention_days"]["value"] == 33
+    assert rows["equity"]["retention_days"]["source"] == "SESSION_RETENTION_DAYS"
+    assert rows["equity"]["default_ttl_hours"]["source_label"] == "global policy"
+    body = response.content.decode()
+    assert "SESSION_RETENTION_DAYS (environment default)" in body
+    assert 'data-field="retention_days" data-source="type">7 days' in body

@@ -20,7 +20,15 @@ ARCHIVE_HORIZON = 366 * 24 * 3600
 # Rules a JSON Schema cannot state (see tests/test_api_schema.py): the TTL limit comes from the
 # retention policy, cursors are opaque, arbitrary JSON cannot be described as "no NUL, at most
 # 32 KiB, at most MAX_JSON_DEPTH deep", and text cannot hold NUL.
-TOLERATED = {("invalid_ttl", "ttlHours"), ("invalid_ttl", "hours"), ("invalid_input", "cursor")}
+# A pattern cannot state the calendar either (2026-13-45) nor that createdTo is not before
+# createdFrom.
+TOLERATED = {
+    ("invalid_ttl", "ttlHours"),
+    ("invalid_ttl", "hours"),
+    ("invalid_input", "cursor"),
+    ("invalid_input", "createdFrom"),
+    ("invalid_input", "createdTo"),
+}
 
 
 def _tolerated(error: dict) -> bool:

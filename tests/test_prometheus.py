@@ -224,3 +224,61 @@ def test_mcp_requests_are_counted_by_status():
     scope = {"type": "http", "path": "/mcp/", "method": "GET"}
     asyncio.run(prometheus.observe_asgi(app, scope, None, send))
     assert counter._value.get() == before + 1
+
+
+def _ops(op: str, outcome: str) -> float:
+    return prometheus.STORE_OPS.labels(op, outcome)._value.get()
+
+
+@pytest.mark.django_db
+def test_both_store_front_ends_count_their_operations(store):
+    """The hook wraps the real sync and async stores: calls counted by operation and outcome."""
+    import asyncio
+
+    from sessions_app.store.aio import AsyncSessionStore
+
+    created, got, missing = (
+        _ops("create_session", "ok"),
+        _ops("get_session", "ok"),
+        _ops("extend_session", "not_found"),
+    )
+    session = store.create_session(assets=["AAPL"], session_type="equity", user_id="p1")
+    store.get_session(session.id)
+    assert _ops("create_session", "ok") == created + 1
+    assert _ops("get_session", "ok") == got + 1
+
+    async def go():
+        astore = AsyncSessionStore()
+        try:
+            await astore.get_session(session.id)
+            with pytest.raises(SessionNotFound):
+                await astore.extend_session("no-such-session", 1)
+        finally:
+            await astore.close()
+
+    asyncio.run(go())
+    assert _ops("get_session", "ok") == got + 2
+    assert _ops("extend_session", "not_found") == missing + 1
+
+
+@pytest.mark.django_db
+def test_archive_backlog_and_quarantine_gauges(client, store):
+    """Backlog: the store's ZCOUNT of sessions past due; quarantine: QuarantinedSession rows."""
+    from django.utils import timezone
+
+    from sessions_app.models import QuarantinedSession
+
+    now = time.time()
+    store.create_session(assets=["AAPL"], session_type="equity", user_id="b1", ttl_hours=1)
+    store.create_session(assets=["AAPL"], session_type="equity", user_id="b2", ttl_hours=3)
+    assert store.archive_backlog(now) == 0
+    assert store.archive_backlog(now + 2 * 3600) == 1
+    assert store.archive_backlog(now + 4 * 3600) == 2
+    store.create_session(assets=["AAPL"], session_type="equity", user_id="b3", ttl_hours=0.0003)
+    time.sleep(1.2)  # past its expiry, not archived yet: the backlog
+    QuarantinedSession.objects.create(
+        session_id="q1", snapshot="{}", error="boom", quarantined_at=timezone.now()
+    )
+    text = client.get("/metrics").content.decode()
+    assert sample(text, "fiml_archive_backlog") == 1
+    assert sample(text, "fiml_quarantined_sessions") == 1

@@ -242,7 +242,7 @@ def test_aiecs_patterns():
     assert total_requests == 12
     assert cleaned_count == 2  # user-124 and temp-1 were idle "longer than 0 s"
     assert active == []
-    assert ended.status == "completed" and ended.request_count == 0  # archived copy: see report
+    assert ended.status == "completed" and ended.request_count == 6  # the archive keeps it
     assert temp.id == "temp-1"
 
 

@@ -15,7 +15,6 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-from django.apps import apps
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -51,33 +50,17 @@ class Reading:
 
 
 def archive_backlog() -> int:
-    """Sessions past due and not archived yet.
-
-    ADAPT AT MERGE: uses the store's public `archive_backlog()` when it has one; until then the
-    due index's count below now (the store's key layout, read in this one place).
-    """
+    """Sessions past due and not archived yet (the store's ZCOUNT of its due index)."""
     from sessions_app.store import get_session_store
 
-    store = get_session_store()
-    if hasattr(store, "archive_backlog"):
-        return int(store.archive_backlog())
-    from sessions_app.redis_client import key
-
-    return int(store.redis.zcount(key("idx", "due"), "-inf", timezone.now().timestamp()))
+    return int(get_session_store().archive_backlog(timezone.now().timestamp()))
 
 
-def quarantined_sessions() -> int | None:
-    """Sessions the archiver could not write and set aside; None while no quarantine exists.
+def quarantined_sessions() -> int:
+    """Sessions the archiver could not write and set aside in the quarantine."""
+    from sessions_app.models import QuarantinedSession
 
-    ADAPT AT MERGE: counts the archive branch's quarantine model if it is installed.
-    """
-    for name in ("QuarantinedSession", "Quarantine", "SessionQuarantine"):
-        try:
-            model = apps.get_model("sessions_app", name)
-        except LookupError:
-            continue
-        return model._default_manager.count()
-    return None
+    return QuarantinedSession.objects.count()
 
 
 def window_days(window_minutes: int, now: datetime) -> tuple[date, date]:

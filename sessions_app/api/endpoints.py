@@ -5,6 +5,8 @@ shape in `errors.py`.
 """
 
 import functools
+from datetime import datetime
+from typing import Any
 
 from django.http import HttpResponse
 from ninja import Header, NinjaAPI, Query, Status
@@ -15,12 +17,15 @@ from sessions_app.api.auth import READ, WRITE
 from sessions_app.api.ingest import IngestIn, apply_batch, call_store
 from sessions_app.api.limits import (
     CURSOR_MAX,
+    ISO_TIME_MAX,
+    ISO_TIME_PATTERN,
     LIST_DEFAULT,
     LIST_MAX,
     RECENT_EVENTS_MAX,
     TIMELINE_DEFAULT,
     TIMELINE_MAX,
     TIMELINE_OFFSET_MAX,
+    iso_time,
 )
 from sessions_app.api.schemas import (
     EndIn,
@@ -164,7 +169,7 @@ def idempotency_scope(request) -> str:
     return f"key:{request.auth.pk}" if getattr(request, "auth", None) is not None else ""
 
 
-def list_page(
+def _list_call(
     *,
     user_id: str | None = None,
     status: str | None = None,
@@ -172,22 +177,65 @@ def list_page(
     include_archived: bool = False,
     limit: int = LIST_DEFAULT,
     cursor: str | None = None,
-):
-    """A page of sessions by the given filters (REST `GET /sessions` and MCP list-sessions):
-    a user's sessions page by cursor; status and tag filters go through the store's
-    `list_sessions` (live and archived), one page."""
-    store = get_session_store()
-    if status is None and not tags and user_id is not None:
-        return store.list_user_sessions(
-            user_id, include_archived=include_archived, limit=limit, cursor=cursor
+    session_type: str | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+) -> tuple[str, tuple, dict]:
+    """(store method, args, kwargs) of a list request: a user's sessions page by cursor; any
+    other filter goes through the store's `list_sessions` (live and archived), one page."""
+    narrowed = status is not None or tags or session_type or created_from or created_to
+    if not narrowed and user_id is not None:
+        return (
+            "list_user_sessions",
+            (user_id,),
+            {"include_archived": include_archived, "limit": limit, "cursor": cursor},
         )
     if cursor is not None:
-        # Status/tag lists are one page (next_cursor is always null): no cursor came from one.
-        raise InvalidInput("cursor", "only pages one user's sessions; pass user_id with it")
-    rows = store.list_sessions(user_id=user_id, status=status, tags=tags or None, limit=limit)
+        # Filtered lists are one page (newest first, up to `limit`): say so, naming the field.
+        raise InvalidInput(
+            "cursor",
+            "pages only a user's sessions (user_id without status, tags, session_type or "
+            "created_from/created_to); narrow the filters or raise limit instead",
+        )
+    kwargs: dict[str, Any] = {
+        "user_id": user_id,
+        "status": status,
+        "tags": tags or None,
+        "limit": limit,
+    }
+    # Only the new filters that are set: a store without them still answers the others.
+    for name, value in (
+        ("session_type", session_type),
+        ("created_from", created_from),
+        ("created_to", created_to),
+    ):
+        if value is not None:
+            kwargs[name] = value
+    return "list_sessions", (), kwargs
+
+
+def _list_result(method: str, rows, include_archived: bool, status: str | None):
+    if method == "list_user_sessions":
+        return rows
     if not include_archived and status is None:
         rows = [row for row in rows if row.is_live]
     return SessionPage(items=list(rows), next_cursor=None)
+
+
+def list_page(**filters):
+    """A page of sessions by the given filters (REST `GET /sessions`; MCP uses alist_page)."""
+    method, args, kwargs = _list_call(**filters)
+    rows = call_store(method, *args, **kwargs)
+    return _list_result(method, rows, filters.get("include_archived", False), filters.get("status"))
+
+
+async def alist_page(**filters):
+    """list_page on the async store (MCP list-sessions)."""
+    from sessions_app.api.ingest import acall_store
+
+    method, args, kwargs = _list_call(**filters)
+    rows = await acall_store(method, *args, **kwargs)
+    return _list_result(method, rows, filters.get("include_archived", False), filters.get("status"))
 
 
 @api.get(
@@ -208,9 +256,23 @@ def list_sessions(
     include_archived: bool = Query(False, description="Also list ended and expired sessions."),
     limit: int = Query(LIST_DEFAULT, ge=1, le=LIST_MAX),
     cursor: str | None = Query(None, max_length=CURSOR_MAX, description="`next_cursor` of a page."),
+    session_type: SessionTypeName | None = Query(None, description="Only this type."),  # noqa: B008
+    created_from: str | None = Query(
+        None,
+        max_length=ISO_TIME_MAX,
+        pattern=ISO_TIME_PATTERN,
+        description="Only sessions created at or after this time (ISO 8601; UTC if no offset).",
+    ),
+    created_to: str | None = Query(
+        None,
+        max_length=ISO_TIME_MAX,
+        pattern=ISO_TIME_PATTERN,
+        description="Only sessions created before this time (ISO 8601; UTC if no offset).",
+    ),
 ):
     """Sessions newest first: a user's (live, plus archived with `include_archived`, paged by
-    `next_cursor`), or by `status` and `tags` (all of them) over live and archived sessions."""
+    `next_cursor`), or by `status`, `tags` (all of them), `session_type` and creation time over
+    live and archived sessions (one page; `cursor` with these filters is a 422)."""
     page = list_page(
         user_id=user_id,
         status=status,
@@ -218,6 +280,9 @@ def list_sessions(
         include_archived=include_archived,
         limit=limit,
         cursor=cursor or None,
+        session_type=session_type,
+        created_from=iso_time("created_from", created_from),
+        created_to=iso_time("created_to", created_to),
     )
     return {"items": page.items, "next_cursor": page.next_cursor}
 
@@ -246,6 +311,22 @@ def read_session(session_id: str, recent_events: int):
         session = store.get_session(session_id, recent_events=recent_events)
     except StoreUnavailable:
         session = store.get_archived_session(session_id, recent_events)
+        if session is None:  # it may be live: only Redis can say
+            raise
+    if session is None:
+        raise SessionNotFound(session_id)
+    return session
+
+
+async def aread_session(session_id: str, recent_events: int):
+    """read_session on the async store (the MCP server's)."""
+    from sessions_app.aio import get_session_store as get_async_store
+
+    store = await get_async_store()
+    try:
+        session = await store.get_session(session_id, recent_events=recent_events)
+    except StoreUnavailable:
+        session = await store.get_archived_session(session_id, recent_events)
         if session is None:  # it may be live: only Redis can say
             raise
     if session is None:

@@ -137,9 +137,9 @@ class IngestIn(StrictIn):
 
 
 @functools.cache
-def _parameters(method_name: str) -> frozenset[str] | None:
+def _parameters(method_name: str, store=None) -> frozenset[str] | None:
     """The keyword names a store method takes (None: it has no such method)."""
-    method = getattr(get_session_store(), method_name, None)
+    method = getattr(store or get_session_store(), method_name, None)
     if method is None:
         return None
     return frozenset(inspect.signature(method).parameters)
@@ -164,6 +164,20 @@ def call_store(method_name: str, *args, **kwargs):
         if name not in known:
             raise Unsupported(method_name, name)
     return getattr(get_session_store(), method_name)(*args, **kwargs)
+
+
+async def acall_store(method_name: str, *args, **kwargs):
+    """call_store on the async store (the MCP server's)."""
+    from sessions_app.aio import get_session_store as get_async_store
+
+    store = await get_async_store()
+    known = _parameters(method_name, store)
+    if known is None:
+        raise Unsupported(method_name)
+    for name in kwargs:
+        if name not in known:
+            raise Unsupported(method_name, name)
+    return await getattr(store, method_name)(*args, **kwargs)
 
 
 @dataclass

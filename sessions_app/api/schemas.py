@@ -352,6 +352,11 @@ class StatsOut(Schema):
     tokens_out: int
     total_tokens: int
     total_cost: float
+    total_requests: int = Field(description="AIECS requests counted (archived and live).")
+    total_processing_time: float = Field(description="AIECS processing seconds counted.")
+    live_counters_complete: bool = Field(
+        description="False when there were more live sessions than the totals read."
+    )
     top_assets: list[AssetCount]
     popular_tags: list[TagCount]
     query_type_distribution: dict[str, int]

@@ -7,7 +7,11 @@ rollups. A re-run after a crash inserts no chunk and updates its sessions, so no
 twice.
 """
 
-from sessions_app.archive.scripts import META_FIELDS
+from sessions_app.archive.scripts import ARCHIVE_EXTRA_FIELDS, META_FIELDS
+
+# Staged columns: what the snapshot reads, plus the archived counters even if it does not
+# (then they stage as NULL and archive as 0).
+STAGE_FIELDS = (*META_FIELDS, *(f for f in ARCHIVE_EXTRA_FIELDS if f not in META_FIELDS))
 
 # Everything is staged as text, straight from Redis; Postgres does the conversions.
 STAGE_DDL = """
@@ -19,7 +23,7 @@ CREATE TEMP TABLE IF NOT EXISTS archive_stage_timeline (session_id text, chunk i
 -- Inside a test's outer transaction nothing commits, so empty them explicitly.
 DELETE FROM archive_stage_session;
 DELETE FROM archive_stage_timeline;
-""".replace("FIELDS", ", ".join(f"{name} text" for name in META_FIELDS))
+""".replace("FIELDS", ", ".join(f"{name} text" for name in STAGE_FIELDS))
 COPY_SESSIONS = (
     "COPY archive_stage_session (id, {}, context, intermediate_results) FROM STDIN".format(
         ", ".join(META_FIELDS)
@@ -32,7 +36,7 @@ INSERT INTO sessions_app_session AS existing (
     created_at, last_activity_at, expires_at, ended_at, duration_seconds, context,
     intermediate_results, preferences, metadata, query_count, cache_hits, error_count,
     message_count, tool_call_count, total_execution_ms, tokens_in, tokens_out, cost,
-    query_type_counts)
+    query_type_counts, request_count, total_processing_time, tool_duration_ms)
 SELECT id, %(archived_at)s, COALESCE(user_id, ''), session_type, status,
     ARRAY(SELECT jsonb_array_elements_text(COALESCE(NULLIF(assets, ''), '[]')::jsonb)),
     ARRAY(SELECT jsonb_array_elements_text(COALESCE(NULLIF(tags, ''), '[]')::jsonb)),
@@ -51,7 +55,10 @@ SELECT id, %(archived_at)s, COALESCE(user_id, ''), session_type, status,
     COALESCE(NULLIF(tokens_in, ''), '0')::numeric::bigint,
     COALESCE(NULLIF(tokens_out, ''), '0')::numeric::bigint,
     COALESCE(NULLIF(cost, ''), '0')::numeric,
-    COALESCE(qt.counts, '{}'::jsonb)
+    COALESCE(qt.counts, '{}'::jsonb),
+    COALESCE(NULLIF(request_count, ''), '0')::numeric::bigint,
+    COALESCE(NULLIF(total_processing_time, ''), '0')::float8,
+    COALESCE(NULLIF(tool_duration_ms, ''), '0')::float8
 FROM (
     SELECT *, created_at::float8 AS created, NULLIF(last_activity_at, '')::float8 AS last_activity,
         NULLIF(ended_at, '')::float8 AS ended
@@ -72,6 +79,9 @@ ON CONFLICT (id) DO UPDATE SET
     tool_call_count = EXCLUDED.tool_call_count,
     total_execution_ms = EXCLUDED.total_execution_ms, tokens_in = EXCLUDED.tokens_in,
     tokens_out = EXCLUDED.tokens_out, cost = EXCLUDED.cost,
+    request_count = EXCLUDED.request_count,
+    total_processing_time = EXCLUDED.total_processing_time,
+    tool_duration_ms = EXCLUDED.tool_duration_ms,
     -- A re-run after a crash keeps the first archive time.
     archived_at = COALESCE(existing.archived_at, EXCLUDED.archived_at)
 RETURNING id, (xmax = 0) AS inserted

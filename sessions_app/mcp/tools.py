@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sessions_app import apikeys
 from sessions_app import validation as v
+from sessions_app.api.endpoints import alist_page, aread_session
 from sessions_app.api.errors import unstorable_field
-from sessions_app.api.ingest import Unsupported, call_store
-from sessions_app.api.limits import LIST_LIMITS, TIMELINE_LIMITS
+from sessions_app.api.ingest import Unsupported, acall_store
+from sessions_app.api.limits import (
+    ISO_TIME_MAX,
+    ISO_TIME_PATTERN,
+    LIST_LIMITS,
+    TIMELINE_LIMITS,
+    iso_time,
+)
 from sessions_app.api.schemas import (
     MAX_COST,
     MAX_MS,
@@ -45,7 +52,7 @@ from sessions_app.exceptions import (
     StoreError,
     StoreUnavailable,
 )
-from sessions_app.store import get_session_store
+from sessions_app.store.aio import get_async_session_store
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +112,23 @@ class ListArgs(Args):
     limit: int = Field(LIST_DEFAULT, ge=1, le=LIST_MAX)
     cursor: str | None = Field(
         None, max_length=CURSOR_MAX, description="nextCursor of a previous call."
+    )
+    session_type: SessionTypeName | None = Field(
+        None, alias="sessionType", description="Only sessions of this type."
+    )
+    created_from: str | None = Field(
+        None,
+        alias="createdFrom",
+        max_length=ISO_TIME_MAX,
+        pattern=ISO_TIME_PATTERN,
+        description="Only sessions created at or after this time (ISO 8601; UTC if no offset).",
+    )
+    created_to: str | None = Field(
+        None,
+        alias="createdTo",
+        max_length=ISO_TIME_MAX,
+        pattern=ISO_TIME_PATTERN,
+        description="Only sessions created before this time (ISO 8601; UTC if no offset).",
     )
 
 
@@ -185,16 +209,20 @@ class TimelineArgs(SessionArgs):
     limit: int = Field(50, ge=1, le=TIMELINE_MAX)
 
 
-# ---- what each tool does (sync: runs in Django's thread via sync_to_async) -------------------
+# ---- what each tool does (async: the async store; analytics through sync_to_async) ---------
 
 
 def _dump(schema: type[BaseModel], data) -> dict[str, Any]:
     return schema.model_validate(data).model_dump(mode="json")
 
 
-def _create(args: CreateArgs) -> dict:
+async def _store():
+    return await get_async_session_store()
+
+
+async def _create(args: CreateArgs) -> dict:
     fields = {"session_id": args.session_id} if args.session_id else {}
-    session = call_store(
+    session = await acall_store(
         "create_session",
         assets=args.assets,
         session_type=args.session_type,
@@ -208,22 +236,22 @@ def _create(args: CreateArgs) -> dict:
     return _dump(SessionOut, session_out(session))
 
 
-def _info(args: SessionArgs) -> dict:
-    from sessions_app.api.endpoints import read_session
+async def _info(args: SessionArgs) -> dict:
+    session = await aread_session(args.session_id, 20)
+    return _dump(SessionDetailOut, session_out(session, detail=True))
 
-    return _dump(SessionDetailOut, session_out(read_session(args.session_id, 20), detail=True))
 
-
-def _list(args: ListArgs) -> dict:
-    from sessions_app.api.endpoints import list_page
-
-    page = list_page(
+async def _list(args: ListArgs) -> dict:
+    page = await alist_page(
         user_id=args.user_id,
         status=args.status,
         tags=args.tags,
         include_archived=args.include_archived,
         limit=args.limit,
         cursor=args.cursor or None,
+        session_type=args.session_type,
+        created_from=iso_time("created_from", args.created_from),
+        created_to=iso_time("created_to", args.created_to),
     )
     return {
         "sessions": [_dump(SessionSummaryOut, item) for item in page.items],
@@ -231,19 +259,30 @@ def _list(args: ListArgs) -> dict:
     }
 
 
-def _extend(args: ExtendArgs) -> dict:
-    expires_at = get_session_store().extend_session(args.session_id, hours=args.hours)
+async def _extend(args: ExtendArgs) -> dict:
+    expires_at = await (await _store()).extend_session(args.session_id, hours=args.hours)
     return {"sessionId": args.session_id, "expiresAt": expires_at.isoformat()}
 
 
-def _analytics(args: AnalyticsArgs) -> dict:
+def _analytics_sync(args: AnalyticsArgs) -> dict:
     from sessions_app.analytics import get_session_stats
 
-    stats = get_session_stats(user_id=args.user_id, session_type=args.session_type, days=args.days)
-    return _dump(StatsOut, stats)
+    # Django's request signals do this for views: drop connections that broke or aged out.
+    close_old_connections()
+    try:
+        stats = get_session_stats(
+            user_id=args.user_id, session_type=args.session_type, days=args.days
+        )
+        return _dump(StatsOut, stats)
+    finally:
+        close_old_connections()
 
 
-def _track_query(args: TrackQueryArgs) -> dict:
+async def _analytics(args: AnalyticsArgs) -> dict:
+    return await sync_to_async(_analytics_sync, thread_sensitive=True)(args)
+
+
+async def _track_query(args: TrackQueryArgs) -> dict:
     record = QueryRecord(
         query_type=args.query_type,
         parameters=args.parameters,
@@ -252,12 +291,12 @@ def _track_query(args: TrackQueryArgs) -> dict:
         cache_hit=args.cache_hit,
         error=args.error,
     )
-    seq = get_session_store().add_query(args.session_id, record)
+    seq = await (await _store()).add_query(args.session_id, record)
     return {"sessionId": args.session_id, "seq": seq}
 
 
-def _add_message(args: AddMessageArgs) -> dict:
-    seq = get_session_store().add_message(
+async def _add_message(args: AddMessageArgs) -> dict:
+    seq = await (await _store()).add_message(
         args.session_id,
         role=args.role,
         content=args.content,
@@ -267,55 +306,55 @@ def _add_message(args: AddMessageArgs) -> dict:
     return {"sessionId": args.session_id, "seq": seq}
 
 
-def _end(args: EndArgs) -> dict:
-    session = get_session_store().end_session(args.session_id, status=args.status)
+async def _end(args: EndArgs) -> dict:
+    session = await (await _store()).end_session(args.session_id, status=args.status)
     return _dump(SessionOut, session_out(session))
 
 
-def _tool_invocation(args: ToolInvocationArgs) -> dict:
-    seq = get_session_store().record_tool_call(
+async def _tool_invocation(args: ToolInvocationArgs) -> dict:
+    seq = await (await _store()).record_tool_call(
         args.session_id, **args.model_dump(exclude={"session_id"})
     )
     return {"sessionId": args.session_id, "seq": seq}
 
 
-def _metadata(args: MetadataArgs) -> dict:
+async def _metadata(args: MetadataArgs) -> dict:
     fields = args.model_dump(exclude={"session_id"}, exclude_none=True)
-    call_store("update_session_metadata", args.session_id, **fields)
-    return _info(args)
+    await acall_store("update_session_metadata", args.session_id, **fields)
+    return await _info(args)
 
 
-def _request(args: RequestArgs) -> dict:
-    call_store("update_session", args.session_id, **args.model_dump(exclude={"session_id"}))
+async def _request(args: RequestArgs) -> dict:
+    await acall_store("update_session", args.session_id, **args.model_dump(exclude={"session_id"}))
     return {"sessionId": args.session_id, "recorded": True}
 
 
-def _context(args: EntryArgs) -> dict:
-    get_session_store().update_context(args.session_id, args.key, args.value)
+async def _context(args: EntryArgs) -> dict:
+    await (await _store()).update_context(args.session_id, args.key, args.value)
     return {"sessionId": args.session_id, "key": args.key.strip()}
 
 
-def _result_entry(args: EntryArgs) -> dict:
-    get_session_store().store_intermediate_result(args.session_id, args.key, args.value)
+async def _result_entry(args: EntryArgs) -> dict:
+    await (await _store()).store_intermediate_result(args.session_id, args.key, args.value)
     return {"sessionId": args.session_id, "key": args.key.strip()}
 
 
-def _timeline(args: TimelineArgs) -> dict:
-    events, total = get_session_store().get_timeline(
+async def _timeline(args: TimelineArgs) -> dict:
+    events, total = await (await _store()).get_timeline(
         args.session_id, offset=args.offset, limit=args.limit
     )
     return {"events": [_dump(TimelineEventOut, event) for event in events], "total": total}
 
 
-def _statistics(args: SessionArgs) -> dict:
-    stats = call_store("get_session_statistics", args.session_id)
+async def _statistics(args: SessionArgs) -> dict:
+    stats = await acall_store("get_session_statistics", args.session_id)
     if stats is None:
         raise SessionNotFound(args.session_id)
     return json.loads(json.dumps(stats, default=str))
 
 
-def _delete(args: SessionArgs) -> dict:
-    if not get_session_store().delete_session(args.session_id):
+async def _delete(args: SessionArgs) -> dict:
+    if not await (await _store()).delete_session(args.session_id):
         raise SessionNotFound(args.session_id)
     return {"sessionId": args.session_id, "deleted": True}
 
@@ -323,7 +362,7 @@ def _delete(args: SessionArgs) -> dict:
 @dataclass(frozen=True)
 class ToolSpec:
     args: type[Args]
-    run: Callable[[Any], dict]
+    run: Callable[[Any], Awaitable[dict]]
     scope: str
     description: str
     annotations: types.ToolAnnotations
@@ -491,18 +530,6 @@ def _validation_error(exc: ValidationError) -> types.CallToolResult:
     return _error("invalid_argument", reason, argument)
 
 
-def _run_sync(spec: ToolSpec, args: Args) -> dict:
-    # Django's request signals do this for views: drop connections that broke or aged out.
-    close_old_connections()
-    try:
-        return spec.run(args)
-    finally:
-        close_old_connections()
-
-
-_run = sync_to_async(_run_sync, thread_sensitive=True)
-
-
 async def call_tool(name: str, arguments: dict | None, api_key=None) -> types.CallToolResult:
     """Run one tool; every failure becomes an error result, never an exception."""
     spec = TOOLS.get(name)
@@ -519,7 +546,7 @@ async def call_tool(name: str, arguments: dict | None, api_key=None) -> types.Ca
     except ValidationError as exc:
         return _validation_error(exc)
     try:
-        return _result(await _run(spec, args))
+        return _result(await spec.run(args))
     except InvalidInput as exc:
         return _error(exc.code, exc.reason, _argument_name(spec, exc.field))
     except SessionNotFound as exc:

@@ -22,9 +22,10 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
 from sessions_app import policies
+from sessions_app.prometheus import instrument_store_op
 from sessions_app.redis_client import ReplicaWaitFailed
 from sessions_app.store import archived
-from sessions_app.store.core import Archive, Call, Calls, Db, Policies, StoreCore
+from sessions_app.store.core import Archive, Call, Calls, Command, Db, Policies, StoreCore
 from sessions_app.store.errors import unavailable
 from sessions_app.store.scripts import SCRIPTS, WRITES
 from sessions_app.store.sync import OPERATIONS, _FrontEnd, iter_ping
@@ -96,7 +97,7 @@ def _async_method(name: str):
     async def method(self, *args, **kwargs):
         return await adrive(op(self, *args, **kwargs), self._do)
 
-    return method
+    return instrument_store_op(method)
 
 
 class AsyncSessionStore(_FrontEnd):
@@ -141,6 +142,8 @@ class AsyncSessionStore(_FrontEnd):
                     )
                 return result
             return await script(keys=request.keys, args=request.args)
+        if type(request) is Command:
+            return await self._state()[0].execute_command(request.name, *request.args)
         if type(request) is Policies:
             return await policies.aall_effective_policies()
         if type(request) is Db:
@@ -196,6 +199,7 @@ class AsyncSessionStore(_FrontEnd):
         if state is not None:
             await state[0].aclose()
 
+    @instrument_store_op
     async def archive_session(self, session_id: Any) -> bool:
         """Move one session to Postgres now (the archiver's COPY runs in a thread)."""
         from sessions_app import archive as archiver
@@ -203,6 +207,7 @@ class AsyncSessionStore(_FrontEnd):
 
         return await sync_to_async(archiver.archive_session)(checked(session_id))
 
+    @instrument_store_op
     async def cleanup_expired_sessions(self, now: float | None = None) -> dict[str, int]:
         """Archive every expired, idle or ended session (in a thread); returns what it did."""
         from sessions_app import archive as archiver

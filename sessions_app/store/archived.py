@@ -54,6 +54,9 @@ def _session(row: ArchivedSession, recent: list, queries: list) -> AnalysisSessi
         tokens_out=row.tokens_out,
         cost=row.cost,
         event_count=row.query_count + row.message_count + row.tool_call_count,
+        request_count=row.request_count,
+        total_processing_time=row.total_processing_time,
+        tool_duration_ms=row.tool_duration_ms,
         preferences=row.preferences,
         metadata=row.metadata,
         recent_events=recent,
@@ -109,8 +112,22 @@ def user_summaries(user_id: str, limit: int, max_score, after_id: str) -> list[S
     ]
 
 
-def _filtered(user_id: str | None, status_: str | None, tags: list[str] | None, limit: int):
+def _filtered(
+    user_id: str | None,
+    status_: str | None,
+    tags: list[str] | None,
+    limit: int,
+    session_type: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+):
     query = ArchivedSession.objects.all()
+    if session_type:
+        query = query.filter(session_type=session_type)
+    if since is not None:
+        query = query.filter(created_at__gte=since)
+    if until is not None:
+        query = query.filter(created_at__lt=until)
     if user_id is not None:
         query = query.filter(user_id=user_id)
     if status_:
@@ -120,10 +137,9 @@ def _filtered(user_id: str | None, status_: str | None, tags: list[str] | None, 
     return query.order_by("-created_at", "-id").values(*SUMMARY_COLUMNS)[:limit]
 
 
-def filtered_summaries(user_id, status_, tags, limit) -> list[SessionSummary]:
-    return [
-        SessionSummary(**row, is_live=False) for row in _filtered(user_id, status_, tags, limit)
-    ]
+def filtered_summaries(user_id, status_, tags, limit, *more) -> list[SessionSummary]:
+    rows = _filtered(user_id, status_, tags, limit, *more)
+    return [SessionSummary(**row, is_live=False) for row in rows]
 
 
 def delete(session_id: str) -> int:
@@ -187,8 +203,8 @@ async def auser_summaries(user_id: str, limit: int, max_score, after_id: str):
     return [SessionSummary(**row, is_live=False) async for row in query]
 
 
-async def afiltered_summaries(user_id, status_, tags, limit) -> list[SessionSummary]:
-    query = _filtered(user_id, status_, tags, limit)
+async def afiltered_summaries(user_id, status_, tags, limit, *more) -> list[SessionSummary]:
+    query = _filtered(user_id, status_, tags, limit, *more)
     return [SessionSummary(**row, is_live=False) async for row in query]
 
 

@@ -143,6 +143,7 @@ def session_from_reply(reply: list) -> AnalysisSession:
         is_live=True,
         total_execution_ms=float(meta.get("total_execution_ms") or 0),
         total_processing_time=float(meta.get("total_processing_time") or 0),
+        tool_duration_ms=float(meta.get("tool_duration_ms") or 0),
         cost=Decimal(meta.get("cost") or "0").quantize(Decimal("0.000001")),
         preferences=preferences,
         metadata=loads(metadata_text),

@@ -12,9 +12,10 @@ from django.db import DatabaseError
 from redis.cluster import RedisCluster
 
 from sessions_app import policies
+from sessions_app.prometheus import instrument_store_op
 from sessions_app.redis_client import execute_durably
 from sessions_app.store import archived
-from sessions_app.store.core import Archive, Call, Calls, Db, Policies, StoreCore
+from sessions_app.store.core import Archive, Call, Calls, Command, Db, Policies, StoreCore
 from sessions_app.store.errors import unavailable
 from sessions_app.store.scripts import SCRIPTS, WRITES
 
@@ -46,6 +47,8 @@ OPERATIONS = (
     "get_session_statistics",
     "cleanup_inactive_sessions",
     "cleanup_old_sessions",
+    "archive_backlog",
+    "live_totals",
 )
 
 
@@ -78,7 +81,7 @@ def _sync_method(name: str):
     def method(self, *args, **kwargs):
         return drive(op(self, *args, **kwargs), self._do)
 
-    return method
+    return instrument_store_op(method)
 
 
 if TYPE_CHECKING:
@@ -125,6 +128,8 @@ class SessionStore(_FrontEnd):
                 script(keys=request.keys, args=request.args, client=pipe)
                 return execute_durably(pipe)[0]
             return script(keys=request.keys, args=request.args)
+        if type(request) is Command:
+            return self.redis.execute_command(request.name, *request.args)
         if type(request) is Policies:
             return policies.all_effective_policies()
         if type(request) is Db:
@@ -160,6 +165,7 @@ class SessionStore(_FrontEnd):
 
     # ---- archive (the work is in archive/) -----------------------------------------------
 
+    @instrument_store_op
     def archive_session(self, session_id: Any) -> bool:
         """Move one session to Postgres now (ends it as expired if it is still active)."""
         from sessions_app import archive as archiver
@@ -167,6 +173,7 @@ class SessionStore(_FrontEnd):
 
         return archiver.archive_session(checked(session_id))
 
+    @instrument_store_op
     def cleanup_expired_sessions(self, now: float | None = None) -> dict[str, int]:
         """Archive every expired, idle or ended session; returns what it did."""
         from sessions_app import archive as archiver

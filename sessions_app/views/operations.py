@@ -85,13 +85,48 @@ def job_rows() -> list[dict]:
     return rows
 
 
+# The policy table's columns: (field, unit).
+POLICY_COLUMNS = (
+    ("default_ttl_hours", "h"),
+    ("max_ttl_hours", "h"),
+    ("idle_timeout_minutes", "min"),
+    ("retention_days", "days"),
+    ("max_queries_per_session", ""),
+    ("cleanup_interval_minutes", "min"),
+)
+
+
+def source_label(source: str) -> str:
+    """Where an effective value comes from, in words (from EffectivePolicy.sources)."""
+    if source == "type":
+        return "type override"
+    if source == "global":
+        return "global policy"
+    if source == "none":
+        return "not set"
+    return f"{source} (environment default)"  # the SESSION_* setting's name
+
+
 def policy_rows() -> list[dict]:
-    """The effective retention policy of every session type, overridden fields marked."""
+    """The effective retention policy of every session type: each value with its source."""
     policies = all_effective_policies()
-    return [
-        {"type": value, "label": label, "policy": policies[value]}
-        for value, label in SessionType.choices
-    ]
+    rows = []
+    for value, label in SessionType.choices:
+        policy = policies[value]
+        sources = dict(policy.sources)
+        cells = [
+            {
+                "field": name,
+                "value": getattr(policy, name),
+                "unit": unit,
+                "source": sources.get(name, ""),
+                "source_label": source_label(sources.get(name, "")),
+                "overridden": name in policy.overridden,
+            }
+            for name, unit in POLICY_COLUMNS
+        ]
+        rows.append({"type": value, "label": label, "policy": policy, "cells": cells})
+    return rows
 
 
 def _watch(rows: list[dict], job: str, since: str) -> dict | None:
