@@ -237,6 +237,12 @@ def _insert_day_sql() -> str:
     """  # noqa: S608 - SQL from constants; values are bound parameters
 
 
+# Advisory lock (class, key) between recomputes and folds of the rollups: a recompute takes it
+# exclusive, since it deletes and re-inserts rows a concurrent fold could otherwise re-create
+# under it (a duplicate (day, type)); folds take it shared, so they never wait on each other.
+ROLLUP_LOCK = (0x4011, 0)
+
+
 def compute_daily_metrics(start_day: date, end_day: date) -> dict:
     """Recompute the DailyMetric rows of every (day, type) from start_day to end_day inclusive.
 
@@ -250,6 +256,7 @@ def compute_daily_metrics(start_day: date, end_day: date) -> dict:
     tz = timezone.get_current_timezone_name()
     types = list(SessionType.values)
     with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", ROLLUP_LOCK)
         DailyMetric.objects.filter(day__gte=start_day, day__lte=end_day).delete()
         # One statement per day keeps each sort and hash small however long the range is.
         day = start_day

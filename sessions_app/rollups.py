@@ -18,6 +18,7 @@ from django.utils import timezone
 from sessions_app.metrics import (
     ADDITIVE_COLUMNS,
     METRIC_COLUMNS,
+    ROLLUP_LOCK,
     TOP_ASSETS_PER_DAY,
     TOP_QUERY_TYPES_PER_DAY,
     TOP_TAGS_PER_DAY,
@@ -94,6 +95,10 @@ def _unfold_sql() -> str:
 UNFOLD_SQL = _unfold_sql()
 
 
+# Shared with other folds, exclusive against a recompute (metrics.ROLLUP_LOCK).
+_SHARED_LOCK = "SELECT pg_advisory_xact_lock_shared(%s, %s)"
+
+
 def _run(sql: str, session_ids: Sequence, cursor) -> int:
     to_python = Session._meta.pk.to_python  # the id column's own type, whatever it is
     ids = [to_python(session_id) for session_id in session_ids]
@@ -101,9 +106,11 @@ def _run(sql: str, session_ids: Sequence, cursor) -> int:
         return 0
     params: dict[str, Any] = {"ids": ids, "tz": timezone.get_current_timezone_name()}
     if cursor is not None:
+        cursor.execute(_SHARED_LOCK, ROLLUP_LOCK)
         cursor.execute(sql, params)
         return cursor.rowcount
     with connection.cursor() as own:
+        own.execute(_SHARED_LOCK, ROLLUP_LOCK)
         own.execute(sql, params)
         return own.rowcount
 

@@ -11,8 +11,9 @@ from django.urls import reverse
 
 from sessions_app import archive, tasks
 from sessions_app.models import DeletedSession, JobRun, QuarantinedSession, Session
-from sessions_app.redis_client import get_redis, key
+from sessions_app.redis_client import get_redis
 from sessions_app.store import QueryRecord
+from sessions_app.store import keys as skeys
 
 HOUR = 3600
 
@@ -30,11 +31,11 @@ def ended_session(store, queries=2, **kwargs):
 
 def poison(session_id: str) -> None:
     """Data Postgres refuses, as an older writer could have left it: an inet with a zone id."""
-    get_redis().hset(key("s", session_id), "ip", "fe80::1%eth0")
+    get_redis().hset(skeys.meta(session_id), "ip", "fe80::1%eth0")
 
 
 def live_keys(prefix):
-    return sorted(get_redis().scan_iter(match=f"{prefix}:s:*"))
+    return sorted(get_redis().scan_iter(match=f"{prefix}:*:s:*"))
 
 
 @pytest.mark.django_db
@@ -97,8 +98,8 @@ def test_quarantining_again_counts_attempts(store):
     archive.archive_due_sessions(now=time.time() + HOUR)
     # The same id fails again later (e.g. re-created by a replay): one row, two attempts.
     bad_again = store.create_session(assets=["AAPL"])
-    get_redis().rename(key("s", str(bad_again.id)), key("s", bad))
-    get_redis().zadd(key("idx", "due"), {bad: 0})
+    get_redis().rename(skeys.meta(str(bad_again.id)), skeys.meta(bad))
+    get_redis().zadd(skeys.due(skeys.shard_of(bad)), {bad: 0})
     poison(bad)
     archive.archive_due_sessions(now=time.time() + HOUR)
     assert QuarantinedSession.objects.get(session_id=bad).attempts == 2
@@ -150,7 +151,7 @@ def test_delete_racing_the_archiver_never_resurrects_the_session(store):
             thread.join(30)
         assert answers["delete"] is True
         assert not Session.objects.filter(id=session_id).exists()
-        assert not get_redis().exists(key("s", session_id))
+        assert not get_redis().exists(skeys.meta(session_id))
 
 
 @pytest.mark.django_db

@@ -15,10 +15,11 @@ from collections import Counter
 import pytest
 
 from sessions_app import archive, jobs
-from sessions_app.models import JobRun, Session, SessionEvent
+from sessions_app.models import JobRun, Session
 from sessions_app.redis_client import _store_client, get_redis
 from sessions_app.store import QueryRecord, get_session_store
 from sessions_app.store import keys as skeys
+from tests.factories import event_rows
 from tests.redis_topologies import start_cluster
 
 pytestmark = [pytest.mark.slow]
@@ -100,7 +101,7 @@ def test_lifecycle_create_write_end_expire_archive(on_cluster, redis_prefix):
     counts = archive.archive_due_sessions(now=time.time() + 30 * 24 * HOUR)
     assert counts["archived"] == 2 and counts["expired"] == 2
     assert Session.objects.count() == 3
-    assert SessionEvent.objects.filter(session_id=expiring.id).count() == 3
+    assert len(event_rows(expiring.id)) == 3
     assert store.get_session(expiring.id).status == "expired"
     assert store.live_counts()["total"] == 0
     assert store_keys_left(on_cluster, redis_prefix) == []
