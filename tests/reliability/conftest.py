@@ -301,3 +301,23 @@ def mcp_http(app, authorization: str | None, ip: str = "127.0.0.1") -> tuple[int
 
     async_to_sync(app)(scope, receive, send)
     return sent[0]["status"], json.loads(sent[1]["body"])
+
+
+@pytest.fixture
+def sentinel_group(tmp_path, settings):
+    """A real Sentinel group (1 primary, 1 replica, 3 sentinels) the store and broker follow."""
+    from sessions_app.redis_client import get_redis
+    from tests.redis_topologies import start_sentinel_group
+
+    group = start_sentinel_group(tmp_path / "sentinel")
+    saved = settings.REDIS_SENTINELS
+    settings.REDIS_SENTINELS = [("127.0.0.1", s.port) for s in group.sentinels]
+    settings.REDIS_SENTINEL_MASTER = group.master_name
+    get_redis.cache_clear()
+    try:
+        yield group
+    finally:
+        # Back to the normal Redis before anything (the key cleanup) builds a client again.
+        settings.REDIS_SENTINELS = saved
+        get_redis.cache_clear()
+        group.stop()

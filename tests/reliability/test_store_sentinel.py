@@ -10,27 +10,10 @@ import time
 import pytest
 
 from sessions_app.exceptions import StoreUnavailable
-from sessions_app.redis_client import get_redis
 from sessions_app.store import QueryRecord, get_session_store
-from tests.redis_topologies import start_sentinel_group, wait_until
+from tests.redis_topologies import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
-
-
-@pytest.fixture
-def sentinel_group(tmp_path, settings):
-    group = start_sentinel_group(tmp_path / "sentinel")
-    saved = settings.REDIS_SENTINELS
-    settings.REDIS_SENTINELS = [("127.0.0.1", s.port) for s in group.sentinels]
-    settings.REDIS_SENTINEL_MASTER = group.master_name
-    get_redis.cache_clear()
-    try:
-        yield group
-    finally:
-        # Back to the normal Redis before anything (the key cleanup) builds a client again.
-        settings.REDIS_SENTINELS = saved
-        get_redis.cache_clear()
-        group.stop()
 
 
 def test_store_writes_acknowledged_with_the_replica_wait_survive_a_failover(
