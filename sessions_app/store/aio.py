@@ -26,7 +26,7 @@ from sessions_app.prometheus import instrument_store_op
 from sessions_app.redis_client import ReplicaWaitFailed
 from sessions_app.store import archived
 from sessions_app.store.core import Archive, Call, Calls, Command, Db, Policies, StoreCore
-from sessions_app.store.errors import unavailable
+from sessions_app.store.errors import REQUEST_ERRORS, to_throw
 from sessions_app.store.scripts import SCRIPTS, WRITES
 from sessions_app.store.sync import OPERATIONS, _FrontEnd, iter_ping
 
@@ -80,14 +80,8 @@ async def adrive(gen, do):
         send = throw = None
         try:
             send = await do(request)
-        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
-            mapped = unavailable(exc)
-            if mapped is None:
-                raise
-            mapped.__cause__ = exc
-            throw = mapped
-        except DatabaseError as exc:
-            throw = exc
+        except REQUEST_ERRORS as exc:
+            throw = to_throw(exc)
 
 
 def _async_method(name: str):

@@ -56,18 +56,11 @@ LIST_SCAN = 500
 # totals say they are partial.
 LIVE_TOTALS_LIMIT = 500
 # The counters live_totals sums; `session_type` first (a row without it is gone).
+LIVE_FLOAT_TOTALS = ("cost", "total_processing_time")
 LIVE_TOTAL_FIELDS = (
     "session_type",
-    "query_count",
-    "cache_hits",
-    "error_count",
-    "message_count",
-    "tool_call_count",
-    "tokens_in",
-    "tokens_out",
-    "cost",
-    "request_count",
-    "total_processing_time",
+    *(name for name in codec.INT_COUNTERS if name != "event_count"),
+    *LIVE_FLOAT_TOTALS,
 )
 # Meta fields update_session_metadata / update_session(id, session) may set.
 META_FIELDS = ("tags", "purpose", "metadata")
@@ -1003,8 +996,7 @@ class StoreCore:
             )
         rows = [row for reply in replies for row in reply if row[0] is not None]
         totals: dict[str, Any] = dict.fromkeys(LIVE_TOTAL_FIELDS[1:], 0)
-        totals["cost"] = 0.0
-        totals["total_processing_time"] = 0.0
+        totals.update(dict.fromkeys(LIVE_FLOAT_TOTALS, 0.0))
         sessions = 0
         for row in rows[:LIVE_TOTALS_LIMIT]:
             if session_type is not None and row[0] != session_type:
@@ -1012,9 +1004,7 @@ class StoreCore:
             sessions += 1
             for name, value in zip(LIVE_TOTAL_FIELDS[1:], row[1:], strict=True):
                 if value:
-                    totals[name] += (
-                        float(value) if name in ("cost", "total_processing_time") else int(value)
-                    )
+                    totals[name] += float(value) if name in LIVE_FLOAT_TOTALS else int(value)
         return {"sessions": sessions, "complete": complete, **totals}
 
     def live_flags(self, session_ids: list[str]) -> Op:

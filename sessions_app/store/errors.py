@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import redis
+from django.db import DatabaseError
 
 from sessions_app.exceptions import StoreUnavailable
 
@@ -35,3 +36,24 @@ def unavailable(exc: BaseException) -> StoreUnavailable | None:
     ):
         return StoreUnavailable(f"live session store (Redis) cannot write now: {exc}")
     return None
+
+
+# What a front-end catches from a request: Redis failures and database errors.
+REQUEST_ERRORS = (
+    redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,
+    DatabaseError,
+)
+
+
+def to_throw(exc: BaseException) -> BaseException:
+    """What to throw back into the operation for a failed request: StoreUnavailable for a Redis
+    that cannot answer now, the database's own error as is; any other Redis error is a bug and
+    is raised."""
+    if isinstance(exc, DatabaseError):
+        return exc
+    mapped = unavailable(exc)
+    if mapped is None:
+        raise exc
+    mapped.__cause__ = exc
+    return mapped

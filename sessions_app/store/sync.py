@@ -16,7 +16,7 @@ from sessions_app.prometheus import instrument_store_op
 from sessions_app.redis_client import execute_durably
 from sessions_app.store import archived
 from sessions_app.store.core import Archive, Call, Calls, Command, Db, Policies, StoreCore
-from sessions_app.store.errors import unavailable
+from sessions_app.store.errors import REQUEST_ERRORS, to_throw
 from sessions_app.store.scripts import SCRIPTS, WRITES
 
 # The public operations, each a generator in StoreCore run by both front-ends.
@@ -64,14 +64,8 @@ def drive(gen, do):
         send = throw = None
         try:
             send = do(request)
-        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
-            mapped = unavailable(exc)
-            if mapped is None:
-                raise
-            mapped.__cause__ = exc
-            throw = mapped
-        except DatabaseError as exc:
-            throw = exc
+        except REQUEST_ERRORS as exc:
+            throw = to_throw(exc)
 
 
 def _sync_method(name: str):
