@@ -321,3 +321,15 @@ def sentinel_group(tmp_path, settings):
         settings.REDIS_SENTINELS = saved
         get_redis.cache_clear()
         group.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory):
+    """A real 3-master Redis Cluster on free loopback ports, for one test module."""
+    from tests.redis_topologies import start_cluster
+
+    cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

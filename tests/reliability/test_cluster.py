@@ -18,18 +18,8 @@ import pytest
 from sessions_app import apikeys, health, jobs, policies, ratelimit, worker
 from sessions_app.models import JobRun
 from sessions_app.redis_client import get_redis
-from tests.redis_topologies import start_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
-
-
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory):
-    cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

@@ -20,21 +20,11 @@ from sessions_app.redis_client import _store_client, get_redis
 from sessions_app.store import QueryRecord, get_session_store
 from sessions_app.store import keys as skeys
 from tests.factories import event_rows
-from tests.redis_topologies import start_cluster
 
 pytestmark = [pytest.mark.slow]
 
 SHARDS = 12
 HOUR = 3600
-
-
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory):
-    cluster = start_cluster(tmp_path_factory.mktemp("store-cluster"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
