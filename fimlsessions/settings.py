@@ -154,6 +154,10 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# django-postgres-extra's back-end: the partitioning manager and schema editor that manage the
+# archive's daily partitions (sessions_app/archive/partitions.py). It needs no extension.
+DATABASES["default"]["ENGINE"] = "psqlextra.backend"
+POSTGRES_EXTRA_AUTO_EXTENSION_SET_UP = False
 # JIT compiling the dashboard's one-off aggregates takes longer than running them (~0.5 s).
 DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c jit=off"
 # A streaming replica of DATABASE_URL for the read-only selectors (analytics, history, exports,
@@ -165,6 +169,7 @@ if DATABASE_REPLICA_URL:
         conn_max_age=env_int("DB_CONN_MAX_AGE", 60, minimum=0),
         conn_health_checks=True,
     )
+    DATABASES["replica"]["ENGINE"] = DATABASES["default"]["ENGINE"]
     DATABASES["replica"]["OPTIONS"] = dict(DATABASES["default"]["OPTIONS"])
     # Tests run on one database: the replica alias mirrors it.
     DATABASES["replica"]["TEST"] = {"MIRROR": "default"}

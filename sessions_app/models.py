@@ -8,6 +8,9 @@ from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
+from psqlextra.models.options import PostgresPartitionedModelOptions
+from psqlextra.types import PostgresPartitioningMethod
 
 from sessions_app.domain import new_session_id
 
@@ -60,7 +63,55 @@ class MessageRole(models.TextChoices):
     SYSTEM = "system", "System"
 
 
-class Session(models.Model):
+class ArchivedQuerySet(models.QuerySet):
+    """Rows of a table partitioned by archive day: an ORM insert first makes sure its day's
+    partition exists (the archiver and the demo writer, which use SQL, do the same)."""
+
+    def bulk_create(self, objs, *args, **kwargs):
+        from sessions_app.archive.partitions import ensure_partitions
+
+        objs = list(objs)
+        ensure_partitions(obj.archived_at for obj in objs)
+        return super().bulk_create(objs, *args, **kwargs)
+
+    def create(self, **kwargs):
+        from sessions_app.archive.partitions import ensure_partitions
+
+        if kwargs.get("archived_at") is not None:
+            ensure_partitions([kwargs["archived_at"]])
+        return super().create(**kwargs)
+
+
+class PartitionedByArchiveDay(models.Model):
+    """Base of the archive's tables: range-partitioned by `archived_at`, one partition per UTC
+    day (archive/partitions.py), so retention drops whole days.
+
+    The database's primary key includes `archived_at` (a partitioned table's unique indexes
+    must hold its key), but Django keeps the model's own primary key: psqlextra's
+    PostgresPartitionedModel would turn `Session.pk` into a composite key, which every pk
+    lookup, admin URL and the chunks' foreign key rely on not being. `_partitioning_meta` is
+    what psqlextra's partitioning manager and schema editor read.
+    """
+
+    _partitioning_meta = PostgresPartitionedModelOptions(
+        method=PostgresPartitioningMethod.RANGE, key=["archived_at"]
+    )
+
+    objects = ArchivedQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        from sessions_app.archive.partitions import ensure_partitions
+
+        archived_at = getattr(self, "archived_at", None)
+        if archived_at is not None:
+            ensure_partitions([archived_at])
+        super().save(*args, **kwargs)
+
+
+class Session(PartitionedByArchiveDay):
     """An analysis session that has left Redis: ended, expired or abandoned."""
 
     # Generated ids are UUIDv7 strings; callers may choose their own (validation.session_id).
@@ -82,7 +133,9 @@ class Session(models.Model):
     last_activity_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     ended_at = models.DateTimeField(null=True, blank=True)
-    archived_at = models.DateTimeField(null=True, blank=True)
+    # The partition key (archive/partitions.py): set once when the archiver first claims the
+    # session, so a re-run after a crash writes the same row into the same day.
+    archived_at = models.DateTimeField(default=timezone.now)
     # ended_at (or last activity) minus created_at, stored so percentiles aggregate in SQL.
     duration_seconds = models.FloatField(default=0)
 
@@ -145,8 +198,14 @@ class SessionEvent(models.Model):
 
     # No index of its own: the unique (session, seq) index below serves every session_id lookup,
     # and one index less per event is what archive and retention throughput hang on.
+    # No database constraint: sessions_app_session is partitioned, so `id` alone has no unique
+    # index to reference.
     session = models.ForeignKey(
-        Session, on_delete=models.CASCADE, related_name="events", db_index=False
+        Session,
+        on_delete=models.CASCADE,
+        related_name="events",
+        db_index=False,
+        db_constraint=False,
     )
     # Position in the timeline from 0; unique per session so the archive upsert is idempotent.
     seq = models.PositiveIntegerField()
@@ -188,7 +247,7 @@ class SessionEvent(models.Model):
 TIMELINE_CHUNK_EVENTS = 500
 
 
-class TimelineChunk(models.Model):
+class TimelineChunk(PartitionedByArchiveDay):
     """Events `chunk * TIMELINE_CHUNK_EVENTS` onwards of an archived session's timeline.
 
     `events` is a JSON array of the events exactly as the live store kept them (`seq`, `kind`,
@@ -197,13 +256,21 @@ class TimelineChunk(models.Model):
     one reader: bulk writes and reads, no row or Python object per event in the database path.
     """
 
-    pk = models.CompositePrimaryKey("session_id", "chunk")
-    # No index of its own: the primary key (session, chunk) serves every lookup and delete.
+    pk = models.CompositePrimaryKey("session_id", "chunk", "archived_at")
+    # No index of its own: the primary key (session, chunk, day) serves every lookup and delete.
+    # No database constraint (the partitioned session table has no unique `id` to reference):
+    # a session and its chunks are written in one statement and retired with the same day.
     session = models.ForeignKey(
-        Session, on_delete=models.CASCADE, related_name="timeline_chunks", db_index=False
+        Session,
+        on_delete=models.CASCADE,
+        related_name="timeline_chunks",
+        db_index=False,
+        db_constraint=False,
     )
     chunk = models.PositiveIntegerField()
     events = models.JSONField()
+    # Its session's archived_at: the partition key, so a chunk lives in its session's day.
+    archived_at = models.DateTimeField()
 
     class Meta:
         ordering = ["session", "chunk"]
