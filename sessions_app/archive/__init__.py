@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -40,6 +40,7 @@ from django.utils import timezone
 
 from sessions_app import jobs, validation
 from sessions_app.archive import scripts, sql, timeline
+from sessions_app.archive.partitions import ensure_partitions
 from sessions_app.archive.retention import (
     DELETE_BATCH_SIZE,
     delete_archived_sessions,
@@ -131,7 +132,7 @@ def _snapshot(client, session_ids: list[str]) -> list[tuple[str, list, list, lis
                 for session_id in group[start : start + SNAPSHOT_CHUNK]
                 for name in store_keys.session_keys(session_id)[:4]
             ],
-            [],
+            [f"{timezone.now().timestamp():.6f}"],  # the archive time, stamped once
         )
         for group in by_shard.values()
         for start in range(0, len(group), SNAPSHOT_CHUNK)
@@ -157,11 +158,23 @@ def _copy_text(value: str) -> str:
     )
 
 
+def _archive_time(meta: list, default: datetime) -> datetime:
+    """The archive time the snapshot stamped on the session (the same on every re-run); the
+    run's own time if the snapshot could not read it."""
+    stamp = meta[scripts.ARCHIVE_TIME] if scripts.ARCHIVE_TIME is not None else None
+    if not stamp:
+        return default
+    return datetime.fromtimestamp(float(stamp), UTC)
+
+
 def _write(snapshots: list, archived_at: datetime, clean=None) -> set[str]:
     """Upsert the sessions and their timelines in one transaction (committed on return).
 
     Sessions deleted meanwhile (a tombstone) are skipped; returns their ids.
     """
+    times = {snapshot[0]: _archive_time(snapshot[1], archived_at) for snapshot in snapshots}
+    # Before the transaction: creating a day's partition locks the tables only briefly.
+    ensure_partitions(times.values())
     with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
         raw = cursor.cursor  # psycopg's own cursor, for COPY
         # Fenced: a run whose lock another run took over (a stalled worker) writes nothing.
@@ -174,7 +187,7 @@ def _write(snapshots: list, archived_at: datetime, clean=None) -> set[str]:
         raw.execute(sql.STAGE_DDL)
         with raw.copy(sql.COPY_SESSIONS) as copy:
             for session_id, meta, _, ctx, ir in snapshots:
-                row = (session_id, *meta, _json_object(ctx), _json_object(ir))
+                row = (session_id, *meta, _json_object(ctx), _json_object(ir), times[session_id])
                 if clean:
                     row = tuple(clean(v) if isinstance(v, str) else v for v in row)
                 copy.write_row(row)
@@ -190,7 +203,7 @@ def _write(snapshots: list, archived_at: datetime, clean=None) -> set[str]:
                             for n, text in enumerate(texts(events))
                         )
                     )
-        raw.execute(sql.ARCHIVE_BATCH, {"archived_at": archived_at})
+        raw.execute(sql.ARCHIVE_BATCH)
         inserted = [row[0] for row in raw.fetchall()]
         # Same transaction: the rollups count a session exactly when it commits.
         fold_sessions(inserted, cursor=raw)

@@ -1,7 +1,11 @@
-"""Deleting archived sessions: past their type's retention, or by id; in bounded batches.
+"""Retiring archived sessions: past their type's retention, or by id.
 
-Raw SQL, events first then sessions, each batch in its own short transaction: never a
-Python-level cascade, never a long lock that would stall the dashboard.
+Past retention, whole archive days go at once: the tables are partitioned by archive day
+(archive/partitions.py), and a day older than the LONGEST retention of any type is dropped
+(DROP of its partitions: no row is deleted, the WAL stays in kB). Types with a shorter
+retention lose their expired sessions in the days still kept by a bounded delete: raw SQL,
+each batch in its own short transaction, never a Python-level cascade, never a long lock that
+would stall the dashboard. A delete by id (admin, API) uses the same batches.
 """
 
 import logging
@@ -11,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import connection, transaction
 from django.utils import timezone
 
+from sessions_app.archive import partitions
 from sessions_app.policies import all_effective_policies
 from sessions_app.rollups import unfold_sessions
 
@@ -31,22 +36,39 @@ def delete_archived_sessions(session_ids: Iterable, batch_size: int = DELETE_BAT
     return deleted
 
 
-def delete_rows(cursor, ids: list) -> tuple[int, int]:
-    """Delete these sessions' timelines, then the sessions, in the caller's transaction;
-    (sessions, events)."""
-    cursor.execute("DELETE FROM sessions_app_timelinechunk WHERE session_id = ANY(%s)", [ids])
+def delete_rows(
+    cursor, ids: list, days: tuple[datetime, datetime] | None = None
+) -> tuple[int, int]:
+    """Delete these sessions, then their timelines, in the caller's transaction;
+    (sessions, events).
+
+    `days`: (earliest, latest) archived_at of the sessions if the caller knows it, so only
+    those days' partitions are searched; else the sessions' own archive times bound the
+    chunks' delete (no database foreign key orders the two deletes any more).
+    """
+    bound, params = "", []
+    if days is not None:
+        bound, params = " AND archived_at BETWEEN %s AND %s", list(days)
     # Events counted from the sessions' counters: no chunk is read (detoasted) to be deleted.
     cursor.execute(
-        "DELETE FROM sessions_app_session WHERE id = ANY(%s) "
-        "RETURNING query_count + message_count + tool_call_count",
-        [ids],
+        f"DELETE FROM sessions_app_session WHERE id = ANY(%s){bound} "  # noqa: S608 - constant
+        "RETURNING query_count + message_count + tool_call_count, archived_at",
+        [ids, *params],
     )
-    counts = [row[0] for row in cursor.fetchall()]
-    return len(counts), sum(counts)
+    rows = cursor.fetchall()
+    if rows:
+        cursor.execute(
+            "DELETE FROM sessions_app_timelinechunk WHERE session_id = ANY(%s) "
+            "AND archived_at BETWEEN %s AND %s",
+            [ids, min(row[1] for row in rows), max(row[1] for row in rows)],
+        )
+    return len(rows), sum(row[0] for row in rows)
 
 
-def _delete_batch(ids: list, unfold: bool = False) -> tuple[int, int]:
-    """Delete one batch (events first, then sessions) in its own short transaction.
+def _delete_batch(
+    ids: list, unfold: bool = False, days: tuple[datetime, datetime] | None = None
+) -> tuple[int, int]:
+    """Delete one batch (sessions and their timelines) in its own short transaction.
 
     `unfold`: also take the sessions out of the daily rollups (a delete on request); retention
     leaves rollups alone, they outlive raw rows.
@@ -54,7 +76,7 @@ def _delete_batch(ids: list, unfold: bool = False) -> tuple[int, int]:
     with transaction.atomic(), connection.cursor() as cursor:
         if unfold:
             unfold_sessions(ids, cursor=cursor)
-        return delete_rows(cursor, ids)
+        return delete_rows(cursor, ids, days)
 
 
 def retention_cutoffs(now: datetime | None = None) -> dict[str, datetime]:
@@ -69,34 +91,55 @@ def retention_cutoffs(now: datetime | None = None) -> dict[str, datetime]:
 def delete_old_archived_sessions(
     now: datetime | None = None, batch_size: int = DELETE_BATCH_SIZE
 ) -> dict:
-    """Delete archived sessions older than their type's retention, in bounded batches.
+    """Retire archived sessions older than their type's retention; what it did.
 
-    Walks the archived_at index once in keyset order up to the latest cutoff of any type; each
-    batch deletes its expired sessions' events, then the sessions, in a short transaction.
+    1. Partition upkeep: create the days ahead, drop the days older than the longest
+       retention of any type (their sessions and timelines, whole).
+    2. Types with a shorter retention: walk the archived_at index of the days still kept, in
+       keyset order up to the latest cutoff of those types; each batch deletes its expired
+       sessions and their timelines in a short transaction.
+    Counts: sessions (both ways), dropped_days, dropped_sessions, events and batches (of the
+    bounded delete), tombstones pruned.
     """
     if batch_size < 1:
         raise ValueError("batch_size: must be at least 1")
+    now = now or timezone.now()
+    policies = all_effective_policies()
     cutoffs = retention_cutoffs(now)
-    latest = max(cutoffs.values())
-    counts = {"sessions": 0, "events": 0, "batches": 0}
+    longest = max(policy.retention_days for policy in policies.values())
+    partitions.create_ahead(now)
+    dropped = partitions.drop_expired(longest, now)
+    counts = {
+        "sessions": dropped["sessions"],
+        "dropped_days": dropped["days"],
+        "dropped_sessions": dropped["sessions"],
+        "events": 0,
+        "batches": 0,
+    }
+    # Only types whose cutoff is later than the drop horizon have rows left to delete.
+    horizon = now - timedelta(days=longest)
+    shorter = {kind: cutoff for kind, cutoff in cutoffs.items() if cutoff > horizon}
+    latest = max(shorter.values(), default=None)
     after = (datetime.min.replace(tzinfo=UTC), "")  # "" sorts before every id
-    while True:
+    while latest is not None:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT id, archived_at, session_type FROM sessions_app_session "
                 # The plain `archived_at >=` bound is what lets the archived_at index start
-                # where the last batch stopped; the row comparison breaks ties.
+                # where the last batch stopped (and skip the partitions before it); the row
+                # comparison breaks ties.
                 "WHERE archived_at < %s AND archived_at >= %s AND (archived_at, id) > (%s, %s) "
-                "ORDER BY archived_at, id LIMIT %s",
-                [latest, after[0], after[0], after[1], batch_size],
+                "AND session_type = ANY(%s) ORDER BY archived_at, id LIMIT %s",
+                [latest, after[0], after[0], after[1], list(shorter), batch_size],
             )
             rows = cursor.fetchall()
         if not rows:
             break
         after = (rows[-1][1], rows[-1][0])
-        doomed = [row[0] for row in rows if row[2] in cutoffs and row[1] < cutoffs[row[2]]]
+        doomed = [row for row in rows if row[1] < shorter[row[2]]]
         if doomed:
-            sessions, events = _delete_batch(doomed)
+            days = (min(row[1] for row in doomed), max(row[1] for row in doomed))
+            sessions, events = _delete_batch([row[0] for row in doomed], days=days)
             counts["sessions"] += sessions
             counts["events"] += events
             counts["batches"] += 1
@@ -106,5 +149,5 @@ def delete_old_archived_sessions(
 
     counts["tombstones"] = prune_tombstones(now)
     if counts["sessions"]:
-        logger.info("deleted archived sessions past retention: %s", counts)
+        logger.info("retired archived sessions past retention: %s", counts)
     return counts

@@ -16,7 +16,7 @@ STAGE_FIELDS = (*META_FIELDS, *(f for f in ARCHIVE_EXTRA_FIELDS if f not in META
 # Everything is staged as text, straight from Redis; Postgres does the conversions.
 STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS archive_stage_session (
-    id text, FIELDS, context text, intermediate_results text
+    id text, FIELDS, context text, intermediate_results text, archive_time timestamptz
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS archive_stage_timeline (session_id text, chunk int, events text)
     ON COMMIT DELETE ROWS;
@@ -25,9 +25,8 @@ DELETE FROM archive_stage_session;
 DELETE FROM archive_stage_timeline;
 """.replace("FIELDS", ", ".join(f"{name} text" for name in STAGE_FIELDS))
 COPY_SESSIONS = (
-    "COPY archive_stage_session (id, {}, context, intermediate_results) FROM STDIN".format(
-        ", ".join(META_FIELDS)
-    )
+    "COPY archive_stage_session (id, {}, context, intermediate_results, archive_time) "
+    "FROM STDIN".format(", ".join(META_FIELDS))
 )
 COPY_TIMELINE = "COPY archive_stage_timeline (session_id, chunk, events) FROM STDIN"
 UPSERT_SESSIONS = """
@@ -37,7 +36,7 @@ INSERT INTO sessions_app_session AS existing (
     intermediate_results, preferences, metadata, query_count, cache_hits, error_count,
     message_count, tool_call_count, total_execution_ms, tokens_in, tokens_out, cost,
     query_type_counts, request_count, total_processing_time, tool_duration_ms)
-SELECT id, %(archived_at)s, COALESCE(user_id, ''), session_type, status,
+SELECT id, archive_time, COALESCE(user_id, ''), session_type, status,
     ARRAY(SELECT jsonb_array_elements_text(COALESCE(NULLIF(assets, ''), '[]')::jsonb)),
     ARRAY(SELECT jsonb_array_elements_text(COALESCE(NULLIF(tags, ''), '[]')::jsonb)),
     COALESCE(purpose, ''), COALESCE(source, ''), COALESCE(device, ''), NULLIF(ip, '')::inet,
@@ -65,7 +64,7 @@ FROM (
     FROM archive_stage_session
 ) AS staged
 LEFT JOIN qt ON qt.session_id = staged.id
-ON CONFLICT (id) DO UPDATE SET
+ON CONFLICT (id, archived_at) DO UPDATE SET
     user_id = EXCLUDED.user_id, session_type = EXCLUDED.session_type,
     status = EXCLUDED.status, assets = EXCLUDED.assets, tags = EXCLUDED.tags,
     purpose = EXCLUDED.purpose, source = EXCLUDED.source, device = EXCLUDED.device,
@@ -81,22 +80,31 @@ ON CONFLICT (id) DO UPDATE SET
     tokens_out = EXCLUDED.tokens_out, cost = EXCLUDED.cost,
     request_count = EXCLUDED.request_count,
     total_processing_time = EXCLUDED.total_processing_time,
-    tool_duration_ms = EXCLUDED.tool_duration_ms,
-    -- A re-run after a crash keeps the first archive time.
-    archived_at = COALESCE(existing.archived_at, EXCLUDED.archived_at)
-RETURNING id, (xmax = 0) AS inserted
+    tool_duration_ms = EXCLUDED.tool_duration_ms
+RETURNING id
 """
 # Each chunk's JSON array arrives as one text (the events' Redis JSON joined); Postgres parses
 # it into jsonb once. A re-run after a crash inserts no chunk (its query types then count
 # nothing, and the session's counts are not updated below).
 INSERT_TIMELINE = """
-INSERT INTO sessions_app_timelinechunk (session_id, chunk, events)
-SELECT session_id, chunk, events::jsonb FROM archive_stage_timeline
-ON CONFLICT (session_id, chunk) DO NOTHING
+INSERT INTO sessions_app_timelinechunk (session_id, chunk, events, archived_at)
+SELECT t.session_id, t.chunk, t.events::jsonb, s.archive_time
+FROM archive_stage_timeline t JOIN archive_stage_session s ON s.id = t.session_id
+ON CONFLICT (session_id, chunk, archived_at) DO NOTHING
 RETURNING session_id, events
 """
+# The staged sessions already archived (a re-run after a crash), as the statement found them:
+# a partitioned table cannot return `xmax = 0` to tell an insert from an update. Bounded by the
+# batch's archive times, so only those days' partitions are probed.
+SEEN = """
+SELECT s.id FROM sessions_app_session s
+JOIN archive_stage_session st ON st.id = s.id AND st.archive_time = s.archived_at
+WHERE s.archived_at BETWEEN (SELECT min(archive_time) FROM archive_stage_session)
+    AND (SELECT max(archive_time) FROM archive_stage_session)
+"""
 ARCHIVE_BATCH = f"""
-WITH tl AS ({INSERT_TIMELINE}),
+WITH seen AS ({SEEN}),
+tl AS ({INSERT_TIMELINE}),
 qt AS (
     SELECT session_id, jsonb_object_agg(item, n) AS counts
     FROM (
@@ -108,5 +116,5 @@ qt AS (
     GROUP BY session_id
 ),
 up AS ({UPSERT_SESSIONS})
-SELECT id FROM up WHERE inserted
+SELECT id FROM up WHERE id NOT IN (SELECT id FROM seen)
 """  # noqa: S608 - from constants

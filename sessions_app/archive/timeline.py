@@ -90,12 +90,23 @@ FROM {TABLE} c, jsonb_to_recordset(c.events) AS e(
 )"""  # noqa: S608 - SQL from constants
 
 
-def _convert_sql(source: str, where: str = "") -> str:
+# Where a chunk's archive day (its session's archived_at, the partition key) is read from.
+SESSION_DAYS = "(SELECT id, archived_at FROM sessions_app_session)"
+
+
+def _convert_sql(source: str, where: str = "", days: str | None = SESSION_DAYS) -> str:
     """Chunk rows from a table shaped like the old one-row-per-event SessionEvent table.
 
-    Like the live store's JSON, an event leaves out its blank fields (absent: the default)."""
+    Like the live store's JSON, an event leaves out its blank fields (absent: the default).
+    `days`: a relation of (id, archived_at) giving each session's archive day; None before
+    the chunk table had one (migration 0014)."""
+    day_column, day_value, day_join, day_group = (
+        (", archived_at", ", d.archived_at", f"JOIN {days} AS d ON d.id = src.session_id", ", 4")
+        if days
+        else ("", "", "", "")
+    )
     return f"""
-INSERT INTO {TABLE} (session_id, chunk, events)
+INSERT INTO {TABLE} (session_id, chunk, events{day_column})
 SELECT session_id, seq / {CHUNK}, jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
     'seq', seq, 'kind', kind, 'occurred_at', extract(epoch FROM occurred_at),
     'query_type', NULLIF(query_type, ''), 'parameters', NULLIF(parameters, '{{}}'),
@@ -104,22 +115,26 @@ SELECT session_id, seq / {CHUNK}, jsonb_agg(jsonb_strip_nulls(jsonb_build_object
     'role', NULLIF(role, ''), 'content', NULLIF(content, ''),
     'tool_name', NULLIF(tool_name, ''), 'invocation_id', NULLIF(invocation_id, ''),
     'duration_ms', duration_ms, 'tokens_in', NULLIF(tokens_in, 0),
-    'tokens_out', NULLIF(tokens_out, 0), 'cost', NULLIF(cost, 0)::float8)) ORDER BY seq)
-FROM {source} {where}
-GROUP BY session_id, seq / {CHUNK}
-ON CONFLICT (session_id, chunk) DO NOTHING
+    'tokens_out', NULLIF(tokens_out, 0), 'cost', NULLIF(cost, 0)::float8)) ORDER BY seq){day_value}
+FROM {source} AS src {day_join} {where}
+GROUP BY session_id, seq / {CHUNK}{day_group}
+ON CONFLICT DO NOTHING
 """  # noqa: S608 - SQL from constants and our own table names
 
 
-def convert_rows(cursor, source: str, session_ids: list[str] | None = None) -> int:
+def convert_rows(
+    cursor, source: str, session_ids: list[str] | None = None, days: str | None = SESSION_DAYS
+) -> int:
     """Write the timelines held as one row per event in `source` as chunks; chunks written.
 
     Used by the migration off SessionEvent and by the demo writer's COPY staging table.
+    `days`: see _convert_sql.
     """
     if session_ids is None:
-        cursor.execute(_convert_sql(source))
+        cursor.execute(_convert_sql(source, days=days))
     else:
-        cursor.execute(_convert_sql(source, "WHERE session_id = ANY(%s)"), [session_ids])
+        where = "WHERE src.session_id = ANY(%s)"
+        cursor.execute(_convert_sql(source, where, days), [session_ids])
     return cursor.rowcount
 
 
@@ -147,10 +162,12 @@ def write(cursor, timelines: dict[str, Sequence[str]]) -> None:
         for n, text in enumerate(chunk_texts(events))
     ]
     if rows:
+        # Each chunk goes into its session's archive day (the partition key).
         cursor.executemany(
-            f"INSERT INTO {TABLE} (session_id, chunk, events) VALUES (%s, %s, %s::jsonb) "  # noqa: S608
-            "ON CONFLICT (session_id, chunk) DO NOTHING",
-            rows,
+            f"INSERT INTO {TABLE} (session_id, chunk, events, archived_at) "  # noqa: S608
+            "SELECT %s, %s, %s::jsonb, archived_at FROM sessions_app_session WHERE id = %s "
+            "ON CONFLICT DO NOTHING",
+            [(session_id, n, text, session_id) for session_id, n, text in rows],
         )
 
 

@@ -4,6 +4,7 @@
 """
 
 import logging
+import math
 import multiprocessing
 import os
 import time
@@ -15,7 +16,8 @@ from django.db import connection, connections, transaction
 from django.utils import timezone
 from tqdm import tqdm
 
-from sessions_app.demo.archived import ArchivePlan, generate_chunk, write_chunk
+from sessions_app.archive.partitions import ensure_partitions
+from sessions_app.demo.archived import DAY, ArchivePlan, generate_chunk, write_chunk
 from sessions_app.jobs import SEED as SEED_JOB
 from sessions_app.models import DailyMetric, JobRun, Session, SessionEvent, TimelineChunk
 
@@ -79,6 +81,11 @@ def write_archived(plan: ArchivePlan, *, workers: int = 1, progress: bool = Fals
     """
     started = time.monotonic()
     sessions = events = 0
+    # Every archive day the plan can write (sessions end up to a day or two after they start).
+    first = plan.until - (plan.days + 3) * DAY
+    ensure_partitions(
+        datetime.fromtimestamp(first + n * DAY, UTC) for n in range(math.ceil(plan.days + 4))
+    )
     bar = tqdm(total=plan.sessions, unit="session", disable=not progress, smoothing=0.1)
     try:
         if workers <= 1 or plan.chunk_count == 1:
@@ -139,6 +146,7 @@ def reset_demo_data() -> dict:
     with transaction.atomic(), connection.cursor() as cursor:
         # Deferred FK checks still pending in an enclosing transaction would block TRUNCATE.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        # The day partitions stay (empty); retention drops them when their day expires.
         cursor.execute(f"TRUNCATE {tables}")
     return {"deleted_live": deleted_live, "deleted_archived": archived}
 

@@ -39,6 +39,14 @@ CREATE TEMP TABLE IF NOT EXISTS {EVENT_STAGE} ON COMMIT DELETE ROWS AS
 SELECT {_STAGE_COLUMNS} FROM {SessionEvent._meta.db_table} WITH NO DATA
 """  # noqa: S608 - from constants
 EVENT_COPY = f"COPY {EVENT_STAGE} ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
+# Each staged session's archive day, so its chunks land in its partition without a lookup of
+# the session table by id (which probes every day's partition).
+DAY_STAGE = "demo_stage_day"
+DAY_STAGE_DDL = f"""
+CREATE TEMP TABLE IF NOT EXISTS {DAY_STAGE} (id text, archived_at timestamptz)
+ON COMMIT DELETE ROWS
+"""
+_ARCHIVED_AT = SESSION_COLUMNS.index("archived_at")
 
 DAY = 86400.0
 IDLE_TIMEOUT_SECONDS = 120 * 60
@@ -401,8 +409,14 @@ def write_chunk(raw_connection, chunk: Chunk) -> None:
             cursor.execute(EVENT_STAGE_DDL)
             with cursor.copy(EVENT_COPY) as copy:
                 copy.write(chunk.event_text)
-            convert_rows(cursor, EVENT_STAGE)
-            # Inside a test's outer transaction nothing commits: empty the stage explicitly.
+            cursor.execute(DAY_STAGE_DDL)
+            with cursor.copy(f"COPY {DAY_STAGE} (id, archived_at) FROM STDIN") as copy:
+                for line in chunk.session_text.splitlines():
+                    values = line.split("\t", _ARCHIVED_AT + 1)
+                    copy.write(f"{values[0]}\t{values[_ARCHIVED_AT]}\n")
+            convert_rows(cursor, EVENT_STAGE, days=DAY_STAGE)
+            # Inside a test's outer transaction nothing commits: empty the stages explicitly.
             cursor.execute(f"DELETE FROM {EVENT_STAGE}")  # noqa: S608 - constant
+            cursor.execute(f"DELETE FROM {DAY_STAGE}")  # noqa: S608 - constant
         ids = [line.split("\t", 1)[0] for line in chunk.session_text.splitlines()]
         fold_sessions(ids, cursor=cursor)

@@ -7,7 +7,7 @@ already written are kept (ON CONFLICT DO NOTHING).
 
 from django.db import migrations
 
-from sessions_app.archive.timeline import EVENT_ROWS, convert_rows
+from sessions_app.archive.timeline import EVENT_ROWS, SESSION_DAYS, convert_rows
 
 BATCH_SESSIONS = 5000
 OLD_TABLE = "sessions_app_sessionevent"
@@ -15,6 +15,13 @@ OLD_TABLE = "sessions_app_sessionevent"
 
 def convert(apps, schema_editor):
     with schema_editor.connection.cursor() as cursor:
+        # Chunks carry their session's archive day once migration 0017 has run.
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = "
+            "current_schema() AND table_name = 'sessions_app_timelinechunk' "
+            "AND column_name = 'archived_at')"
+        )
+        days = SESSION_DAYS if cursor.fetchone()[0] else None
         after = ""
         while True:
             cursor.execute(
@@ -25,7 +32,7 @@ def convert(apps, schema_editor):
             ids = [row[0] for row in cursor.fetchall()]
             if not ids:
                 break
-            convert_rows(cursor, OLD_TABLE, ids)
+            convert_rows(cursor, OLD_TABLE, ids, days=days)
             after = ids[-1]
         # Every event now lives in a chunk; the old table is no longer written or read.
         # Deferred foreign key checks still pending would block TRUNCATE.
