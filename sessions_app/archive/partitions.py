@@ -11,8 +11,8 @@ is no DEFAULT partition, so a drop never has to move or delete rows.
 
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, cast
 
-from dateutil.relativedelta import relativedelta
 from django.db import connection, transaction
 from django.utils import timezone
 from psqlextra.partitioning import (
@@ -66,7 +66,7 @@ class _Days(PostgresCurrentTimePartitioningStrategy):
     """
 
     def __init__(self, now: datetime, count: int, expired: Iterable[date] = ()):
-        super().__init__(size=_DAY, count=count, max_age=relativedelta(days=1))
+        super().__init__(size=_DAY, count=count)
         self.name_format = NAME_FORMAT
         self.now = now
         self.expired = sorted(expired, reverse=True)
@@ -86,8 +86,9 @@ def _manager(now: datetime, count: int, expired: dict[str, set[date]] | None = N
     expired = expired or {}
     return PostgresPartitioningManager(
         [
+            # Plain models carrying `_partitioning_meta` (see models.PartitionedByArchiveDay).
             PostgresPartitioningConfig(
-                model, _Days(now, count, expired.get(model._meta.db_table, ()))
+                cast(Any, model), _Days(now, count, expired.get(model._meta.db_table, ()))
             )
             for model in PARTITIONED
         ]
@@ -235,6 +236,8 @@ def convert_to_partitioned(cursor, schema: str = "public", today: date | None = 
     def q(name: str) -> str:
         return f'"{schema}"."{name}"'
 
+    # Deferred foreign key checks still pending would block dropping the constraints.
+    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     cursor.execute(
         "SELECT conrelid::regclass::text, conname FROM pg_constraint WHERE contype = 'f' "
         "AND (confrelid = ANY(%(t)s::regclass[]) OR conrelid = ANY(%(t)s::regclass[]))",
