@@ -88,6 +88,43 @@ def retention_cutoffs(now: datetime | None = None) -> dict[str, datetime]:
     }
 
 
+def delete_expired_rows(cutoffs: dict[str, datetime], batch_size: int = DELETE_BATCH_SIZE) -> dict:
+    """The bounded delete: sessions of these types archived before their cutoff, with their
+    timelines; {"sessions", "events", "batches"}.
+
+    Walks the archived_at index in keyset order up to the latest cutoff (partitions before
+    the first row are skipped); each batch deletes its expired sessions in a short transaction.
+    """
+    counts = {"sessions": 0, "events": 0, "batches": 0}
+    latest = max(cutoffs.values(), default=None)
+    after = (datetime.min.replace(tzinfo=UTC), "")  # "" sorts before every id
+    while latest is not None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id, archived_at, session_type FROM sessions_app_session "
+                # The plain `archived_at >=` bound is what lets the archived_at index start
+                # where the last batch stopped (and skip the partitions before it); the row
+                # comparison breaks ties.
+                "WHERE archived_at < %s AND archived_at >= %s AND (archived_at, id) > (%s, %s) "
+                "AND session_type = ANY(%s) ORDER BY archived_at, id LIMIT %s",
+                [latest, after[0], after[0], after[1], list(cutoffs), batch_size],
+            )
+            rows = cursor.fetchall()
+        if not rows:
+            break
+        after = (rows[-1][1], rows[-1][0])
+        doomed = [row for row in rows if row[1] < cutoffs[row[2]]]
+        if doomed:
+            days = (min(row[1] for row in doomed), max(row[1] for row in doomed))
+            sessions, events = _delete_batch([row[0] for row in doomed], days=days)
+            counts["sessions"] += sessions
+            counts["events"] += events
+            counts["batches"] += 1
+        if len(rows) < batch_size:
+            break
+    return counts
+
+
 def delete_old_archived_sessions(
     now: datetime | None = None, batch_size: int = DELETE_BATCH_SIZE
 ) -> dict:
@@ -95,9 +132,8 @@ def delete_old_archived_sessions(
 
     1. Partition upkeep: create the days ahead, drop the days older than the longest
        retention of any type (their sessions and timelines, whole).
-    2. Types with a shorter retention: walk the archived_at index of the days still kept, in
-       keyset order up to the latest cutoff of those types; each batch deletes its expired
-       sessions and their timelines in a short transaction.
+    2. Types with a shorter retention: the bounded delete (delete_expired_rows) in the days
+       still kept.
     Counts: sessions (both ways), dropped_days, dropped_sessions, events and batches (of the
     bounded delete), tombstones pruned.
     """
@@ -119,32 +155,9 @@ def delete_old_archived_sessions(
     # Only types whose cutoff is later than the drop horizon have rows left to delete.
     horizon = now - timedelta(days=longest)
     shorter = {kind: cutoff for kind, cutoff in cutoffs.items() if cutoff > horizon}
-    latest = max(shorter.values(), default=None)
-    after = (datetime.min.replace(tzinfo=UTC), "")  # "" sorts before every id
-    while latest is not None:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT id, archived_at, session_type FROM sessions_app_session "
-                # The plain `archived_at >=` bound is what lets the archived_at index start
-                # where the last batch stopped (and skip the partitions before it); the row
-                # comparison breaks ties.
-                "WHERE archived_at < %s AND archived_at >= %s AND (archived_at, id) > (%s, %s) "
-                "AND session_type = ANY(%s) ORDER BY archived_at, id LIMIT %s",
-                [latest, after[0], after[0], after[1], list(shorter), batch_size],
-            )
-            rows = cursor.fetchall()
-        if not rows:
-            break
-        after = (rows[-1][1], rows[-1][0])
-        doomed = [row for row in rows if row[1] < shorter[row[2]]]
-        if doomed:
-            days = (min(row[1] for row in doomed), max(row[1] for row in doomed))
-            sessions, events = _delete_batch([row[0] for row in doomed], days=days)
-            counts["sessions"] += sessions
-            counts["events"] += events
-            counts["batches"] += 1
-        if len(rows) < batch_size:
-            break
+    deleted = delete_expired_rows(shorter, batch_size)
+    for name in ("sessions", "events", "batches"):
+        counts[name] += deleted[name]
     from sessions_app.archive.tombstones import prune_tombstones
 
     counts["tombstones"] = prune_tombstones(now)

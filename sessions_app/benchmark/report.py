@@ -42,10 +42,9 @@ MISS_NOTES = {
     "Python, in roughly equal parts; about 250 kB of demo text per 1,000 events. Measured "
     "interleaved with the old one-row-per-event read on the same data: about 1.6x faster. "
     "Moving it: fewer bytes (the demo's long texts), or handing callers the decoded dicts.",
-    "delete_old_archived_sessions": "Bounded by row-by-row DELETE of the sessions and their "
-    "timeline rows in batches of 5,000 sessions. Moving it: time-partitioned session and event "
-    "tables, where a day past retention is one DROP/DETACH PARTITION instead of millions of "
-    "row deletes.",
+    "retention by partition drop": "A DROP of each expired day's two partitions under one "
+    "short lock, plus an index-only count of the day's sessions; no row is deleted, so the WAL "
+    "is a few catalog records. Bounded by the count and the catalog updates per day.",
     "page": "Each page is a handful of indexed queries plus template rendering in one "
     "process; a miss points at an aggregate that scans raw rows instead of DailyMetric rollups "
     "or at a filter without a matching index.",
