@@ -282,8 +282,10 @@ def _count(filters: HistoryFilters, query: QuerySet[Session]) -> tuple[int, bool
     if filters.is_empty:
         with read_connection().cursor() as cursor:
             cursor.execute(
-                "SELECT greatest(reltuples, 0)::bigint FROM pg_class "
-                "WHERE oid = 'sessions_app_session'::regclass"
+                # Summed over the day partitions (the parent itself holds no estimate).
+                "SELECT COALESCE(sum(greatest(c.reltuples, 0)), 0)::bigint "
+                "FROM pg_partition_tree('sessions_app_session'::regclass) t "
+                "JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf"
             )
             estimate = cursor.fetchone()[0]
         if estimate > COUNT_CAP:

@@ -37,11 +37,16 @@ LIVE_PER_PAGE = 50
 
 
 def estimated_row_count(table: str) -> int:
-    """Postgres' planner estimate of a table's rows (pg_class.reltuples; -1 if never analysed)."""
+    """Postgres' planner estimate of a table's rows (pg_class.reltuples, summed over the
+    partitions of a partitioned table; -1 if never analysed)."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [table])
+        cursor.execute(
+            "SELECT sum(c.reltuples)::bigint FROM pg_partition_tree(%s::regclass) t "
+            "JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf AND c.reltuples >= 0",
+            [table],
+        )
         row = cursor.fetchone()
-    return int(row[0]) if row else -1
+    return int(row[0]) if row and row[0] is not None else -1
 
 
 class EstimatedCountPaginator(Paginator):
