@@ -252,3 +252,20 @@ def test_conversion_of_unpartitioned_tables_keeps_rows_and_index_names():
             [f"{schema}.{s_table}"],
         )
         assert cursor.fetchone()[0] == "PRIMARY KEY (id, archived_at)"
+
+
+def test_the_day_the_horizon_cuts_through_is_trimmed_exactly():
+    """The longest retention's own expired rows in a day not yet whole past it still go."""
+    RetentionPolicy.objects.filter(session_type="").update(retention_days=30)
+    now = timezone.now()
+    horizon = now - timedelta(days=30)
+    gone, kept = archived_sessions(
+        [
+            {"archived_at": horizon - timedelta(minutes=1), "queries": [{}]},
+            {"archived_at": horizon + timedelta(minutes=1), "queries": [{}]},
+        ]
+    )
+    counts = archive.delete_old_archived_sessions(now=now)
+    assert counts["sessions"] == 1
+    assert list(Session.objects.values_list("id", flat=True)) == [kept.id]
+    assert set(homes(TimelineChunk, "session_id")) == {kept.id}

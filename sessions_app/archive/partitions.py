@@ -36,6 +36,8 @@ PARTITIONED = (Session, TimelineChunk)
 # constant of our own; the archiver's tombstone locks use hashtext keys of session ids).
 _DDL_LOCK = 7_343_201_519
 _DAY = PostgresTimePartitionSize(days=1)
+# How long partition DDL waits for the tables' lock (see _lock).
+DDL_LOCK_TIMEOUT_MS = 5000
 
 
 def day_of(moment: datetime) -> date:
@@ -162,8 +164,13 @@ def ensure_partitions(moments: Iterable[datetime | None]) -> int:
 
 
 def _lock() -> None:
+    """Serialise partition DDL; and bound its wait for the tables' lock, which a long read
+    holds: a CREATE or DROP of a partition waiting behind it would queue every later query
+    on the table. A timeout fails this attempt (the archiver retries the batch, the job its
+    run) instead of stalling the dashboard."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_DDL_LOCK])
+        cursor.execute(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT_MS}ms'")
 
 
 def create_ahead(now: datetime | None = None, days: int = AHEAD_DAYS) -> int:

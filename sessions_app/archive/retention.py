@@ -132,8 +132,8 @@ def delete_old_archived_sessions(
 
     1. Partition upkeep: create the days ahead, drop the days older than the longest
        retention of any type (their sessions and timelines, whole).
-    2. Types with a shorter retention: the bounded delete (delete_expired_rows) in the days
-       still kept.
+    2. The bounded delete (delete_expired_rows) of what is left past retention in the days
+       kept: types with a shorter retention, and the day the horizon cuts through.
     Counts: sessions (both ways), dropped_days, dropped_sessions, events and batches (of the
     bounded delete), tombstones pruned.
     """
@@ -152,10 +152,9 @@ def delete_old_archived_sessions(
         "events": 0,
         "batches": 0,
     }
-    # Only types whose cutoff is later than the drop horizon have rows left to delete.
-    horizon = now - timedelta(days=longest)
-    shorter = {kind: cutoff for kind, cutoff in cutoffs.items() if cutoff > horizon}
-    deleted = delete_expired_rows(shorter, batch_size)
+    # What is left past retention: shorter types' rows in the days kept, and the longest
+    # type's in the one day the horizon cuts through (not whole, so not dropped).
+    deleted = delete_expired_rows(cutoffs, batch_size)
     for name in ("sessions", "events", "batches"):
         counts[name] += deleted[name]
     from sessions_app.archive.tombstones import prune_tombstones
