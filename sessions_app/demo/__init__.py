@@ -4,7 +4,6 @@
 """
 
 import logging
-import math
 import multiprocessing
 import os
 import time
@@ -81,10 +80,13 @@ def write_archived(plan: ArchivePlan, *, workers: int = 1, progress: bool = Fals
     """
     started = time.monotonic()
     sessions = events = 0
-    # Every archive day the plan can write (sessions end up to a day or two after they start).
-    first = plan.until - (plan.days + 3) * DAY
+    # Every archive day the plan can write: archive times fall in its window (archive_times).
+    first = plan.until - plan.days * DAY
     ensure_partitions(
-        datetime.fromtimestamp(first + n * DAY, UTC) for n in range(math.ceil(plan.days + 4))
+        [
+            *(datetime.fromtimestamp(first + n * DAY, UTC) for n in range(plan.days)),
+            datetime.fromtimestamp(plan.until, UTC),
+        ]
     )
     bar = tqdm(total=plan.sessions, unit="session", disable=not progress, smoothing=0.1)
     try:
