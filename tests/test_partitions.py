@@ -259,7 +259,7 @@ def test_the_day_the_horizon_cuts_through_is_trimmed_exactly():
     RetentionPolicy.objects.filter(session_type="").update(retention_days=30)
     now = timezone.now()
     horizon = now - timedelta(days=30)
-    gone, kept = archived_sessions(
+    _gone, kept = archived_sessions(
         [
             {"archived_at": horizon - timedelta(minutes=1), "queries": [{}]},
             {"archived_at": horizon + timedelta(minutes=1), "queries": [{}]},
