@@ -352,9 +352,9 @@ def export_rows(filters: HistoryFilters, sort: str = DEFAULT_SORT) -> Iterator[d
 def archived_timeline(session_id: str, offset: int, limit: int) -> tuple[list, int]:
     """A page of an archived session's timeline straight from Postgres (when Redis is down)."""
     session = Session.objects.filter(id=session_id).values_list(
-        "query_count", "message_count", "tool_call_count"
+        "query_count", "message_count", "tool_call_count", "archived_at"
     )
-    counts = session.first()
-    if counts is None:
+    row = session.first()
+    if row is None:
         return [], 0
-    return timeline.read_page(session_id, offset, limit), sum(counts)
+    return timeline.read_page(session_id, offset, limit, row[3]), sum(row[:3])

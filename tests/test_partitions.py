@@ -269,3 +269,17 @@ def test_the_day_the_horizon_cuts_through_is_trimmed_exactly():
     assert counts["sessions"] == 1
     assert list(Session.objects.values_list("id", flat=True)) == [kept.id]
     assert set(homes(TimelineChunk, "session_id")) == {kept.id}
+
+
+def test_timeline_reads_given_the_archive_time_search_only_that_day():
+    from sessions_app.archive import timeline
+    from tests.factories import archived_session
+
+    session = archived_session(queries=[{}, {}], messages=[("user", "hi")])
+    whole = timeline.read_all(session.id)
+    assert len(whole) == 3
+    assert timeline.read_all(session.id, session.archived_at) == whole
+    assert timeline.read_last(session.id, 2, session.archived_at) == whole[-2:]
+    assert timeline.read_last_queries(session.id, 5, session.archived_at) == whole[:2]
+    # Another day's partition does not hold it: the archive time is really applied.
+    assert timeline.read_all(session.id, session.archived_at + timedelta(days=1)) == []

@@ -81,10 +81,11 @@ class ArchivedTimeline(Sequence):
         self.session_id = session_id
         row = (
             Session.objects.filter(pk=session_id)
-            .values_list("query_count", "message_count", "tool_call_count")
+            .values_list("query_count", "message_count", "tool_call_count", "archived_at")
             .first()
         )
-        self.total = sum(row) if row else 0
+        self.total = sum(row[:3]) if row else 0
+        self.archived_at = row[3] if row else None  # reads search only its day's partition
 
     def __len__(self) -> int:
         return self.total
@@ -92,8 +93,9 @@ class ArchivedTimeline(Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             start, stop, _ = index.indices(self.total)
-            return timeline.read_page(self.session_id, start, max(stop - start, 0))
-        events = timeline.read_page(self.session_id, index, 1)
+            count = max(stop - start, 0)
+            return timeline.read_page(self.session_id, start, count, self.archived_at)
+        events = timeline.read_page(self.session_id, index, 1, self.archived_at)
         if not events:
             raise IndexError(index)
         return events[0]

@@ -77,8 +77,8 @@ def get(session_id: str, recent_events: int, recent_queries: int) -> AnalysisSes
     row = ArchivedSession.objects.filter(id=session_id).first()
     if row is None:
         return None
-    recent = archived_timeline.read_last(session_id, recent_events)
-    queries = archived_timeline.read_last_queries(session_id, recent_queries)
+    recent = archived_timeline.read_last(session_id, recent_events, row.archived_at)
+    queries = archived_timeline.read_last_queries(session_id, recent_queries, row.archived_at)
     return _session(row, recent, queries)
 
 
@@ -89,12 +89,12 @@ def recent_queries(session_id: str, n: int) -> list[TimelineEvent]:
 def timeline(session_id: str, offset: int, limit: int) -> tuple[list, int] | None:
     row = (
         ArchivedSession.objects.filter(id=session_id)
-        .values_list("query_count", "message_count", "tool_call_count")
+        .values_list("query_count", "message_count", "tool_call_count", "archived_at")
         .first()
     )
     if row is None:
         return None
-    return archived_timeline.read_page(session_id, offset, limit), sum(row)
+    return archived_timeline.read_page(session_id, offset, limit, row[3]), sum(row[:3])
 
 
 def _user_query(user_id: str, limit: int, max_score: float | None, after_id: str):
