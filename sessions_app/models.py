@@ -64,8 +64,9 @@ class MessageRole(models.TextChoices):
 
 
 class ArchivedQuerySet(models.QuerySet):
-    """Rows of a table partitioned by archive day: an ORM insert first makes sure its day's
-    partition exists (the archiver and the demo writer, which use SQL, do the same)."""
+    """Rows of a table partitioned by archive day: a bulk insert first makes sure its days'
+    partitions exist, as save() does (the archiver and the demo writer, which use SQL, do the
+    same)."""
 
     def bulk_create(self, objs, *args, **kwargs):
         from sessions_app.archive.partitions import ensure_partitions
@@ -73,13 +74,6 @@ class ArchivedQuerySet(models.QuerySet):
         objs = list(objs)
         ensure_partitions(obj.archived_at for obj in objs)
         return super().bulk_create(objs, *args, **kwargs)
-
-    def create(self, **kwargs):
-        from sessions_app.archive.partitions import ensure_partitions
-
-        if kwargs.get("archived_at") is not None:
-            ensure_partitions([kwargs["archived_at"]])
-        return super().create(**kwargs)
 
 
 class PartitionedByArchiveDay(models.Model):
