@@ -8,6 +8,7 @@ and `analytics` reuses the same statement for data the rollups do not hold yet.
 import time
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
+from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -227,8 +228,9 @@ def aggregate_sql(
     {qtypes}"""  # noqa: S608 - SQL from constants; values are bound parameters
     user_select = "b.user_id, b.first_session_at, b.last_activity_at, " if per_user else ""
     select = f"""
-    SELECT {user_select}b.day, b.session_type, b.sessions_started, b.sessions_completed, b.sessions_failed,
-           b.sessions_abandoned, b.sessions_expired, b.queries, b.cache_hits, b.errors,
+    SELECT {user_select}b.day, b.session_type, b.sessions_started, b.sessions_completed,
+           b.sessions_failed, b.sessions_abandoned, b.sessions_expired, b.queries,
+           b.cache_hits, b.errors,
            b.messages, b.tool_calls, b.total_duration_seconds, b.avg_duration_seconds,
            fs_hist_quantile(h.hist, 0.5) AS p50_duration_seconds,
            fs_hist_quantile(h.hist, 0.95) AS p95_duration_seconds,
@@ -243,7 +245,7 @@ def aggregate_sql(
     LEFT JOIN r_hist h USING ({keys})
     LEFT JOIN r_assets a USING ({keys})
     LEFT JOIN r_qtypes q USING ({keys})
-    LEFT JOIN r_tags t USING ({keys})"""
+    LEFT JOIN r_tags t USING ({keys})"""  # noqa: S608 - SQL from constants
     return ctes, select
 
 
@@ -325,7 +327,13 @@ def compute_daily_metrics(start_day: date, end_day: date) -> dict:
         day = start_day
         while day <= end_day:
             start, end = day_bounds(day, day)
-            params = {"tz": tz, "start": start, "end": end, "day": day, "types": types}
+            params: dict[str, Any] = {
+                "tz": tz,
+                "start": start,
+                "end": end,
+                "day": day,
+                "types": types,
+            }
             cursor.execute(sql, params)
             cursor.execute(user_sql, params)
             day += timedelta(days=1)
