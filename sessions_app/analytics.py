@@ -175,18 +175,15 @@ def _daily_source(
             "NOT ((s.created_at AT TIME ZONE %(tz)s)::date = ANY(%(covered)s::date[]))"
         )
         params["covered"] = sorted(covered)
-    else:
-        conditions.append("false")  # every day is covered: no raw rows at all
-    ctes, select = raw(conditions)
     type_filter = "AND session_type = %(session_type)s" if session_type else ""
     if user_id is not None:
         type_filter += " AND user_id = %(user_id)s"
-    daily = f"""daily AS (
-        SELECT {columns} FROM {table}
-        WHERE day >= %(start_day)s AND day <= %(end_day)s {type_filter}
-        UNION ALL
-        {select}
-    )"""  # noqa: S608 - SQL from constants; values are bound parameters
+    rollups = f"""SELECT {columns} FROM {table}
+        WHERE day >= %(start_day)s AND day <= %(end_day)s {type_filter}"""  # noqa: S608
+    if not runs:  # every day is covered: the rollups alone
+        return f"WITH daily AS ({rollups})", params, False
+    ctes, select = raw(conditions)
+    daily = f"daily AS ({rollups}\n        UNION ALL\n        {select})"
     return f"WITH {ctes}, {daily}", params, False
 
 

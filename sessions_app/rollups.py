@@ -127,6 +127,17 @@ def _user_fold_sql() -> str:
 
 USER_FOLD_SQL = _user_fold_sql()
 
+# The (day, type) rows an unfold changes, locked in key order as folds lock them (an UPDATE
+# ... FROM locks in whatever order its join yields, which can deadlock with a fold).
+UNFOLD_LOCK_SQL = """
+SELECT 1 FROM sessions_app_dailymetric d
+WHERE (d.day, d.session_type) IN (
+    SELECT (s.created_at AT TIME ZONE %(tz)s)::date, s.session_type
+    FROM sessions_app_session s WHERE s.id = ANY(%(ids)s))
+ORDER BY d.day, d.session_type
+FOR UPDATE
+"""
+
 # The (user, day, type) rows an unfold changes, locked in key order before it reads the rows
 # that stay: no fold can add to them until the delete commits, and every fold that already
 # did is visible to the unfold's next statement.
@@ -171,8 +182,8 @@ USER_UNFOLD_SQL = _user_unfold_sql()
 _SHARED_LOCK = "SELECT pg_advisory_xact_lock_shared(%s, %s)"
 
 
-def _run(statements: Sequence[str], session_ids: Sequence, cursor) -> int:
-    """Run the statements in order on the ids; rows the first one touched."""
+def _run(statements: Sequence[str], session_ids: Sequence, cursor, counted: int = 0) -> int:
+    """Run the statements in order on the ids; rows statement `counted` touched."""
     to_python = Session._meta.pk.to_python  # the id column's own type, whatever it is
     ids = [to_python(session_id) for session_id in session_ids]
     if not ids or not settings.SESSION_ENABLE_ANALYTICS:
@@ -181,10 +192,11 @@ def _run(statements: Sequence[str], session_ids: Sequence, cursor) -> int:
 
     def run(cur) -> int:
         cur.execute(_SHARED_LOCK, ROLLUP_LOCK)
-        touched = -1
-        for sql in statements:
+        touched = 0
+        for index, sql in enumerate(statements):
             cur.execute(sql, params)
-            touched = cur.rowcount if touched < 0 else touched
+            if index == counted:
+                touched = cur.rowcount
         return touched
 
     if cursor is not None:
@@ -200,7 +212,8 @@ def unfold_sessions(session_ids: Sequence, cursor=None) -> int:
     Call it in the transaction that deletes them on request (a user's delete), before the
     delete: it reads the rows. Retention does not call it: rollups outlive raw rows.
     """
-    return _run((UNFOLD_SQL, USER_UNFOLD_LOCK_SQL, USER_UNFOLD_SQL), session_ids, cursor)
+    statements = (UNFOLD_LOCK_SQL, UNFOLD_SQL, USER_UNFOLD_LOCK_SQL, USER_UNFOLD_SQL)
+    return _run(statements, session_ids, cursor, counted=1)
 
 
 def fold_sessions(session_ids: Sequence, cursor=None) -> int:
