@@ -122,6 +122,7 @@ def analyze_tables() -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {Session._meta.db_table}")
         cursor.execute(f"ANALYZE {TimelineChunk._meta.db_table}")
+        cursor.execute(f"ANALYZE {UserDailyMetric._meta.db_table}")
 
 
 def reset_demo_data() -> dict:

@@ -72,7 +72,22 @@ class Migration(migrations.Migration):
             ],
             options={
                 "ordering": ["user_id", "-day", "session_type"],
-                "indexes": [models.Index(fields=["day"], name="user_metric_day_idx")],
+                "indexes": [
+                    models.Index(
+                        fields=["day"],
+                        include=(
+                            "user_id",
+                            "sessions_started",
+                            "queries",
+                            "errors",
+                            "tokens_in",
+                            "tokens_out",
+                            "cost",
+                            "last_activity_at",
+                        ),
+                        name="user_metric_day_idx",
+                    )
+                ],
                 "constraints": [
                     models.UniqueConstraint(
                         fields=("user_id", "day", "session_type"),
