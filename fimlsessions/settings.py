@@ -271,6 +271,8 @@ SESSION_CLEANUP_INTERVAL_MINUTES = env_int("SESSION_CLEANUP_INTERVAL_MINUTES", 6
 SESSION_RETENTION_DAYS = env_int("SESSION_RETENTION_DAYS", 30, minimum=1)
 SESSION_MAX_QUERIES_PER_SESSION = env_int("SESSION_MAX_QUERIES_PER_SESSION", 1000, minimum=1)
 SESSION_ENABLE_ANALYTICS = env_bool("SESSION_ENABLE_ANALYTICS", True)
+# Job run history (JobRun rows) kept this long by the daily retention job.
+JOB_RUN_RETENTION_DAYS = env_int("JOB_RUN_RETENTION_DAYS", 30, minimum=1)
 # Redis keeps a session this long past its expiry as a safety net; the archiver acts long before.
 SESSION_REDIS_GRACE_HOURS = env_int("SESSION_REDIS_GRACE_HOURS", 72, minimum=1)
 # Shortest ttl_hours / extend accepted: shorter ones are mistakes (tests set 0 to expire fast).

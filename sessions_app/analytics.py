@@ -4,14 +4,16 @@ Where the numbers come from, so totals are right at any moment:
 - DailyMetric rollups for every day that has them: the archiver folds each batch into its days'
   rows in the transaction that writes it (rollups.py), so they are current, and a page reads
   at most one row per (day, type) however many sessions there are;
+- UserDailyMetric rollups for user-filtered questions, folded in the same transactions as
+  DailyMetric (so a day with DailyMetric rows has its user rows too): one row per (day, type)
+  of the user, whatever their session count;
 - raw Session rows, aggregated by the same SQL (metrics.aggregate_sql), only for days without
-  any rollup row, and for user-filtered questions (the (user_id, created_at) index and the
-  sessions' own counters, query types included; never the events table);
+  any rollup row (sessions written by other means and not folded; never the events table);
 - Redis for live sessions (store.live_counts): they count in `total_sessions` and
   `active_sessions`; their counters (queries, durations, tokens...) join when they are archived.
 
 Duration percentiles over a range come from the rollups' merged log-scale histograms
-(histogram.py): real percentiles to within 2%. User-filtered stats compute them exactly.
+(histogram.py): real percentiles to within 2%, per user too.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from django.utils import timezone
 
 from sessions_app import csvsafe
 from sessions_app.exceptions import InvalidInput, StoreUnavailable
-from sessions_app.metrics import METRIC_COLUMNS, aggregate_sql, day_bounds
+from sessions_app.metrics import METRIC_COLUMNS, USER_METRIC_COLUMNS, aggregate_sql, day_bounds
 from sessions_app.models import DailyMetric, SessionStatus, SessionType
 from sessions_app.replica import read_connection, reads_replica
 
@@ -112,14 +114,26 @@ def _uncovered_runs(period: Period, covered: set[date]) -> list[tuple[date, date
 
 
 def _daily_source(
-    period: Period, session_type: str | None, user_id: str | None, query_types: bool = True
+    period: Period,
+    session_type: str | None,
+    user_id: str | None,
+    query_types: bool = True,
+    *,
+    per_user: bool = False,
 ) -> tuple[str, dict[str, Any], bool]:
     """(WITH clause ending in CTE `daily` shaped like DailyMetric, params, raw_only).
 
     A day with rollup rows is read from them alone: the archiver folds each batch into its day
     in the transaction that writes it, so they are current. Only days without any rollup row
     (sessions written by other means and not yet computed) are aggregated from raw sessions.
+
+    With a `user_id`, or `per_user` (every user), `daily` is shaped like UserDailyMetric
+    (USER_METRIC_COLUMNS) and reads it: the same days are covered, since both are folded and
+    recomputed together.
     """
+    per_user = per_user or user_id is not None
+    columns = ", ".join(USER_METRIC_COLUMNS if per_user else METRIC_COLUMNS)
+    table = "sessions_app_userdailymetric" if per_user else "sessions_app_dailymetric"
     start, end = day_bounds(period.start, period.end)
     params: dict[str, Any] = {
         "tz": timezone.get_current_timezone_name(),
@@ -134,15 +148,16 @@ def _daily_source(
     if session_type:
         conditions.append("s.session_type = %(session_type)s")
     if user_id is not None:
-        # Per-user questions read the user's sessions (the (user_id, created_at) index) and
-        # their per-session counters, never the events table.
+        # Raw rows of uncovered days: the (user_id, created_at) index, never the events table.
         conditions.append("s.user_id = %(user_id)s")
-        ctes, select = aggregate_sql(" AND ".join(conditions), query_types)
-        return f"WITH {ctes}, daily AS ({select})", params, True
+
+    def raw(conditions: list[str]) -> tuple[str, str]:
+        ctes, select = aggregate_sql(" AND ".join(conditions), query_types, per_user=per_user)
+        return ctes, f"SELECT {columns} FROM ({select}) raw"  # noqa: S608 - constants
 
     covered = _covered_days(period)
     if not covered:
-        ctes, select = aggregate_sql(" AND ".join(conditions), query_types)
+        ctes, select = raw(conditions)
         return f"WITH {ctes}, daily AS ({select})", params, True
     runs = _uncovered_runs(period, covered)
     if runs:
@@ -160,17 +175,15 @@ def _daily_source(
             "NOT ((s.created_at AT TIME ZONE %(tz)s)::date = ANY(%(covered)s::date[]))"
         )
         params["covered"] = sorted(covered)
-    else:
-        conditions.append("false")  # every day is covered: no raw rows at all
-    ctes, select = aggregate_sql(" AND ".join(conditions), query_types)
     type_filter = "AND session_type = %(session_type)s" if session_type else ""
-    columns = ", ".join(METRIC_COLUMNS)
-    daily = f"""daily AS (
-        SELECT {columns} FROM sessions_app_dailymetric
-        WHERE day >= %(start_day)s AND day <= %(end_day)s {type_filter}
-        UNION ALL
-        {select}
-    )"""  # noqa: S608 - SQL from constants; values are bound parameters
+    if user_id is not None:
+        type_filter += " AND user_id = %(user_id)s"
+    rollups = f"""SELECT {columns} FROM {table}
+        WHERE day >= %(start_day)s AND day <= %(end_day)s {type_filter}"""  # noqa: S608
+    if not runs:  # every day is covered: the rollups alone
+        return f"WITH daily AS ({rollups})", params, False
+    ctes, select = raw(conditions)
+    daily = f"daily AS ({rollups}\n        UNION ALL\n        {select})"
     return f"WITH {ctes}, {daily}", params, False
 
 
@@ -267,79 +280,45 @@ _STATS_SELECT = """
 _STATS_SQL = "{with_sql}\nSELECT" + _STATS_SELECT
 
 
-# Per-user stats straight from the user's sessions (one index-only scan of
-# session_user_stats_idx): totals and top lists need no per-day grouping.
-_USER_STATS_SQL = """
-WITH r_s AS MATERIALIZED (
-  SELECT s.id, s.session_type, s.status, s.assets, s.tags, s.duration_seconds, s.query_count,
-         s.cache_hits, s.error_count, s.message_count, s.tool_call_count, s.tokens_in,
-         s.tokens_out, s.cost, s.query_type_counts, s.request_count, s.total_processing_time
-  FROM sessions_app_session s
-  WHERE s.user_id = %(user_id)s AND s.created_at >= %(start)s AND s.created_at < %(end)s
-        {type_filter}
+# Per-user stats add when the user was first seen and last active (UserDailyMetric columns).
+_USER_STATS_SQL = (
+    _STATS_SQL  # noqa: S608 - SQL from constants
+    + ",\n  (SELECT min(first_session_at) FROM daily) AS first_session_at,"
+    "\n  (SELECT max(last_activity_at) FROM daily) AS last_activity_at"
 )
-SELECT
-  (SELECT json_build_object(
-      'sessions', count(*),
-      'completed', count(*) FILTER (WHERE status = 'completed'),
-      'failed', count(*) FILTER (WHERE status = 'failed'),
-      'abandoned', count(*) FILTER (WHERE status = 'abandoned'),
-      'expired', count(*) FILTER (WHERE status = 'expired'),
-      'queries', coalesce(sum(query_count), 0),
-      'cache_hits', coalesce(sum(cache_hits), 0),
-      'errors', coalesce(sum(error_count), 0),
-      'messages', coalesce(sum(message_count), 0),
-      'tool_calls', coalesce(sum(tool_call_count), 0),
-      'duration', coalesce(sum(duration_seconds), 0),
-      'p50', percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_seconds),
-      'p95', percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_seconds),
-      'p99', percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_seconds),
-      'tokens_in', coalesce(sum(tokens_in), 0),
-      'tokens_out', coalesce(sum(tokens_out), 0),
-      'cost', coalesce(sum(cost), 0),
-      'requests', coalesce(sum(request_count), 0),
-      'processing_seconds', coalesce(sum(total_processing_time), 0)
-   ) FROM r_s) AS totals,
-  (SELECT coalesce(json_object_agg(session_type, n), '{{}}')
-   FROM (SELECT session_type, count(*) AS n FROM r_s GROUP BY session_type) t) AS by_type,
-  (SELECT coalesce(json_agg(json_build_array(kind, item, n) ORDER BY kind, n DESC, item), '[]')
-   FROM (
-     (SELECT 'asset' AS kind, a.item, count(*) AS n
-      FROM r_s CROSS JOIN LATERAL unnest(r_s.assets) AS a(item)
-      GROUP BY a.item ORDER BY n DESC, a.item LIMIT %(top)s)
-     UNION ALL
-     (SELECT 'tag', t.item, count(*) AS n
-      FROM r_s CROSS JOIN LATERAL unnest(r_s.tags) AS t(item)
-      GROUP BY t.item ORDER BY n DESC, t.item LIMIT %(top)s)
-     {query_types}
-   ) tops) AS tops
-"""
-
-_USER_QUERY_TYPES_SQL = """
-     UNION ALL
-     (SELECT 'query_type', q.item, sum(q.n::bigint) AS n
-      FROM r_s CROSS JOIN LATERAL jsonb_each_text(r_s.query_type_counts) AS q(item, n)
-      GROUP BY 2 ORDER BY n DESC, item LIMIT 50)"""
 
 
 def _stats_row(
     period: Period, session_type: str | None, user_id: str | None, query_types: bool, top: int
-) -> tuple[dict, dict, list, bool]:
-    """(totals, sessions by type, top items, percentiles exact) for get_session_stats."""
-    if user_id is not None:
-        start, end = day_bounds(period.start, period.end)
-        sql = _USER_STATS_SQL.format(
-            type_filter="AND s.session_type = %(session_type)s" if session_type else "",
-            query_types=_USER_QUERY_TYPES_SQL if query_types else "",
-        )
-        params = {"user_id": user_id, "start": start, "end": end, "top": top}
-        params["session_type"] = session_type
-        totals, by_type, tops = _fetch_one(sql, params)
-        return totals, by_type, tops, True
-    with_sql, params, _ = _daily_source(period, session_type, None, query_types)
+) -> tuple[dict, dict, list, tuple]:
+    """(totals, sessions by type, top items, (first session, last activity) of a user's rows,
+    both None without a user) for get_session_stats: one statement over the rollups."""
+    with_sql, params, _ = _daily_source(period, session_type, user_id, query_types)
     params["top"] = top
-    totals, by_type, tops = _fetch_one(_STATS_SQL.format(with_sql=with_sql), params)
-    return totals, by_type, tops, False
+    if user_id is None:
+        totals, by_type, tops = _fetch_one(_STATS_SQL.format(with_sql=with_sql), params)
+        return totals, by_type, tops, (None, None)
+    totals, by_type, tops, first, last = _fetch_one(
+        _USER_STATS_SQL.format(with_sql=with_sql), params
+    )
+    return totals, by_type, tops, (first, last)
+
+
+def _session_stats(
+    user_id: str | None,
+    session_type: str | None,
+    days: int,
+    start: date | None,
+    end: date | None,
+    top: int,
+    query_types: bool,
+) -> tuple[dict[str, Any], tuple]:
+    """(get_session_stats' dictionary, (first session, last activity) of the user's rows)."""
+    session_type = _validate_type(session_type)
+    period = resolve_period(days, start, end)
+    totals, by_type, tops, seen = _stats_row(period, session_type, user_id, query_types, top)
+    stats = _stats_dict(period, session_type, user_id, totals, by_type, tops, query_types)
+    return stats, seen
 
 
 @reads_replica
@@ -356,12 +335,9 @@ def get_session_stats(
     """Aggregated stats over the last `days` days (or [start, end]) with the seed's fields.
 
     Rates are fractions from 0 to 1; durations are seconds; cost is in the clients' currency.
-    `query_types=False` skips reading raw events (`query_type_distribution` is then None).
+    `query_types=False` leaves `query_type_distribution` None.
     """
-    session_type = _validate_type(session_type)
-    period = resolve_period(days, start, end)
-    totals, by_type, tops, exact = _stats_row(period, session_type, user_id, query_types, top)
-    return _stats_dict(period, session_type, user_id, totals, by_type, tops, exact, query_types)
+    return _session_stats(user_id, session_type, days, start, end, top, query_types)[0]
 
 
 def _stats_dict(
@@ -371,7 +347,6 @@ def _stats_dict(
     totals: dict,
     by_type: dict,
     tops: list,
-    exact: bool,
     query_types: bool,
 ) -> dict[str, Any]:
     """The stats dictionary from the SQL row's parts, with live sessions from Redis added."""
@@ -410,7 +385,7 @@ def _stats_dict(
         "duration_p95_seconds": round(p95 or 0.0, 2),
         "duration_p99_seconds": round(p99 or 0.0, 2),
         # "histogram": merged log-scale histograms, within histogram.RELATIVE_ERROR.
-        "percentiles": "exact" if exact else "histogram",
+        "percentiles": "histogram",
         "avg_queries_per_session": (
             round(int(totals["queries"]) / archived, 2) if archived else 0.0
         ),
@@ -445,19 +420,10 @@ def _stats_dict(
 def get_user_session_summary(
     user_id: str, days: int = 30, *, query_types: bool = True
 ) -> dict[str, Any]:
-    """One user's stats over the last `days` days, plus when they were first and last seen."""
-    stats = get_session_stats(user_id=user_id, days=days, query_types=query_types)
-    start, end = day_bounds(*_period_tuple(stats["period"]))
-    row = _fetch_one(
-        "SELECT min(created_at), max(last_activity_at) FROM sessions_app_session "
-        "WHERE user_id = %(user_id)s AND created_at >= %(start)s AND created_at < %(end)s",
-        {"user_id": user_id, "start": start, "end": end},
-    )
-    return {**stats, "first_session_at": row[0], "last_activity_at": row[1]}
-
-
-def _period_tuple(period: dict[str, Any]) -> tuple[date, date]:
-    return date.fromisoformat(period["start"]), date.fromisoformat(period["end"])
+    """One user's stats over the last `days` days, plus when they were first and last seen
+    (archived sessions started in the period), all from the user's rollup rows."""
+    stats, (first, last) = _session_stats(user_id, None, days, None, None, TOP_ITEMS, query_types)
+    return {**stats, "first_session_at": first, "last_activity_at": last}
 
 
 # ---- chart series -------------------------------------------------------------------------------
@@ -564,7 +530,7 @@ def get_overview(
     params["top"] = TOP_ITEMS
     row = _fetch_one(_OVERVIEW_SQL.format(with_sql=with_sql), params)
     totals, by_type, tops = row[0], row[1], row[2]
-    stats = _stats_dict(period, session_type, None, totals, by_type, tops, False, True)
+    stats = _stats_dict(period, session_type, None, totals, by_type, tops, True)
     return stats, _series_dict(*row[3:7])
 
 

@@ -3,11 +3,10 @@
 Kept apart from analytics.py (whose rollups the archive work owns); everything here reads
 through analytics' public selectors or an index named below.
 
-Users list: no per-user rollup exists yet, so `period_users` groups the period's archived
-sessions by user through `session_created_user_idx` (created_at INCLUDE the summed columns): an
-index-only range scan, never a heap read. That list is kept for USERS_SNAPSHOT_SECONDS per
-process, so sorting, paging and every keystroke of the search reuse it instead of aggregating
-again. Once a per-user rollup lands, only `_USERS_SQL` changes (sum the rollup's rows).
+Users list: `period_users` sums the period's UserDailyMetric rows per user (one row per user,
+day and type, whatever the session count; raw rows only for days no rollup covers). That list
+is kept for USERS_SNAPSHOT_SECONDS per process, so sorting, paging and every keystroke of the
+search reuse it instead of aggregating again.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from django.utils import timezone
 
 from sessions_app import analytics
 from sessions_app.exceptions import InvalidInput
-from sessions_app.metrics import day_bounds
 
 # ---- users list ---------------------------------------------------------------------------------
 
@@ -36,12 +34,13 @@ SUGGESTIONS = 8
 # Highest code point: a prefix's range in the "C" collation ends just below prefix + this.
 _TOP = "\U0010ffff"
 
-_USERS_SQL = """
-SELECT user_id, count(*), sum(query_count), sum(error_count), sum(tokens_in + tokens_out),
+_USERS_SQL = """{with_sql}
+SELECT user_id, sum(sessions_started), sum(queries), sum(errors), sum(tokens_in + tokens_out),
        sum(cost), max(last_activity_at)
-FROM sessions_app_session
-WHERE created_at >= %(start)s AND created_at < %(end)s AND user_id <> ''
+FROM daily
+WHERE user_id <> ''
 GROUP BY user_id
+HAVING sum(sessions_started) > 0
 """
 # One aggregate per period serves every sort, page and keystroke of the search for this long
 # (per process); a newly archived session (max(archived_at), one index probe) renews it.
@@ -96,10 +95,11 @@ def period_users(days: int) -> list[tuple]:
     key = f"explore:users:{days}:{today.isoformat()}:{latest.isoformat() if latest else '-'}"
     rows = cache.get(key)
     if rows is None:
-        start, end = day_bounds(today - timedelta(days=days - 1), today)
+        period = analytics.resolve_period(days)
+        with_sql, params, _ = analytics._daily_source(period, None, None, False, per_user=True)
         rows = sorted(
             (r[0], int(r[1]), int(r[2] or 0), int(r[3] or 0), int(r[4] or 0), r[5], r[6])
-            for r in analytics._fetch_all(_USERS_SQL, {"start": start, "end": end})
+            for r in analytics._fetch_all(_USERS_SQL.format(with_sql=with_sql), params)
         )
         cache.set(key, rows, USERS_SNAPSHOT_SECONDS)
     return rows

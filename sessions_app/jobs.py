@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -94,8 +95,11 @@ JOBS: dict[str, Job] = {
             name=RETENTION,
             task=f"sessions_app.tasks.{RETENTION}",
             title="Delete archived sessions past retention",
-            description="Deletes archived sessions past the retention period.",
-            service="sessions_app.archive:delete_old_archived_sessions",
+            description=(
+                "Deletes archived sessions past the retention period, and job runs older than "
+                "JOB_RUN_RETENTION_DAYS."
+            ),
+            service="sessions_app.tasks:retire_old_data",
             schedule="30 3",
             time_limit=60 * 60,
         ),
@@ -226,6 +230,42 @@ def assert_lease(cursor=None) -> None:
 
 
 # ---- runs ------------------------------------------------------------------------------------
+
+
+# JobRun rows deleted per statement when pruning: short transactions, whatever the backlog.
+PRUNE_BATCH = 5000
+
+_PRUNE_SQL = f"""
+DELETE FROM {JobRun._meta.db_table} WHERE id IN (
+    SELECT id FROM {JobRun._meta.db_table} r
+    WHERE r.started_at < %(cutoff)s
+      -- Each job's latest run stays, however old: the operations page shows it.
+      AND r.id <> (SELECT l.id FROM {JobRun._meta.db_table} l WHERE l.job = r.job
+                   ORDER BY l.started_at DESC, l.id DESC LIMIT 1)
+    LIMIT %(batch)s
+)
+"""  # noqa: S608 - table name is a constant; values are bound
+
+
+def prune_job_runs(
+    now: datetime | None = None, keep_days: int | None = None, batch: int = PRUNE_BATCH
+) -> int:
+    """Delete JobRun rows started more than `keep_days` (JOB_RUN_RETENTION_DAYS) days before
+    `now`, keeping each job's latest run; the number deleted. The every-minute alerts job
+    alone records 1,440 runs a day."""
+    from django.conf import settings
+
+    keep_days = settings.JOB_RUN_RETENTION_DAYS if keep_days is None else keep_days
+    if keep_days < 1 or batch < 1:
+        raise ValueError("keep_days and batch: must be at least 1")
+    cutoff = (now or timezone.now()) - timedelta(days=keep_days)
+    deleted = 0
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(_PRUNE_SQL, {"cutoff": cutoff, "batch": batch})
+            deleted += cursor.rowcount
+            if cursor.rowcount < batch:
+                return deleted
 
 
 def _error_text(exc: BaseException) -> str:

@@ -464,6 +464,73 @@ class DailyMetric(models.Model):
         return f"{self.day} {self.session_type}"
 
 
+class UserDailyMetric(models.Model):
+    """Rollup of one user's sessions of one type started on one day (in TIME_ZONE).
+
+    Folded, unfolded and recomputed with DailyMetric, by the same statements' definition
+    (metrics.aggregate_sql with per_user=True) and in the same transactions, so per-user stats
+    read at most one row per (day, type) of the user, never the user's raw sessions. Averages
+    and percentiles are derived at read time from the sums and the histogram.
+    """
+
+    user_id = models.CharField(max_length=128)
+    day = models.DateField()
+    session_type = models.CharField(max_length=16, choices=SessionType.choices)
+    sessions_started = models.BigIntegerField(default=0)
+    sessions_completed = models.BigIntegerField(default=0)
+    sessions_failed = models.BigIntegerField(default=0)
+    sessions_abandoned = models.BigIntegerField(default=0)
+    sessions_expired = models.BigIntegerField(default=0)
+    queries = models.BigIntegerField(default=0)
+    cache_hits = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    messages = models.BigIntegerField(default=0)
+    tool_calls = models.BigIntegerField(default=0)
+    total_duration_seconds = models.FloatField(default=0)
+    tokens_in = models.DecimalField(max_digits=ROLLUP_TOKEN_DIGITS, decimal_places=0, default=0)
+    tokens_out = models.DecimalField(max_digits=ROLLUP_TOKEN_DIGITS, decimal_places=0, default=0)
+    cost = models.DecimalField(max_digits=ROLLUP_COST_DIGITS, decimal_places=6, default=0)
+    requests = models.BigIntegerField(default=0)
+    processing_seconds = models.FloatField(default=0)
+    duration_hist = ArrayField(models.IntegerField(), null=True, blank=True)
+    top_assets = models.JSONField(default=dict, blank=True)  # {asset: sessions}
+    query_type_counts = models.JSONField(default=dict, blank=True)  # {query_type: queries}
+    tag_counts = models.JSONField(default=dict, blank=True)  # {tag: sessions}
+    # min(created_at) and max(last_activity_at) of the row's sessions: "first seen, last active".
+    first_session_at = models.DateTimeField(null=True, blank=True)
+    last_activity_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["user_id", "-day", "session_type"]
+        constraints = [
+            # Also serves every per-user read: one user's days in a range.
+            models.UniqueConstraint(
+                fields=["user_id", "day", "session_type"], name="user_metric_user_day_type_uniq"
+            ),
+        ]
+        indexes = [
+            # The users list: every user's rows of a range of days, with the summed columns
+            # (an index-only scan; the row's histogram and JSON stay unread). Recomputes too.
+            models.Index(
+                fields=["day"],
+                include=[
+                    "user_id",
+                    "sessions_started",
+                    "queries",
+                    "errors",
+                    "tokens_in",
+                    "tokens_out",
+                    "cost",
+                    "last_activity_at",
+                ],
+                name="user_metric_day_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.day} {self.session_type}"
+
+
 class JobRun(models.Model):
     """What one background job run did."""
 

@@ -23,6 +23,15 @@ def recompute_recent_metrics(days: int = 2) -> dict:
     return compute_daily_metrics(today - timedelta(days=days - 1), today)
 
 
+def retire_old_data(**kwargs: Any) -> dict:
+    """The daily retention job: archived sessions past retention (archive's counts), then
+    JobRun rows past JOB_RUN_RETENTION_DAYS (`job_runs_deleted`)."""
+    from sessions_app import archive
+
+    counts = archive.delete_old_archived_sessions(**kwargs)
+    return {**counts, "job_runs_deleted": jobs.prune_job_runs()}
+
+
 # The run_job command's names, kept for callers of the old table.
 JOBS = jobs.JOBS
 run_named_job = jobs.run_named_job

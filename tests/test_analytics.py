@@ -204,14 +204,15 @@ def test_range_without_today_has_no_live_or_raw_today(history, days):
     assert stats["total_queries"] == 5
 
 
-def test_user_stats_use_raw_rows_with_exact_percentiles(history):
+def test_user_stats_read_user_rollups_with_histogram_percentiles(history):
     stats = analytics.get_session_stats(user_id="user-2", days=7)
     assert stats["archived_sessions"] == 2  # B (crypto) and C (equity)
     assert stats["active_sessions"] == 0
     assert stats["total_queries"] == 2
-    assert stats["percentiles"] == "exact"
-    assert stats["duration_p50_seconds"] == 250  # of 200 and 300
-    assert stats["duration_p95_seconds"] == 295  # 200 + 0.95 * 100
+    assert stats["percentiles"] == "histogram"
+    # percentile_cont of 200 and 300 gives 250 and 295; the histograms are within 2% of it.
+    assert stats["duration_p50_seconds"] == pytest.approx(250, rel=histogram.RELATIVE_ERROR)
+    assert stats["duration_p95_seconds"] == pytest.approx(295, rel=histogram.RELATIVE_ERROR)
     assert stats["session_type_breakdown"] == {"crypto": 1, "equity": 1}
 
     user1 = analytics.get_session_stats(user_id="user-1", days=7)

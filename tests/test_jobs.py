@@ -206,6 +206,7 @@ def test_retention_task_deletes_past_retention():
         "events": 0,
         "batches": 0,
         "tombstones": 0,
+        "job_runs_deleted": 0,
     }
     assert Session.objects.count() == 1
     assert JobRun.objects.get(job=jobs.RETENTION).outcome == "success"
@@ -349,3 +350,25 @@ def test_bootstrap_seeds_demo_data_once(bootstrap_env, capsys):
     call_command("bootstrap")
     assert "demo data: skipped" in capsys.readouterr().out
     assert Session.objects.count() == 12
+
+
+def test_retention_job_prunes_job_runs_past_their_retention(settings):
+    settings.JOB_RUN_RETENTION_DAYS = 7
+    now = timezone.now()
+
+    def run(job, days_ago):
+        return JobRun.objects.create(
+            job=job, started_at=now - timedelta(days=days_ago), outcome="success"
+        )
+
+    old = [run(jobs.ALERTS, 8 + minute / 1440) for minute in range(30)]
+    kept = [run(jobs.ALERTS, 6), run(jobs.METRICS, 1)]
+    lonely = run("seed_demo", 400)  # a job's only (latest) run stays, however old
+    result = tasks.delete_old_archived_sessions.apply().get()
+    assert result["counts"]["job_runs_deleted"] == len(old)
+    left = set(JobRun.objects.exclude(job=jobs.RETENTION).values_list("id", flat=True))
+    assert left == {r.id for r in [*kept, lonely]}
+    # Batches: a backlog goes in several short statements, with the same result.
+    more = [run(jobs.ALERTS, 20 + i) for i in range(7)]
+    assert jobs.prune_job_runs(keep_days=7, batch=3) == len(more)
+    assert not JobRun.objects.filter(id__in=[r.id for r in more]).exists()

@@ -5,15 +5,22 @@ Also the histogram's error bound against percentile_cont over the raw rows.
 
 import random
 import threading
-from datetime import datetime, time, timedelta
+import time
+from datetime import datetime, timedelta
+from datetime import time as dtime
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
 from sessions_app import analytics, archive, histogram
-from sessions_app.metrics import ADDITIVE_COLUMNS, aggregate_sql, compute_daily_metrics
-from sessions_app.models import DailyMetric, Session
+from sessions_app.metrics import (
+    ADDITIVE_COLUMNS,
+    USER_TOP_SCALE,
+    aggregate_sql,
+    compute_daily_metrics,
+)
+from sessions_app.models import DailyMetric, Session, UserDailyMetric
 from sessions_app.store import QueryRecord
 from tests.factories import archived_sessions
 
@@ -42,6 +49,38 @@ def scratch_state() -> dict:
             {"tz": timezone.get_current_timezone_name()},
         )
         return {(row[0], row[1]): _normalise(row[2:]) for row in cursor.fetchall()}
+
+
+_USER_STATE_COLUMNS = (
+    f"user_id, day, session_type, {', '.join(ADDITIVE_COLUMNS)}, duration_hist::text, "
+    "query_type_counts, top_assets, tag_counts, first_session_at, last_activity_at"
+)
+
+
+def user_rollup_state() -> dict:
+    """{(user, day, type): every UserDailyMetric column} of the rows that hold sessions."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_USER_STATE_COLUMNS} FROM sessions_app_userdailymetric "
+            "WHERE sessions_started > 0"
+        )
+        return {row[:3]: _normalise_user(row[3:]) for row in cursor.fetchall()}
+
+
+def user_scratch_state() -> dict:
+    """The same, aggregated from scratch per (user, day, type) over every raw session."""
+    ctes, select = aggregate_sql("true", top_scale=USER_TOP_SCALE, per_user=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH {ctes} SELECT {_USER_STATE_COLUMNS} FROM ({select}) fresh",
+            {"tz": timezone.get_current_timezone_name()},
+        )
+        return {row[:3]: _normalise_user(row[3:]) for row in cursor.fetchall()}
+
+
+def _normalise_user(values) -> tuple:
+    *numbers, hist, qtypes, assets, tags, first, last = values
+    return (*(round(float(v), 6) for v in numbers), hist, qtypes, assets, tags, first, last)
 
 
 def _normalise(values) -> tuple:
@@ -110,11 +149,53 @@ def test_rollups_stay_exact_under_concurrent_archiving_and_recomputation(store):
     )
     assert Session.objects.count() == 120
     assert rollup_state() == scratch_state()
+    assert user_rollup_state() == user_scratch_state()
 
     # A re-run archives nothing twice; a recompute gives the same rows.
     archive.archive_due_sessions()
     compute_daily_metrics(today, today)
     assert rollup_state() == scratch_state()
+    assert user_rollup_state() == user_scratch_state()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_user_rollups_stay_exact_under_concurrent_archiving_recompute_and_deletes(store):
+    make_ended_sessions(store, 150, seed=5)
+    today = timezone.localdate()
+    deleted: list = []
+
+    def recompute():
+        for _ in range(4):
+            compute_daily_metrics(today, today)
+
+    def delete_some():
+        # Deletes on request while batches commit: whatever is archived by now, a few at a time.
+        for _ in range(2000):
+            ids = list(Session.objects.order_by("?").values_list("id", flat=True)[:3])
+            deleted.append(archive.delete_archived_sessions(ids))
+            if sum(deleted) >= 24:
+                break
+            time.sleep(0.005)
+
+    run_together(
+        [
+            lambda: archive.archive_due_sessions(batch_size=9),
+            lambda: archive.archive_due_sessions(batch_size=13),
+            recompute,
+            delete_some,
+        ]
+    )
+    archive.archive_due_sessions()
+    assert Session.objects.count() == 150 - sum(deleted)
+    assert sum(deleted) > 0
+    assert user_rollup_state() == user_scratch_state()
+    assert rollup_state() == scratch_state()
+    # Totals per user agree with the raw rows too (what the user page reads).
+    for user in ("u0", "u3"):
+        raw = Session.objects.filter(user_id=user)
+        stats = analytics.get_session_stats(user_id=user, days=1)
+        assert stats["archived_sessions"] == raw.count()
+        assert stats["total_queries"] == sum(raw.values_list("query_count", flat=True))
 
 
 @pytest.mark.django_db
@@ -136,7 +217,7 @@ def test_retention_keeps_rollups_and_recompute_of_kept_days_matches(store):
     old, kept = today - timedelta(days=40), today - timedelta(days=3)
 
     def at(day, hour):
-        return timezone.make_aware(datetime.combine(day, time(hour)))
+        return timezone.make_aware(datetime.combine(day, dtime(hour)))
 
     archived_sessions(
         [
@@ -161,7 +242,7 @@ def test_percentiles_over_a_range_are_within_the_histograms_error():
     specs = [
         {
             "created_at": timezone.make_aware(
-                datetime.combine(today - timedelta(days=rng.randint(1, 20)), time(12))
+                datetime.combine(today - timedelta(days=rng.randint(1, 20)), dtime(12))
             ),
             "duration_seconds": round(rng.lognormvariate(5.5, 1.6), 3),
             "session_type": rng.choice(["equity", "crypto"]),
@@ -203,6 +284,9 @@ def test_a_delete_on_request_takes_the_session_out_of_the_rollups(store):
     assert archive.delete_archived_sessions(ids[1:4]) == 3  # three by the admin's bulk delete
     assert Session.objects.count() == 8
     assert rollup_state() == scratch_state()
+    # The user rows lose the deleted sessions too, "last active" included.
+    assert user_rollup_state() == user_scratch_state()
+    assert UserDailyMetric.objects.filter(sessions_started=0).count() <= 5
 
 
 @pytest.mark.django_db

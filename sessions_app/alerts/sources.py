@@ -2,8 +2,8 @@
 
 One `Sources` serves one evaluation pass and shares its reads between rules: one rollup query
 for every rollup rule, one Redis round trip for live counts, one query per job for failure
-streaks. Only rules narrowed to a user read archived sessions, through the (user_id,
-created_at) index. Nothing here scans sessions or events.
+streaks, one query over UserDailyMetric for every rule narrowed to a user. Nothing here reads
+sessions or events.
 """
 
 from __future__ import annotations
@@ -15,14 +15,12 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from sessions_app import jobs
 from sessions_app.alerts.models import AlertRule, Metric
-from sessions_app.metrics import day_bounds
-from sessions_app.models import DailyMetric, JobRun, Session, SessionStatus
+from sessions_app.models import DailyMetric, JobRun, UserDailyMetric
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +111,7 @@ def _totals(rows, rule: AlertRule, now: datetime) -> dict:
     return totals
 
 
-# The user rules' grouped read: DailyMetric-shaped sums per (user, type, day in TIME_ZONE).
+# The user rules' read: DailyMetric-shaped UserDailyMetric rows (p95 from each row's histogram).
 _USER_COLUMNS = (
     "user_id",
     "session_type",
@@ -129,16 +127,12 @@ _USER_COLUMNS = (
     "tokens_out",
 )
 _USER_SQL = f"""
-SELECT user_id, session_type, (created_at AT TIME ZONE %s)::date AS day, count(*),
-       coalesce(sum(error_count), 0), coalesce(sum(query_count), 0),
-       count(*) FILTER (WHERE status = '{SessionStatus.ABANDONED}'),
-       count(*) FILTER (WHERE status = '{SessionStatus.FAILED}'),
-       percentile_disc(0.95) WITHIN GROUP (ORDER BY duration_seconds),
-       coalesce(sum(cost), 0), coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0)
-FROM {Session._meta.db_table}
-WHERE user_id = ANY(%s) AND created_at >= %s AND created_at < %s
-GROUP BY 1, 2, 3
-"""  # noqa: S608 - table name and statuses are constants; values are bound
+SELECT user_id, session_type, day, sessions_started, errors, queries, sessions_abandoned,
+       sessions_failed, coalesce(fs_hist_quantile(duration_hist, 0.95), 0), cost, tokens_in,
+       tokens_out
+FROM {UserDailyMetric._meta.db_table}
+WHERE user_id = ANY(%s) AND day >= %s AND day <= %s
+"""  # noqa: S608 - table name is a constant; values are bound
 
 
 _STREAK_SQL = f"""
@@ -235,17 +229,16 @@ class Sources:
         return self._totals[key]
 
     def _user_rows(self) -> list[SimpleNamespace]:
-        """Per (user, type, day) sums for every user some rule narrows to: one grouped query
-        over those users' archived sessions in the longest window (the user_id index)."""
+        """Per (user, type, day) rollup rows of every user some rule narrows to, over the
+        longest window: one query (the (user_id, day, session_type) key)."""
         if self._users is None:
             narrowed = [r for r in self._rules if r.user_id and r.metric in ROLLUP_METRICS]
             users = sorted({r.user_id for r in narrowed})
             self._users = []
             if users:
                 first, today = window_days(max(r.window_minutes for r in narrowed), self.now)
-                start, end = day_bounds(first, today)
                 with connection.cursor() as cursor:
-                    cursor.execute(_USER_SQL, [settings.TIME_ZONE, users, start, end])
+                    cursor.execute(_USER_SQL, [users, first, today])
                     self._users = [
                         SimpleNamespace(**dict(zip(_USER_COLUMNS, row, strict=True)))
                         for row in cursor.fetchall()

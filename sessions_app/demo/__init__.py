@@ -18,7 +18,14 @@ from tqdm import tqdm
 from sessions_app.archive.partitions import ensure_partitions
 from sessions_app.demo.archived import DAY, ArchivePlan, generate_chunk, write_chunk
 from sessions_app.jobs import SEED as SEED_JOB
-from sessions_app.models import DailyMetric, JobRun, Session, SessionEvent, TimelineChunk
+from sessions_app.models import (
+    DailyMetric,
+    JobRun,
+    Session,
+    SessionEvent,
+    TimelineChunk,
+    UserDailyMetric,
+)
 
 __all__ = ["ArchivePlan", "DemoDataExists", "reset_demo_data", "seed_demo", "write_archived"]
 
@@ -124,6 +131,7 @@ def analyze_tables() -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {Session._meta.db_table}")
         cursor.execute(f"ANALYZE {TimelineChunk._meta.db_table}")
+        cursor.execute(f"ANALYZE {UserDailyMetric._meta.db_table}")
 
 
 def reset_demo_data() -> dict:
@@ -143,7 +151,8 @@ def reset_demo_data() -> dict:
         logger.warning("seed_demo --reset: no store, live sessions left in place")
     archived = Session.objects.count()
     tables = ", ".join(
-        model._meta.db_table for model in (TimelineChunk, SessionEvent, Session, DailyMetric)
+        model._meta.db_table
+        for model in (TimelineChunk, SessionEvent, Session, DailyMetric, UserDailyMetric)
     )  # timelines first: they reference sessions (SessionEvent: the old, empty table)
     with transaction.atomic(), connection.cursor() as cursor:
         # Deferred FK checks still pending in an enclosing transaction would block TRUNCATE.

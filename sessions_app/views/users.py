@@ -88,7 +88,7 @@ def user_detail(request, user_id: str):
         user_id = validation.user_id(user_id)
     except InvalidInput as error:
         raise Http404(f"No such user: the user id {error.reason}.") from None
-    # The page shows no query-type breakdown; skipping it spares reading the user's events.
+    # From the user's rollup rows (at most one per day and type); no query-type breakdown shown.
     summary = analytics.get_user_session_summary(user_id, days=30, query_types=False)
     try:
         live = get_session_store().list_user_sessions(user_id, limit=USER_PAGE).items
