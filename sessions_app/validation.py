@@ -410,9 +410,12 @@ def query_type(value: Any) -> str:
     return value
 
 
+_ROLES = frozenset(MessageRole.values)  # Django rebuilds `.values` on every read
+
+
 def role(value: Any) -> str:
     value = getattr(value, "value", value)
-    if value not in MessageRole.values:
+    if value not in _ROLES:
         raise InvalidInput("role", f"must be one of {', '.join(MessageRole.values)}")
     return value
 

@@ -224,9 +224,75 @@ def _apply_call(
             args.append(len(mapping or ()))
             args += list(mapping or ())
     args += [ints, floats]
-    meta, events_key, context, results, event_ids = keys.session_keys(session_id)
-    activity = keys.activity(keys.shard_of(session_id))
-    return Call("apply", [meta, events_key, context, results, activity, event_ids], args)
+    return Call("apply", keys.apply_keys(session_id), args)
+
+
+# What APPLY answers for an event instead of its position.
+DUPLICATE, COUNTED = -1, -2
+# The ARGV positions of APPLY (scripts.APPLY): the session id, its number of events, and the
+# first event; each event takes EVENT_WIDTH arguments; after the events, 5 section counts
+# (with their items) and the integer and float counters.
+_ARG_ID, _ARG_COUNT, _ARG_EVENTS, EVENT_WIDTH = 0, 5, 6, 5
+_NO_SECTIONS = [0, 0, 0, 0, 0, "", ""]
+
+
+def _events_only(call: Call) -> bool:
+    """An APPLY that only appends events (no context, results, meta or loose counters)."""
+    if call.script != "apply":
+        return False
+    tail = call.args[_ARG_EVENTS + EVENT_WIDTH * int(call.args[_ARG_COUNT]) :]
+    return tail == _NO_SECTIONS
+
+
+def coalesce(calls: Sequence[Call]) -> tuple[list[Call], list[list[int]]]:
+    """Fewer script calls for the same work: the event-only APPLYs of one session become one
+    APPLY with all their events, in order (each event still deduplicated and answered on its
+    own). Returns the calls to run and, for each, the indexes of the calls it stands for.
+
+    The merged call runs all-or-nothing: when it refuses (a limit), `split` says so and the
+    caller runs the originals one by one, so each gets its own answer."""
+    out: list[Call] = []
+    groups: list[list[int]] = []
+    pending: dict[str, tuple[int, list[Any]]] = {}  # session id -> (its slot in out, events)
+    for index, call in enumerate(calls):
+        if not _events_only(call):
+            out.append(call)
+            groups.append([index])
+            continue
+        n = int(call.args[_ARG_COUNT])
+        events = call.args[_ARG_EVENTS : _ARG_EVENTS + EVENT_WIDTH * n]
+        slot = pending.get(call.args[_ARG_ID])
+        if slot is None:
+            pending[call.args[_ARG_ID]] = (len(out), events)
+            out.append(call)
+            groups.append([index])
+        else:
+            slot[1].extend(events)
+            groups[slot[0]].append(index)
+    for at_, events in pending.values():
+        first = out[at_]
+        if len(groups[at_]) > 1:
+            head = [*first.args[:_ARG_COUNT], len(events) // EVENT_WIDTH]
+            out[at_] = Call("apply", first.keys, [*head, *events, *_NO_SECTIONS])
+    return out, groups
+
+
+def split(reply: Any, calls: Sequence[Call]) -> list[Any] | None:
+    """The replies of `calls` (merged by `coalesce`) from the merged call's `reply`; None when
+    the merged call refused on a limit that the originals, one by one, may each pass or not."""
+    if len(calls) == 1:
+        return [reply]
+    code = int(reply[0])
+    if code in (-1, -2):  # missing or not active: the same answer for each
+        return [reply] * len(calls)
+    if code != 1:
+        return None
+    replies, at_ = [], 1
+    for call in calls:
+        n = int(call.args[_ARG_COUNT])
+        replies.append([1, *reply[at_ : at_ + n]])
+        at_ += n
+    return replies
 
 
 class StoreCore:
@@ -328,10 +394,14 @@ class StoreCore:
                 return found
             max_score, after_id = entries[-1][1], entries[-1][0]
 
-    def _apply(self, session_id: str, **changes) -> Op:
+    def _apply(self, session_id: str, raw: bool = False, **changes) -> Op:
+        """Run one APPLY; per event its position, None for a duplicate event id (with `raw`,
+        the script's numbers: DUPLICATE, COUNTED for a write without a timeline entry)."""
         policies = yield Policies()
         result = yield _apply_call(session_id, policies, **changes)
         yield from self._check(result, session_id)
+        if raw:
+            return [int(seq) for seq in result[1:]]
         return [None if int(seq) < 0 else int(seq) for seq in result[1:]]
 
     # ---- writes ----------------------------------------------------------------------------
@@ -533,10 +603,12 @@ class StoreCore:
         increment_requests: bool = False,
         add_processing_time: float = 0.0,
         mark_error: bool = False,
+        event_id: str | None = None,
     ) -> Op:
         """Write back what changed on `session` since it was read (queries added, context and
         result keys set or removed, tags/purpose/metadata) in one atomic script; or move the
-        AIECS counters (request_count, total_processing_time in seconds, error_count)."""
+        AIECS counters (request_count, total_processing_time in seconds, error_count): True,
+        or False when `event_id` was applied before (the counters are moved once)."""
         session_id = validation.session_id(session_id)
         if session is None:
             if not isinstance(increment_requests, bool) or not isinstance(mark_error, bool):
@@ -544,14 +616,21 @@ class StoreCore:
             seconds = validation.non_negative(
                 "add_processing_time", add_processing_time, maximum=86_400.0
             )
-            yield from self._apply(
-                session_id,
-                ints=codec.counters(
+            # An event without a timeline entry: the script records its id (so a retry is a
+            # duplicate) and moves the counters, but appends nothing.
+            counters_event = (
+                "" if event_id is None else _event_id(event_id),
+                "counters",
+                "",
+                codec.counters(
                     ("request_count", int(increment_requests)), ("error_count", int(mark_error))
                 ),
-                floats=codec.counters(("total_processing_time", seconds)),
+                codec.counters(("total_processing_time", seconds)),
             )
-            return True
+            (applied,) = yield from self._apply(session_id, events=[counters_event], raw=True)
+            return applied != DUPLICATE
+        if event_id is not None:
+            raise InvalidInput("event_id", "is only taken with the counters, not with a session")
         if not isinstance(session, AnalysisSession):
             raise InvalidInput("session", "must be a session read from this store")
         changes = session.changes()
