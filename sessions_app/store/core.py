@@ -41,6 +41,7 @@ from sessions_app.exceptions import (
     SessionNotActive,
     SessionNotFound,
     StateTooLarge,
+    StoreUnavailable,
 )
 from sessions_app.models import EventKind, SessionStatus, SessionType
 from sessions_app.store import codec, keys
@@ -915,14 +916,24 @@ class StoreCore:
         return (yield Db("recent_queries", (session_id, n)))
 
     def get_timeline(self, session_id: Any, offset: int = 0, limit: int = 50) -> Op:
-        """A page of the session's timeline in order, and the total number of events."""
+        """A page of the session's timeline in order, and the total number of events. An
+        archived session's comes from Postgres, also while Redis is down (StoreUnavailable
+        then only for a session that is not archived: it may be live)."""
         session_id = validation.session_id(session_id)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidInput("offset", "must be zero or more")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 500:
             raise InvalidInput("limit", "must be between 1 and 500")
         meta, events, *_ = keys.session_keys(session_id)
-        status, count, raw = yield Call("timeline", [meta, events], [offset, offset + limit - 1])
+        try:
+            status, count, raw = yield Call(
+                "timeline", [meta, events], [offset, offset + limit - 1]
+            )
+        except StoreUnavailable:
+            archived = yield Db("timeline", (session_id, offset, limit))
+            if archived is None:
+                raise
+            return archived
         if status:
             return [codec.event_from_json(item) for item in raw], int(count)
         archived = yield Db("timeline", (session_id, offset, limit))
