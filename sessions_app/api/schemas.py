@@ -253,6 +253,9 @@ class MessageIn(StrictIn):
     )
     tool_name: str = Field("", max_length=v.MAX_NAME_LENGTH)
     invocation_id: str = Field("", max_length=v.MAX_NAME_LENGTH)
+    tokens_in: Count = Field(0, ge=0, le=MAX_TOKENS, description="Model input tokens.")
+    tokens_out: Count = Field(0, ge=0, le=MAX_TOKENS, description="Model output tokens.")
+    cost: float = Field(0.0, ge=0, le=MAX_COST, description="What the model call cost.")
 
 
 class ToolCallIn(StrictIn):

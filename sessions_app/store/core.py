@@ -695,12 +695,20 @@ class StoreCore:
         content: str,
         tool_name: str | None = "",
         invocation_id: str | None = "",
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        cost: float = 0.0,
         event_id: str | None = None,
     ) -> Op:
-        """Append a conversation message (user, assistant, tool or system); its position
-        (None if `event_id` was applied before)."""
+        """Append a conversation message (user, assistant, tool or system), with the model
+        tokens and cost it took (added to the session's); its position (None if `event_id` was
+        applied before)."""
         session_id = validation.session_id(session_id)
+        tokens_in = validation.non_negative("tokens_in", tokens_in, integer=True)
+        tokens_out = validation.non_negative("tokens_out", tokens_out, integer=True)
+        cost = validation.non_negative("cost", cost, maximum=validation.MAX_COST)
         event_id = _event_id(event_id)
+        usage = {"tokens_in": tokens_in, "tokens_out": tokens_out, "cost": cost}
         event = {
             "kind": EventKind.MESSAGE.value,
             "role": validation.role(role),
@@ -711,12 +719,19 @@ class StoreCore:
             "invocation_id": validation.text(
                 "invocation_id", invocation_id, validation.MAX_NAME_LENGTH
             ),
+            # Only when used: most messages carry none, and their timeline stays as it was.
+            **{name: value for name, value in usage.items() if value},
             "event_id": event_id,
             "occurred_at": round(_now(), 6),
         }
-        ints = codec.counters(("message_count", 1))
+        ints = codec.counters(
+            ("message_count", 1), ("tokens_in", tokens_in), ("tokens_out", tokens_out)
+        )
         body = codec.json_body(event)
-        (seq,) = yield from self._apply(session_id, events=[(event_id, "message", body, ints, "")])
+        floats = codec.counters(("cost", cost))
+        (seq,) = yield from self._apply(
+            session_id, events=[(event_id, "message", body, ints, floats)]
+        )
         return seq
 
     def record_tool_call(
