@@ -505,7 +505,8 @@ def run_api(ctx: RunContext, result: SectionResult) -> None:
 
     loads = [("POST /sessions (create)", create, 1), ("POST .../queries", track, 1)]
     for sessions in BATCH_SHAPES:
-        shape = f"{sessions} sessions x {BATCH_EVENTS // sessions} events"
+        per = BATCH_EVENTS // sessions
+        shape = f"{sessions} sessions x {per} event{'s' if per > 1 else ''}"
         request = functools.partial(batch, sessions=sessions)
         loads.append((f"POST /ingest ({BATCH_EVENTS} events: {shape})", request, BATCH_EVENTS))
 

@@ -155,6 +155,12 @@ def _event_id(value: Any) -> str:
     return validation.text("event_id", value, validation.MAX_NAME_LENGTH, required=True)
 
 
+def _checked_parameters(parameters: Any) -> dict:
+    value = parameters or {}
+    validation.json_payload("parameters", value, require_dict=True)
+    return value
+
+
 def _query_event(query: Any) -> tuple[str, str, str, str, str]:
     """(event id, kind, JSON body, integer counters, float counters) of a query."""
     if not isinstance(query, QueryRecord):
@@ -170,9 +176,8 @@ def _query_event(query: Any) -> tuple[str, str, str, str, str]:
     event = {
         "kind": EventKind.QUERY.value,
         "query_type": validation.query_type(query.query_type),
-        "parameters": json.loads(
-            validation.json_payload("parameters", query.parameters or {}, require_dict=True)
-        ),
+        # Checked and encodable (json_payload); encoded once, with the event.
+        "parameters": _checked_parameters(query.parameters),
         "result_summary": validation.text(
             "result_summary", query.result_summary or "", validation.MAX_SUMMARY_LENGTH
         ),
@@ -192,6 +197,15 @@ def _query_event(query: Any) -> tuple[str, str, str, str, str]:
         ints,
         codec.counters(("total_execution_ms", execution_ms)),
     )
+
+
+# What APPLY answers for an event instead of its position.
+DUPLICATE, COUNTED = -1, -2
+# The ARGV positions of APPLY (scripts.APPLY): the session id, its number of events, and the
+# first event; each event takes EVENT_WIDTH arguments; after the events, 5 section counts
+# (with their items) and the integer and float counters.
+_ARG_ID, _ARG_COUNT, _ARG_EVENTS, EVENT_WIDTH = 0, 5, 6, 5
+_NO_SECTIONS = [0, 0, 0, 0, 0, "", ""]
 
 
 def _apply_call(
@@ -216,6 +230,10 @@ def _apply_call(
     ]
     for event in events:
         args += event
+    if not (context_set or context_removed or results_set or results_removed or meta_set):
+        args += _NO_SECTIONS[:5]
+        args += [ints, floats]
+        return Call("apply", keys.apply_keys(session_id), args)
     for mapping in (context_set, context_removed, results_set, results_removed, meta_set):
         if isinstance(mapping, dict):
             args.append(len(mapping))
@@ -226,15 +244,6 @@ def _apply_call(
             args += list(mapping or ())
     args += [ints, floats]
     return Call("apply", keys.apply_keys(session_id), args)
-
-
-# What APPLY answers for an event instead of its position.
-DUPLICATE, COUNTED = -1, -2
-# The ARGV positions of APPLY (scripts.APPLY): the session id, its number of events, and the
-# first event; each event takes EVENT_WIDTH arguments; after the events, 5 section counts
-# (with their items) and the integer and float counters.
-_ARG_ID, _ARG_COUNT, _ARG_EVENTS, EVENT_WIDTH = 0, 5, 6, 5
-_NO_SECTIONS = [0, 0, 0, 0, 0, "", ""]
 
 
 def _events_only(call: Call) -> bool:
