@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -503,12 +504,15 @@ def run_api(ctx: RunContext, result: SectionResult) -> None:
             return 0
         return 200
 
-    loads = [("POST /sessions (create)", create, 1), ("POST .../queries", track, 1)]
+    loads: list[tuple[str, Callable[..., int], int]] = [
+        ("POST /sessions (create)", create, 1),
+        ("POST .../queries", track, 1),
+    ]
     for sessions in BATCH_SHAPES:
         per = BATCH_EVENTS // sessions
         shape = f"{sessions} sessions x {per} event{'s' if per > 1 else ''}"
-        request = functools.partial(batch, sessions=sessions)
-        loads.append((f"POST /ingest ({BATCH_EVENTS} events: {shape})", request, BATCH_EVENTS))
+        send = functools.partial(batch, sessions=sessions)
+        loads.append((f"POST /ingest ({BATCH_EVENTS} events: {shape})", send, BATCH_EVENTS))
 
     port = _free_port()
     process = _start_gunicorn(ctx, port)

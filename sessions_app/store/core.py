@@ -404,9 +404,11 @@ class StoreCore:
                 return found
             max_score, after_id = entries[-1][1], entries[-1][0]
 
-    def _apply(self, session_id: str, raw: bool = False, **changes) -> Op:
-        """Run one APPLY; per event its position, None for a duplicate event id (with `raw`,
-        the script's numbers: DUPLICATE, COUNTED for a write without a timeline entry)."""
+    def _apply(self, session_id: str, **changes: Any) -> Op:
+        """Run one APPLY; per event its position, None for a duplicate event id (with
+        `raw=True`, the script's numbers: DUPLICATE, COUNTED for a write without a timeline
+        entry)."""
+        raw = bool(changes.pop("raw", False))
         policies = yield Policies()
         result = yield _apply_call(session_id, policies, **changes)
         yield from self._check(result, session_id)
