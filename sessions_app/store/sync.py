@@ -12,6 +12,7 @@ from django.db import DatabaseError
 from redis.cluster import RedisCluster
 
 from sessions_app import policies
+from sessions_app.exceptions import StoreUnavailable
 from sessions_app.prometheus import instrument_store_op
 from sessions_app.redis_client import execute_durably
 from sessions_app.store import archived
@@ -207,10 +208,12 @@ def run_pipelined(client, calls: list[tuple[Any, list, list]], durable: bool = F
             for index, value in zip(indexes, replies, strict=True):
                 results[index] = value
     except redis.exceptions.ResponseError as exc:
-        if not str(exc).startswith(("MOVED", "ASK")) or durable:
-            # A write batch is not replayed one call at a time: some calls may have landed
-            # (their event ids make the client's retry of the batch safe).
+        if not str(exc).startswith(("MOVED", "ASK")):
             raise
+        if durable:
+            # Replayed one call at a time, the writes would not wait for replicas: the client
+            # retries the batch (its event ids make that safe).
+            raise StoreUnavailable(f"Redis Cluster slots are moving ({exc}); retry") from exc
         # Slots moving (resharding, failover): one call at a time, the client follows.
         client.nodes_manager.initialize()
         return [script(keys=keys, args=args) for script, keys, args in calls]
