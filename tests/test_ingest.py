@@ -320,3 +320,19 @@ def test_merged_writes_of_one_session_answer_each_event(headers, store):
     assert [item["seq"] for item in body["items"][:2]] == [0, 1]
     assert store.get_session(sid).query_count == 3
     assert store.get_session(other).request_count == 1
+
+
+def test_pipelined_script_calls_load_a_script_the_server_does_not_have(settings):
+    """Batches send EVALSHA without asking SCRIPT EXISTS first: a script the server lost
+    (restart, SCRIPT FLUSH) answers NOSCRIPT, is loaded, and only those calls are sent again."""
+    from sessions_app.store.sync import run_pipelined
+
+    client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    unknown = client.register_script(f"return ARGV[1] .. '-{uuid.uuid4().hex}'")
+    known = client.register_script("return ARGV[1]")
+    client.script_load(known.script)
+    assert client.script_exists(unknown.sha) == [False]
+    calls = [(known, ["k"], ["a"]), (unknown, ["k"], ["b"]), (known, ["k"], ["c"])]
+    replies = run_pipelined(client, calls)
+    assert replies[0] == "a" and replies[1].startswith("b-") and replies[2] == "c"
+    assert client.script_exists(unknown.sha) == [True]
