@@ -6,6 +6,7 @@ uvicorn rewrites the client address and scheme from X-Forwarded-For/-Proto only 
 ignored (gunicorn's own default would trust loopback).
 """
 
+import gc
 import logging
 
 from fimlsessions.env import env_networks
@@ -24,5 +25,9 @@ class _DropDoubleClose(logging.Filter):
 
 
 def post_worker_init(worker) -> None:
-    """gunicorn hook, in each worker process once it has started."""
+    """gunicorn hook, in each worker process once it has started (the app loaded)."""
     worker.log.error_log.addFilter(_DropDoubleClose())
+    # Django's and the app's long-lived objects leave the collector's generations: a full
+    # collection (triggered by allocation, e.g. building a batch's replies) no longer walks
+    # them on every request.
+    gc.freeze()

@@ -4,7 +4,9 @@ A key reads `fs_<prefix>_<secret>`. Only the prefix (to find the row) and a SHA-
 key are stored; the key itself is never stored or logged.
 
 Keys verified in Postgres are also remembered in Redis (`P:apikey:<sha256>`, shared by every
-process and host) for OUTAGE_GRACE, and read from there only while Postgres is unreachable.
+process and host) for OUTAGE_GRACE. A process reads a key from there for a minute after it
+verified it in Postgres (a request costs one Redis GET, not two Postgres round trips), and
+while Postgres is unreachable.
 Revoking (or deleting) a key overwrites that entry with a tombstone in the same step, and a
 verification that raced the revocation cannot overwrite the tombstone (Lua below), so a revoked
 key never works again, during an outage included.
@@ -105,6 +107,11 @@ def create_api_key(name: str, scopes, created_by=None) -> tuple[ApiKey, str]:
 def authenticate(raw_key: str) -> ApiKey | None:
     """The active key matching `raw_key`, else None; records its use at most once a minute.
 
+    Each process checks a key in Postgres at most once a minute (_REFRESH_SECONDS), which
+    refreshes its Redis entry; in between, every request reads that entry (one GET), which a
+    revocation or deletion replaces with a tombstone at once: a revoked key is refused from the
+    next request on, in every process.
+
     While Postgres is unreachable, a key verified (by any process) in the last OUTAGE_GRACE and
     not revoked since is still accepted from Redis, so clients keep writing live sessions
     through a database outage; any other key raises the DatabaseError (the API answers 503).
@@ -116,6 +123,10 @@ def authenticate(raw_key: str) -> ApiKey | None:
     if not match:
         return None
     digest = hash_key(raw_key)
+    if time.monotonic() - _refreshed.get(digest, -_REFRESH_SECONDS) < _REFRESH_SECONDS:
+        remembered = _remembered(digest)  # None: revoked, deleted, expired or Redis down
+        if remembered is not None:
+            return remembered
     try:
         key = _verify(digest, match.group(1))
     except DatabaseError:

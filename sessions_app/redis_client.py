@@ -151,19 +151,20 @@ class ReplicaWaitFailed(redis.exceptions.ConnectionError):
     (a ConnectionError, so the store answers 503 like any other Redis failure)."""
 
 
-def execute_durably(pipe) -> list:
+def execute_durably(pipe, raise_on_error: bool = True) -> list:
     """Run a (non-transactional or MULTI) pipeline of writes, then, when REDIS_WAIT_REPLICAS
     is set, wait on the same connection for that many replicas to have them (WAIT n ms).
 
-    Returns the pipeline's results (without WAIT's). Raises ReplicaWaitFailed when too few
+    Returns the pipeline's results (without WAIT's; with raise_on_error False, a failed call's
+    exception in its place). Raises ReplicaWaitFailed when too few
     replicas confirmed in REDIS_WAIT_TIMEOUT_MS: the caller answers 503 and does not claim
     the write is safe. This is the hook the store calls for writes that must survive a failover.
     """
     wanted = settings.REDIS_WAIT_REPLICAS
     if wanted <= 0:
-        return pipe.execute()
+        return pipe.execute(raise_on_error)
     pipe.execute_command("WAIT", wanted, settings.REDIS_WAIT_TIMEOUT_MS)
-    results = pipe.execute()
+    results = pipe.execute(raise_on_error)
     confirmed = results.pop()
     if int(confirmed) < wanted:
         raise ReplicaWaitFailed(

@@ -344,6 +344,10 @@ def ip_address(value: Any) -> str | None:
     return text
 
 
+# One encoder for every payload (json.dumps with options builds a new one per call).
+_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+
 def json_payload(field: str, value: Any, *, require_dict: bool = False) -> str:
     """Compact JSON of `value`, at most MAX_JSON_BYTES and MAX_JSON_DEPTH levels; rejects
     NaN/Infinity, non-JSON types, NUL and lone surrogates (the reason names the path inside)."""
@@ -354,7 +358,7 @@ def json_payload(field: str, value: Any, *, require_dict: bool = False) -> str:
         path, reason = problem
         raise InvalidPayload(field, f"{path} {reason}" if path else reason)
     try:
-        encoded = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        encoded = _JSON.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayload(field, f"is not JSON-serialisable ({exc})") from None
     if NUL_ESCAPE_RE.search(encoded):
@@ -410,9 +414,12 @@ def query_type(value: Any) -> str:
     return value
 
 
+_ROLES = frozenset(MessageRole.values)  # Django rebuilds `.values` on every read
+
+
 def role(value: Any) -> str:
     value = getattr(value, "value", value)
-    if value not in MessageRole.values:
+    if value not in _ROLES:
         raise InvalidInput("role", f"must be one of {', '.join(MessageRole.values)}")
     return value
 

@@ -515,11 +515,21 @@ def test_add_message(api):
         "calc",
         "42",
     )
+    # A model's answer with the tokens and cost it took: they add to the session's.
+    answer = {"role": "assistant", "content": "AAPL", "tokens_in": 120, "tokens_out": 48}
+    assert api.post(f"/sessions/{sid}/messages", {**answer, "cost": 0.25}).status_code == 201
+    session = get_session_store().get_session(sid)
+    assert (session.tokens_in, session.tokens_out, float(session.cost)) == (120, 48, 0.25)
+    event = session.recent_events[-1]
+    assert (event.tokens_in, event.tokens_out, event.cost) == (120, 48, 0.25)
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
     [
+        ({"role": "user", "content": "x", "tokens_in": -1}, "tokens_in"),
+        ({"role": "user", "content": "x", "tokens_out": 1.5}, "tokens_out"),
+        ({"role": "user", "content": "x", "cost": -0.01}, "cost"),
         ({"content": "x"}, "role"),
         ({"role": "robot", "content": "x"}, "role"),
         ({"role": "user"}, "content"),

@@ -73,14 +73,36 @@ def test_last_used_is_written_at_most_once_a_minute(django_assert_num_queries):
     key, secret = apikeys.create_api_key("client", ["read"])
     with django_assert_num_queries(2):  # lookup + the first last_used_at update
         apikeys.authenticate(secret)
+    with django_assert_num_queries(0):  # verified a moment ago: its Redis entry answers
+        assert apikeys.authenticate(secret).pk == key.pk
+    apikeys._refreshed.clear()  # a minute later (or another process): Postgres again
     with django_assert_num_queries(1):  # lookup only: used a moment ago
         apikeys.authenticate(secret)
     earlier = timezone.now() - timedelta(minutes=2)
     ApiKey.objects.filter(pk=key.pk).update(last_used_at=earlier)
+    apikeys._refreshed.clear()
     with django_assert_num_queries(2):
         apikeys.authenticate(secret)
     key.refresh_from_db()
     assert key.last_used_at > earlier
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_revoked_elsewhere_is_refused_at_once_by_a_process_that_trusts_redis(
+    django_assert_num_queries,
+):
+    key, secret = apikeys.create_api_key("client", ["write"])
+    assert apikeys.authenticate(secret).pk == key.pk  # this process: Postgres, then Redis
+    with django_assert_num_queries(0):
+        assert apikeys.authenticate(secret).pk == key.pk
+    # Another process revokes it (row and tombstone); this one still has it as fresh.
+    apikeys.revoke(ApiKey.objects.get(pk=key.pk))
+    assert apikeys.authenticate(secret) is None
+    # And deleting a key: the same.
+    other, raw = apikeys.create_api_key("other", ["read"])
+    assert apikeys.authenticate(raw) is not None
+    ApiKey.objects.get(pk=other.pk).delete()
+    assert apikeys.authenticate(raw) is None
 
 
 def test_revoked_key_is_refused_and_revoking_twice_keeps_the_first_time():

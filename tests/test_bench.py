@@ -81,9 +81,12 @@ def test_quick_run_writes_well_formed_results_and_cleans_up(tmp_path):
     assert all(row["samples"] > 0 for row in retention["rows"])
     assert sum(row["samples"] for row in retention["rows"]) >= retention["setup"]["sessions"]
     api_rows = data["sections"]["api"]["rows"]
-    assert [row["unit"] for row in api_rows] == ["req/s", "req/s", "events/s"]
+    # Single requests, then the batch shapes (10 sessions x 10 events, 100 x 1).
+    assert [row["unit"] for row in api_rows] == ["req/s", "req/s", "events/s", "events/s"]
     assert all(row["value"] > 0 for row in api_rows)
-    assert "x single tracked queries" in api_rows[2]["note"]  # batch and single, same run
+    for row in api_rows[2:]:
+        assert "x single tracked queries" in row["note"]  # batch and single, same run
+        assert "client used" in row["note"]  # the load generator's share of the cores
 
     markdown = (tmp_path / "results.md").read_text()
     assert markdown.startswith("## Performance")

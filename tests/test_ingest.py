@@ -5,10 +5,13 @@ import json
 import uuid
 
 import pytest
+import redis
 from django.test import Client
 
 from sessions_app import apikeys
 from sessions_app.api.ingest import MAX_OPERATIONS
+from sessions_app.store import SessionStore
+from sessions_app.store.errors import StoreUnavailable
 
 pytestmark = pytest.mark.django_db
 
@@ -211,3 +214,125 @@ def test_repeated_single_valued_query_parameter_is_400(headers):
     # Lists repeat: tags=a&tags=b is two tags.
     response = Client().get(BASE + "/sessions?tags=a&tags=b", headers=headers)
     assert response.status_code == 200, response.content
+
+
+# ---- event ids of writes without a timeline entry, lost replies, merged script calls ---------
+
+
+class LosingRedis(redis.Redis):
+    """A real client whose next `lose` replies are lost after Redis applied the commands: the
+    "Redis timeout after the write landed" case a client retries."""
+
+    lose = 0
+
+    def _lost(self):
+        if self.lose:
+            self.lose -= 1
+            raise redis.exceptions.TimeoutError("reply lost after the write landed")
+
+    def evalsha(self, *args, **kwargs):
+        result = super().evalsha(*args, **kwargs)
+        self._lost()
+        return result
+
+    def pipeline(self, transaction=True, shard_hint=None):
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        def execute_then_lose(*args, **kwargs):
+            result = execute(*args, **kwargs)
+            self._lost()
+            return result
+
+        pipe.execute = execute_then_lose
+        return pipe
+
+
+@pytest.fixture
+def losing_redis(settings):
+    return LosingRedis.from_url(settings.REDIS_URL, decode_responses=True)
+
+
+def test_a_retried_counters_write_is_counted_once_through_the_store(store, losing_redis):
+    session = store.create_session(user_id="u-counters")
+    assert store.update_session(session.id, increment_requests=True, event_id="r1") is True
+    assert store.update_session(session.id, increment_requests=True, event_id="r1") is False
+    losing = SessionStore(client=losing_redis)
+    losing_redis.lose = 1
+    with pytest.raises(StoreUnavailable):
+        losing.update_session(session.id, add_processing_time=2.5, mark_error=True, event_id="r2")
+    # The retry finds its event id: the counters moved once, by the attempt that landed.
+    assert (
+        losing.update_session(session.id, add_processing_time=2.5, mark_error=True, event_id="r2")
+        is False
+    )
+    assert store.update_session(session.id, increment_requests=True) is True  # no id: counted
+    read = store.get_session(session.id)
+    assert (read.request_count, read.error_count, read.total_processing_time) == (2, 1, 2.5)
+    assert read.event_count == 0  # counters add no timeline entry
+
+
+def test_a_retried_counters_operation_is_a_duplicate_in_a_batch(headers, store, monkeypatch):
+    from sessions_app import redis_client
+
+    sid = str(store.create_session(user_id="u-counters").id)
+    operations = [
+        {"op": "counters", "session_id": sid, "event_id": "c1", "increment_requests": True},
+        {"op": "counters", "session_id": sid, "event_id": "c2", "add_processing_time": 0.25},
+        {"op": "query", "session_id": sid, "event_id": "q1", "query_type": "price"},
+    ]
+    body = ingest(headers, operations[:1]).json()
+    assert body["items"][0]["status"] == "accepted"
+    # The batch lands but its answer is lost: 503; the client retries it whole.
+    losing = LosingRedis.from_url(redis_client.settings.REDIS_URL, decode_responses=True)
+    losing.lose = 1
+    monkeypatch.setattr(redis_client, "get_store_redis", lambda: losing)
+    assert ingest(headers, operations).status_code == 503
+    body = ingest(headers, operations).json()
+    assert [item["status"] for item in body["items"]] == ["duplicate"] * 3
+    read = store.get_session(sid)
+    # c1 and c2 each count one request (the default), once each.
+    assert (read.request_count, read.total_processing_time, read.query_count) == (2, 0.25, 1)
+
+
+def test_merged_writes_of_one_session_answer_each_event(headers, store):
+    """A session's events in one batch go out as one script call; when that call refuses on a
+    limit, each event still gets its own answer (those under the limit are applied)."""
+    from sessions_app.models import RetentionPolicy
+
+    RetentionPolicy.objects.create(session_type="agent", max_queries_per_session=3)
+    sid = str(store.create_session(session_type="agent", user_id="u-merge").id)
+    other = str(store.create_session(session_type="agent", user_id="u-merge").id)
+    operations = [
+        {"op": "query", "session_id": sid, "event_id": f"q{i}", "query_type": "price"}
+        for i in range(5)
+    ]
+    operations.insert(
+        2, {"op": "message", "session_id": other, "event_id": "m", "role": "user", "content": "hi"}
+    )
+    operations.append(
+        {"op": "counters", "session_id": other, "event_id": "c", "increment_requests": True}
+    )
+    body = ingest(headers, operations).json()
+    statuses = [item["status"] for item in body["items"]]
+    assert statuses == ["accepted"] * 4 + ["error", "error", "accepted"]
+    assert body["items"][4]["error"]["code"] == "query_limit_exceeded"
+    assert [item["seq"] for item in body["items"][:2]] == [0, 1]
+    assert store.get_session(sid).query_count == 3
+    assert store.get_session(other).request_count == 1
+
+
+def test_pipelined_script_calls_load_a_script_the_server_does_not_have(settings):
+    """Batches send EVALSHA without asking SCRIPT EXISTS first: a script the server lost
+    (restart, SCRIPT FLUSH) answers NOSCRIPT, is loaded, and only those calls are sent again."""
+    from sessions_app.store.sync import run_pipelined
+
+    client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    unknown = client.register_script(f"return ARGV[1] .. '-{uuid.uuid4().hex}'")
+    known = client.register_script("return ARGV[1]")
+    client.script_load(known.script)
+    assert client.script_exists(unknown.sha) == [False]
+    calls = [(known, ["k"], ["a"]), (unknown, ["k"], ["b"]), (known, ["k"], ["c"])]
+    replies = run_pipelined(client, calls)
+    assert replies[0] == "a" and replies[1].startswith("b-") and replies[2] == "c"
+    assert client.script_exists(unknown.sha) == [True]

@@ -67,6 +67,17 @@ def test_archived_session_is_readable_over_rest_and_mcp_while_redis_is_down(
     assert Client().get("/api/v1/sessions/not-archived", headers=reader).status_code == 503
 
 
+def test_archived_timeline_is_readable_over_rest_while_redis_is_down(archived, reader, redis_down):
+    response = Client().get(f"/api/v1/sessions/{archived}/timeline", headers=reader)
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["total"] == 1
+    assert [(item["kind"], item["content"]) for item in body["items"]] == [("message", "hello")]
+    # Not archived: it may be live, and only Redis can tell.
+    missing = Client().get("/api/v1/sessions/not-archived/timeline", headers=reader)
+    assert missing.status_code == 503
+
+
 def test_mcp_errors_do_not_leak_redis_address(transactional_db, redis_down):
     result = asyncio.run(call_tool("create-analysis-session", {"sessionType": "equity"}))
     assert result.is_error

@@ -79,6 +79,9 @@ def test_exported_spans_become_a_session_timeline(live_api, monkeypatch):
     assert kinds == ["message", "tool_call", "query"]
     message, tool, query = session.recent_events
     assert "gpt-4o" in message.content
+    # The chat span's token usage is the message's and adds to the session's.
+    assert (message.tokens_in, message.tokens_out) == (120, 480)
+    assert (session.tokens_in, session.tokens_out) == (120, 480)
     assert (tool.tool_name, tool.invocation_id) == ("get_quote", "call-7")
     assert tool.error == "quote provider timed out"
     assert tool.duration_ms is not None and tool.duration_ms >= 0

@@ -187,18 +187,24 @@ class Plan:
     method: str
     args: tuple
     kwargs: dict[str, Any]
-    read: Callable[[Any], dict]
+    read: Callable[[Any], dict | None]  # None: a duplicate event id
     session: str | None = None
     # Creates and ends take several store steps: the session's other writes wait for them.
     barrier: bool = False
 
 
-def _seq(value) -> dict:
-    return {"seq": value}
+def _seq(value) -> dict | None:
+    # The store answers an event id it applied before with no position.
+    return None if value is None else {"seq": value}
 
 
 def _nothing(value) -> dict:
     return {}
+
+
+def _applied(value) -> dict | None:
+    # True, or False for an event id applied before (a write without a timeline entry).
+    return {} if value else None
 
 
 def _plan(
@@ -268,7 +274,8 @@ def _metadata(op: MetadataOp, scope: str) -> Plan:
 
 
 def _counters(op: CountersOp, scope: str) -> Plan:
-    return _plan("update_session", op.session_id, event_id=op.event_id, **_fields(op))
+    fields = _fields(op)
+    return _plan("update_session", op.session_id, event_id=op.event_id, read=_applied, **fields)
 
 
 def _end(op: EndOp, scope: str) -> Plan:
@@ -337,8 +344,7 @@ def _outcome(index: int, op, ok: bool, value: Any, plan: Plan | None) -> dict:
         return _item_error(index, op.event_id, code, reason, field)
     assert plan is not None  # `ok` only after a plan ran
     extra = plan.read(value)
-    # The store answers an event id it applied before with no new position.
-    if "seq" in extra and extra["seq"] is None:
+    if extra is None:
         return {"index": index, "event_id": op.event_id, "status": "duplicate"}
     return {"index": index, "event_id": op.event_id, "status": "accepted", **extra}
 

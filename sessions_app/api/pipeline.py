@@ -4,8 +4,9 @@ The store writes each operation once as a generator of requests (`sessions_app.s
 its sync front-end runs one at a time, one round trip per script call. A batch instead advances
 all its operations together: requests that are not script calls (policies, Postgres reads,
 archiving) are answered at once, and every operation's next script call goes out in one
-pipeline, in the batch's order. A 100-event batch costs one round trip per step (usually one),
-not 100. Per session, order is kept: a plan marked `barrier` (create, end: several steps)
+pipeline, in the batch's order, the event writes of one session merged into one script call
+(store.core.coalesce). A 100-event batch costs one round trip per step (usually one), not 100.
+Per session, order is kept: a plan marked `barrier` (create, end: several steps)
 waits for the session's earlier plans and holds back its later ones. Only the store's requests
 and its own request runner are used: the Redis layout stays the store's business.
 """
@@ -17,7 +18,7 @@ from typing import Any
 import redis
 from django.db import DatabaseError
 
-from sessions_app.store.core import Call, Calls, StoreCore
+from sessions_app.store.core import Call, Calls, StoreCore, coalesce, split
 from sessions_app.store.errors import unavailable
 
 
@@ -52,16 +53,33 @@ def run_plans(store, plans) -> list[tuple[bool, Any]]:
                 sent.append(index)
         states = {index: state for index, state in states.items() if outcomes[index] is None}
         if calls:
-            try:
-                replies = store._do(Calls(calls))
-            except redis.exceptions.RedisError as exc:
-                mapped = unavailable(exc)
-                if mapped is None:
-                    raise
-                raise mapped from exc
-            for index, reply in zip(sent, replies, strict=True):
-                states[index][1] = reply
+            # A session's event writes in this step go out as one script call (coalesce).
+            merged, groups = coalesce(calls)
+            replies = _pipelined(store, merged)
+            again: list[int] = []  # calls whose merged call refused: run one by one
+            for group, reply in zip(groups, replies, strict=True):
+                parts = split(reply, [calls[i] for i in group])
+                if parts is None:
+                    again += group
+                    continue
+                for i, part in zip(group, parts, strict=True):
+                    states[sent[i]][1] = part
+            if again:
+                replies = _pipelined(store, [calls[i] for i in again])
+                for i, reply in zip(again, replies, strict=True):
+                    states[sent[i]][1] = reply
     return [outcome for outcome in outcomes if outcome is not None]  # all set: no state left
+
+
+def _pipelined(store, calls: list[Call]) -> list:
+    """The replies of these script calls, in one round trip (per Redis server)."""
+    try:
+        return store._do(Calls(calls))
+    except redis.exceptions.RedisError as exc:
+        mapped = unavailable(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
 
 
 def _dependencies(plans) -> list[list[int]]:

@@ -167,6 +167,9 @@ class AddMessageArgs(SessionArgs):
     content: str = Field(min_length=1, max_length=v.MAX_CONTENT_LENGTH, pattern=v.NOT_BLANK_PATTERN)
     tool_name: str = Field("", alias="toolName", max_length=v.MAX_NAME_LENGTH)
     invocation_id: str = Field("", alias="invocationId", max_length=v.MAX_NAME_LENGTH)
+    tokens_in: int = Field(0, alias="tokensIn", ge=0, le=MAX_TOKENS)
+    tokens_out: int = Field(0, alias="tokensOut", ge=0, le=MAX_TOKENS)
+    cost: float = Field(0.0, ge=0, le=MAX_COST)
 
 
 class EndArgs(SessionArgs):
@@ -302,6 +305,9 @@ async def _add_message(args: AddMessageArgs) -> dict:
         content=args.content,
         tool_name=args.tool_name,
         invocation_id=args.invocation_id,
+        tokens_in=args.tokens_in,
+        tokens_out=args.tokens_out,
+        cost=args.cost,
     )
     return {"sessionId": args.session_id, "seq": seq}
 

@@ -60,9 +60,13 @@ def at(value: float | str) -> datetime:
     return datetime.fromtimestamp(float(value), tz=UTC)
 
 
+# One encoder for every event (json.dumps with options builds a new one per call).
+_EVENT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def json_body(event: dict[str, Any]) -> str:
     """The event as JSON without its opening brace; the script prepends `{"seq":N,`."""
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)[1:]
+    return _EVENT_JSON.encode(event)[1:]
 
 
 def event_from_json(raw: str) -> TimelineEvent:

@@ -41,6 +41,7 @@ from sessions_app.exceptions import (
     SessionNotActive,
     SessionNotFound,
     StateTooLarge,
+    StoreUnavailable,
 )
 from sessions_app.models import EventKind, SessionStatus, SessionType
 from sessions_app.store import codec, keys
@@ -154,6 +155,12 @@ def _event_id(value: Any) -> str:
     return validation.text("event_id", value, validation.MAX_NAME_LENGTH, required=True)
 
 
+def _checked_parameters(parameters: Any) -> dict:
+    value = parameters or {}
+    validation.json_payload("parameters", value, require_dict=True)
+    return value
+
+
 def _query_event(query: Any) -> tuple[str, str, str, str, str]:
     """(event id, kind, JSON body, integer counters, float counters) of a query."""
     if not isinstance(query, QueryRecord):
@@ -169,9 +176,8 @@ def _query_event(query: Any) -> tuple[str, str, str, str, str]:
     event = {
         "kind": EventKind.QUERY.value,
         "query_type": validation.query_type(query.query_type),
-        "parameters": json.loads(
-            validation.json_payload("parameters", query.parameters or {}, require_dict=True)
-        ),
+        # Checked and encodable (json_payload); encoded once, with the event.
+        "parameters": _checked_parameters(query.parameters),
         "result_summary": validation.text(
             "result_summary", query.result_summary or "", validation.MAX_SUMMARY_LENGTH
         ),
@@ -191,6 +197,15 @@ def _query_event(query: Any) -> tuple[str, str, str, str, str]:
         ints,
         codec.counters(("total_execution_ms", execution_ms)),
     )
+
+
+# What APPLY answers for an event instead of its position.
+DUPLICATE, COUNTED = -1, -2
+# The ARGV positions of APPLY (scripts.APPLY): the session id, its number of events, and the
+# first event; each event takes EVENT_WIDTH arguments; after the events, 5 section counts
+# (with their items) and the integer and float counters.
+_ARG_ID, _ARG_COUNT, _ARG_EVENTS, EVENT_WIDTH = 0, 5, 6, 5
+_NO_SECTIONS = [0, 0, 0, 0, 0, "", ""]
 
 
 def _apply_call(
@@ -215,6 +230,10 @@ def _apply_call(
     ]
     for event in events:
         args += event
+    if not (context_set or context_removed or results_set or results_removed or meta_set):
+        args += _NO_SECTIONS[:5]
+        args += [ints, floats]
+        return Call("apply", keys.apply_keys(session_id), args)
     for mapping in (context_set, context_removed, results_set, results_removed, meta_set):
         if isinstance(mapping, dict):
             args.append(len(mapping))
@@ -224,9 +243,66 @@ def _apply_call(
             args.append(len(mapping or ()))
             args += list(mapping or ())
     args += [ints, floats]
-    meta, events_key, context, results, event_ids = keys.session_keys(session_id)
-    activity = keys.activity(keys.shard_of(session_id))
-    return Call("apply", [meta, events_key, context, results, activity, event_ids], args)
+    return Call("apply", keys.apply_keys(session_id), args)
+
+
+def _events_only(call: Call) -> bool:
+    """An APPLY that only appends events (no context, results, meta or loose counters)."""
+    if call.script != "apply":
+        return False
+    tail = call.args[_ARG_EVENTS + EVENT_WIDTH * int(call.args[_ARG_COUNT]) :]
+    return tail == _NO_SECTIONS
+
+
+def coalesce(calls: Sequence[Call]) -> tuple[list[Call], list[list[int]]]:
+    """Fewer script calls for the same work: the event-only APPLYs of one session become one
+    APPLY with all their events, in order (each event still deduplicated and answered on its
+    own). Returns the calls to run and, for each, the indexes of the calls it stands for.
+
+    The merged call runs all-or-nothing: when it refuses (a limit), `split` says so and the
+    caller runs the originals one by one, so each gets its own answer."""
+    out: list[Call] = []
+    groups: list[list[int]] = []
+    pending: dict[str, tuple[int, list[Any]]] = {}  # session id -> (its slot in out, events)
+    for index, call in enumerate(calls):
+        if not _events_only(call):
+            out.append(call)
+            groups.append([index])
+            continue
+        n = int(call.args[_ARG_COUNT])
+        events = call.args[_ARG_EVENTS : _ARG_EVENTS + EVENT_WIDTH * n]
+        slot = pending.get(call.args[_ARG_ID])
+        if slot is None:
+            pending[call.args[_ARG_ID]] = (len(out), events)
+            out.append(call)
+            groups.append([index])
+        else:
+            slot[1].extend(events)
+            groups[slot[0]].append(index)
+    for at_, events in pending.values():
+        first = out[at_]
+        if len(groups[at_]) > 1:
+            head = [*first.args[:_ARG_COUNT], len(events) // EVENT_WIDTH]
+            out[at_] = Call("apply", first.keys, [*head, *events, *_NO_SECTIONS])
+    return out, groups
+
+
+def split(reply: Any, calls: Sequence[Call]) -> list[Any] | None:
+    """The replies of `calls` (merged by `coalesce`) from the merged call's `reply`; None when
+    the merged call refused on a limit that the originals, one by one, may each pass or not."""
+    if len(calls) == 1:
+        return [reply]
+    code = int(reply[0])
+    if code in (-1, -2):  # missing or not active: the same answer for each
+        return [reply] * len(calls)
+    if code != 1:
+        return None
+    replies, at_ = [], 1
+    for call in calls:
+        n = int(call.args[_ARG_COUNT])
+        replies.append([1, *reply[at_ : at_ + n]])
+        at_ += n
+    return replies
 
 
 class StoreCore:
@@ -328,10 +404,16 @@ class StoreCore:
                 return found
             max_score, after_id = entries[-1][1], entries[-1][0]
 
-    def _apply(self, session_id: str, **changes) -> Op:
+    def _apply(self, session_id: str, **changes: Any) -> Op:
+        """Run one APPLY; per event its position, None for a duplicate event id (with
+        `raw=True`, the script's numbers: DUPLICATE, COUNTED for a write without a timeline
+        entry)."""
+        raw = bool(changes.pop("raw", False))
         policies = yield Policies()
         result = yield _apply_call(session_id, policies, **changes)
         yield from self._check(result, session_id)
+        if raw:
+            return [int(seq) for seq in result[1:]]
         return [None if int(seq) < 0 else int(seq) for seq in result[1:]]
 
     # ---- writes ----------------------------------------------------------------------------
@@ -533,10 +615,12 @@ class StoreCore:
         increment_requests: bool = False,
         add_processing_time: float = 0.0,
         mark_error: bool = False,
+        event_id: str | None = None,
     ) -> Op:
         """Write back what changed on `session` since it was read (queries added, context and
         result keys set or removed, tags/purpose/metadata) in one atomic script; or move the
-        AIECS counters (request_count, total_processing_time in seconds, error_count)."""
+        AIECS counters (request_count, total_processing_time in seconds, error_count): True,
+        or False when `event_id` was applied before (the counters are moved once)."""
         session_id = validation.session_id(session_id)
         if session is None:
             if not isinstance(increment_requests, bool) or not isinstance(mark_error, bool):
@@ -544,14 +628,21 @@ class StoreCore:
             seconds = validation.non_negative(
                 "add_processing_time", add_processing_time, maximum=86_400.0
             )
-            yield from self._apply(
-                session_id,
-                ints=codec.counters(
+            # An event without a timeline entry: the script records its id (so a retry is a
+            # duplicate) and moves the counters, but appends nothing.
+            counters_event = (
+                "" if event_id is None else _event_id(event_id),
+                "counters",
+                "",
+                codec.counters(
                     ("request_count", int(increment_requests)), ("error_count", int(mark_error))
                 ),
-                floats=codec.counters(("total_processing_time", seconds)),
+                codec.counters(("total_processing_time", seconds)),
             )
-            return True
+            (applied,) = yield from self._apply(session_id, events=[counters_event], raw=True)
+            return applied != DUPLICATE
+        if event_id is not None:
+            raise InvalidInput("event_id", "is only taken with the counters, not with a session")
         if not isinstance(session, AnalysisSession):
             raise InvalidInput("session", "must be a session read from this store")
         changes = session.changes()
@@ -615,12 +706,20 @@ class StoreCore:
         content: str,
         tool_name: str | None = "",
         invocation_id: str | None = "",
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        cost: float = 0.0,
         event_id: str | None = None,
     ) -> Op:
-        """Append a conversation message (user, assistant, tool or system); its position
-        (None if `event_id` was applied before)."""
+        """Append a conversation message (user, assistant, tool or system), with the model
+        tokens and cost it took (added to the session's); its position (None if `event_id` was
+        applied before)."""
         session_id = validation.session_id(session_id)
+        tokens_in = validation.non_negative("tokens_in", tokens_in, integer=True)
+        tokens_out = validation.non_negative("tokens_out", tokens_out, integer=True)
+        cost = validation.non_negative("cost", cost, maximum=validation.MAX_COST)
         event_id = _event_id(event_id)
+        usage = {"tokens_in": tokens_in, "tokens_out": tokens_out, "cost": cost}
         event = {
             "kind": EventKind.MESSAGE.value,
             "role": validation.role(role),
@@ -631,12 +730,19 @@ class StoreCore:
             "invocation_id": validation.text(
                 "invocation_id", invocation_id, validation.MAX_NAME_LENGTH
             ),
+            # Only when used: most messages carry none, and their timeline stays as it was.
+            **{name: value for name, value in usage.items() if value},
             "event_id": event_id,
             "occurred_at": round(_now(), 6),
         }
-        ints = codec.counters(("message_count", 1))
+        ints = codec.counters(
+            ("message_count", 1), ("tokens_in", tokens_in), ("tokens_out", tokens_out)
+        )
         body = codec.json_body(event)
-        (seq,) = yield from self._apply(session_id, events=[(event_id, "message", body, ints, "")])
+        floats = codec.counters(("cost", cost))
+        (seq,) = yield from self._apply(
+            session_id, events=[(event_id, "message", body, ints, floats)]
+        )
         return seq
 
     def record_tool_call(
@@ -836,14 +942,24 @@ class StoreCore:
         return (yield Db("recent_queries", (session_id, n)))
 
     def get_timeline(self, session_id: Any, offset: int = 0, limit: int = 50) -> Op:
-        """A page of the session's timeline in order, and the total number of events."""
+        """A page of the session's timeline in order, and the total number of events. An
+        archived session's comes from Postgres, also while Redis is down (StoreUnavailable
+        then only for a session that is not archived: it may be live)."""
         session_id = validation.session_id(session_id)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidInput("offset", "must be zero or more")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 500:
             raise InvalidInput("limit", "must be between 1 and 500")
         meta, events, *_ = keys.session_keys(session_id)
-        status, count, raw = yield Call("timeline", [meta, events], [offset, offset + limit - 1])
+        try:
+            status, count, raw = yield Call(
+                "timeline", [meta, events], [offset, offset + limit - 1]
+            )
+        except StoreUnavailable:
+            archived = yield Db("timeline", (session_id, offset, limit))
+            if archived is None:
+                raise
+            return archived
         if status:
             return [codec.event_from_json(item) for item in raw], int(count)
         archived = yield Db("timeline", (session_id, offset, limit))

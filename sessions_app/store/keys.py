@@ -70,7 +70,11 @@ def _base(shard: int) -> str:
 
 
 def meta(session_id: str) -> str:
-    return f"{_base(shard_of(session_id))}:s:{session_id}"
+    return _meta(_base(shard_of(session_id)), session_id)
+
+
+def _meta(base: str, session_id: str) -> str:
+    return f"{base}:s:{session_id}"
 
 
 def session_keys(session_id: str) -> tuple[str, str, str, str, str]:
@@ -79,12 +83,24 @@ def session_keys(session_id: str) -> tuple[str, str, str, str, str]:
     return base, f"{base}:ev", f"{base}:ctx", f"{base}:ir", f"{base}:eid"
 
 
+def apply_keys(session_id: str) -> list[str]:
+    """The keys of the APPLY script (scripts.APPLY): meta, events, context, results, the
+    shard's activity index, event ids. The settings are read once: it runs for every event."""
+    base = _base(shard_of(session_id))
+    meta = _meta(base, session_id)
+    return [meta, f"{meta}:ev", f"{meta}:ctx", f"{meta}:ir", _activity(base), f"{meta}:eid"]
+
+
 def due(shard: int) -> str:
     return f"{_base(shard)}:idx:due"
 
 
 def activity(shard: int) -> str:
-    return f"{_base(shard)}:idx:activity"
+    return _activity(_base(shard))
+
+
+def _activity(base: str) -> str:
+    return f"{base}:idx:activity"
 
 
 def user(shard: int, user_id: str) -> str:

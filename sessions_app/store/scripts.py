@@ -61,12 +61,14 @@ return {1, ARGV[1]}
 # KEYS: meta, events, context, results, activity, event ids
 # ARGV: 1 id, 2 now, 3 per-type query limits ("equity=1000 crypto=..."), 4 per-type max events
 #       (0: none), 5 per-type max context+result bytes (0: none), 6 number of events n, then n times
-#       (event id or '', kind, event JSON without its opening brace, "field incr ..." integer
+#       (event id or '', kind, event JSON without its opening brace or '' for a write that only
+#       moves counters (no timeline entry: its id is still recorded), "field incr ..." integer
 #       counters, "field incr ..." float counters),
 #       then sections, each a count then its items: context sets (key, JSON), context removals
 #       (key), result sets (key, JSON), result removals (key), meta sets (field, value),
 #       "field incr ..." integer counters, "field incr ..." float counters.
-# Returns {1, seq or -1 (duplicate event id) per event} or an error table:
+# Returns {1, per event: seq, -1 (duplicate event id) or -2 (counters only, applied)} or an error
+# table:
 # {-1} missing, {-2, status}, {-4, limit} query limit, {-9, limit} event cap, {-10, limit} bytes.
 APPLY = (
     _GUARD
@@ -87,7 +89,7 @@ for e = 1, n do
     seen[eid] = true
   end
   fresh[e] = not dup
-  if not dup then
+  if not dup and ARGV[i + 2] ~= '' then
     added = added + 1
     if ARGV[i + 1] == 'query' then queries = queries + 1 end
   end
@@ -129,24 +131,30 @@ end
 local out = {1}
 i = 7
 local expire = m[4]
+-- Counter moves summed per field first: one HINCRBY per field, however many events.
+local int_sums, float_sums = {}, {}
+local function sum(into, text)
+  for f, v in string.gmatch(text, '(%S+) (%S+)') do into[f] = (into[f] or 0) + tonumber(v) end
+end
+local ids = {}
 for e = 1, n do
   if fresh[e] then
-    redis.call('RPUSH', KEYS[2], '{"seq":' .. seq .. ',' .. ARGV[i + 2])
-    if ARGV[i] ~= '' then redis.call('SADD', KEYS[6], ARGV[i]) end
-    for f, v in string.gmatch(ARGV[i + 3], '(%S+) (%S+)') do
-      redis.call('HINCRBY', KEYS[1], f, v)
+    if ARGV[i] ~= '' then ids[#ids + 1] = ARGV[i] end
+    sum(int_sums, ARGV[i + 3])
+    sum(float_sums, ARGV[i + 4])
+    if ARGV[i + 2] ~= '' then
+      redis.call('RPUSH', KEYS[2], '{"seq":' .. seq .. ',' .. ARGV[i + 2])
+      out[#out + 1] = seq
+      seq = seq + 1
+    else
+      out[#out + 1] = -2
     end
-    for f, v in string.gmatch(ARGV[i + 4], '(%S+) (%S+)') do
-      redis.call('HINCRBYFLOAT', KEYS[1], f, v)
-    end
-    out[#out + 1] = seq
-    seq = seq + 1
   else
     out[#out + 1] = -1
   end
   i = i + 5
 end
-if added > 0 then redis.call('HSET', KEYS[1], 'event_count', seq) end
+if #ids > 0 then redis.call('SADD', KEYS[6], unpack(ids)) end
 -- The timeline and the id set expire with the session: set once, when they are created
 -- (extend moves them later).
 if added > 0 and tonumber(m[6] or 0) == 0 then redis.call('PEXPIREAT', KEYS[2], expire) end
@@ -163,11 +171,17 @@ for s = 1, 5 do
     end
   end
 end
-for f, v in string.gmatch(int_incr, '(%S+) (%S+)') do redis.call('HINCRBY', KEYS[1], f, v) end
-for f, v in string.gmatch(float_incr, '(%S+) (%S+)') do
-  redis.call('HINCRBYFLOAT', KEYS[1], f, v)
+sum(int_sums, int_incr)
+sum(float_sums, float_incr)
+for f, v in pairs(int_sums) do redis.call('HINCRBY', KEYS[1], f, string.format('%d', v)) end
+for f, v in pairs(float_sums) do
+  redis.call('HINCRBYFLOAT', KEYS[1], f, string.format('%.17g', v))
 end
-redis.call('HSET', KEYS[1], 'last_activity_at', ARGV[2])
+if added > 0 then
+  redis.call('HSET', KEYS[1], 'last_activity_at', ARGV[2], 'event_count', seq)
+else
+  redis.call('HSET', KEYS[1], 'last_activity_at', ARGV[2])
+end
 redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
 return out
 """

@@ -12,6 +12,7 @@ from django.db import DatabaseError
 from redis.cluster import RedisCluster
 
 from sessions_app import policies
+from sessions_app.exceptions import StoreUnavailable
 from sessions_app.prometheus import instrument_store_op
 from sessions_app.redis_client import execute_durably
 from sessions_app.store import archived
@@ -128,7 +129,7 @@ class SessionStore(_FrontEnd):
             return policies.all_effective_policies()
         if type(request) is Db:
             return getattr(archived, request.name)(*request.args)
-        if type(request) is Calls:  # reads only: fan-outs over shards
+        if type(request) is Calls:  # fan-outs over shards, and batches of writes
             return self._fan_out(request.calls)
         if type(request) is Archive:
             from sessions_app import archive as archiver
@@ -141,7 +142,10 @@ class SessionStore(_FrontEnd):
 
     def _fan_out(self, calls: list[Call]) -> list:
         scripts = self._scripts()
-        return run_reads(self.redis, [(scripts[c.script], c.keys, c.args) for c in calls])
+        durable = settings.REDIS_WAIT_REPLICAS > 0 and any(c.script in WRITES for c in calls)
+        return run_pipelined(
+            self.redis, [(scripts[c.script], c.keys, c.args) for c in calls], durable=durable
+        )
 
     def _bind(self, session):
         if session is not None:
@@ -177,16 +181,20 @@ class SessionStore(_FrontEnd):
 
 def run_reads(client, calls: list[tuple[Any, list, list]]) -> list:
     """Run read-only script calls [(script, keys, args)] (one per shard, say) in one round
-    trip per Redis server: a pipeline; on a Cluster, one pipeline per master (a Cluster
-    pipeline refuses EVALSHA). Replies in the calls' order."""
-    if len(calls) == 1:
+    trip per Redis server: see run_pipelined."""
+    return run_pipelined(client, calls)
+
+
+def run_pipelined(client, calls: list[tuple[Any, list, list]], durable: bool = False) -> list:
+    """Run script calls [(script, keys, args)] in one round trip per Redis server: a pipeline;
+    on a Cluster, one pipeline per master (a Cluster pipeline refuses EVALSHA). Replies in the
+    calls' order. With `durable` (writes), each pipeline ends with WAIT for
+    REDIS_WAIT_REPLICAS (execute_durably)."""
+    if len(calls) == 1 and not durable:
         script, keys, args = calls[0]
         return [script(keys=keys, args=args)]
     if not isinstance(client, RedisCluster):
-        pipe = client.pipeline(transaction=False)
-        for script, keys, args in calls:
-            script(keys=keys, args=args, client=pipe)
-        return pipe.execute()
+        return _evalsha_pipeline(client, calls, durable)
     by_node: dict[str, tuple[Any, list[int]]] = {}
     for index, (_, keys, _) in enumerate(calls):
         node = client.get_node_from_key(keys[0]) if keys else client.get_random_node()
@@ -194,19 +202,44 @@ def run_reads(client, calls: list[tuple[Any, list, list]]) -> list:
     results: list[Any] = [None] * len(calls)
     try:
         for node, indexes in by_node.values():
-            pipe = client.get_redis_connection(node).pipeline(transaction=False)
-            for index in indexes:
-                script, keys, args = calls[index]
-                script(keys=keys, args=args, client=pipe)
-            for index, value in zip(indexes, pipe.execute(), strict=True):
+            replies = _evalsha_pipeline(
+                client.get_redis_connection(node), [calls[i] for i in indexes], durable
+            )
+            for index, value in zip(indexes, replies, strict=True):
                 results[index] = value
     except redis.exceptions.ResponseError as exc:
         if not str(exc).startswith(("MOVED", "ASK")):
             raise
+        if durable:
+            # Replayed one call at a time, the writes would not wait for replicas: the client
+            # retries the batch (its event ids make that safe).
+            raise StoreUnavailable(f"Redis Cluster slots are moving ({exc}); retry") from exc
         # Slots moving (resharding, failover): one call at a time, the client follows.
         client.nodes_manager.initialize()
         return [script(keys=keys, args=args) for script, keys, args in calls]
     return results
+
+
+def _evalsha_pipeline(client, calls: list[tuple[Any, list, list]], durable: bool) -> list:
+    """One pipeline of EVALSHAs on one server. Not redis-py's Script-in-pipeline, which asks
+    SCRIPT EXISTS first (a second round trip per pipeline); a script the server lost (restart,
+    SCRIPT FLUSH) answers NOSCRIPT without running, so it is loaded and only those calls are
+    sent again."""
+    pipe = client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+    replies = execute_durably(pipe, raise_on_error=False) if durable else pipe.execute(False)
+    missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+    if missing:
+        for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
+            client.script_load(script.script)
+        again = _evalsha_pipeline(client, [calls[i] for i in missing], durable)
+        for i, reply in zip(missing, again, strict=True):
+            replies[i] = reply
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 def iter_ping():

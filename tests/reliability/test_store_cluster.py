@@ -117,6 +117,41 @@ def test_idempotent_creates_and_deletes_across_shards(on_cluster):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_batch_over_sessions_on_every_master_applies_each_event_once(on_cluster):
+    from sessions_app.api.ingest import apply_batch
+
+    store = get_session_store()
+    # One session in each shard: every master holds some.
+    by_shard = {}
+    for n in range(1000):
+        by_shard.setdefault(skeys.shard_of(f"batch-{n}"), f"batch-{n}")
+    sessions = [store.create_session(session_id=sid).id for sid in by_shard.values()]
+    assert len(sessions) == SHARDS and len({master_port(sid) for sid in sessions}) == 3
+    operations = [
+        {
+            "op": "message",
+            "session_id": sid,
+            "event_id": f"m{n}-{i}",
+            "role": "user",
+            "content": "x",
+        }
+        for n, sid in enumerate(sessions)
+        for i in range(3)
+    ]
+    operations += [
+        {"op": "counters", "session_id": sid, "event_id": f"c{n}", "increment_requests": True}
+        for n, sid in enumerate(sessions)
+    ]
+    assert apply_batch(operations)["accepted"] == len(operations)
+    again = apply_batch(operations)  # a retried batch: each event once
+    assert again["duplicate"] == len(operations)
+    for sid in sessions:
+        read = store.get_session(sid)
+        assert (read.message_count, read.request_count, read.event_count) == (3, 1, 3)
+        assert [event.seq for event in read.recent_events] == [0, 1, 2]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_workload_spreads_over_all_masters_and_three_workers_archive_it(on_cluster, redis_prefix):
     store = get_session_store()
     total = 240

@@ -26,18 +26,22 @@ class Writes:
         content: str,
         tool_name: str = "",
         invocation_id: str = "",
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        cost: float = 0.0,
     ):
-        """Record a conversation message (buffered)."""
-        return self._enqueue(
-            {
-                "op": "message",
-                "session_id": str(session_id),
-                "role": getattr(role, "value", role),
-                "content": content,
-                "tool_name": tool_name or "",
-                "invocation_id": invocation_id or "",
-            }
-        )
+        """Record a conversation message, with the model tokens and cost it took (buffered)."""
+        operation = {
+            "op": "message",
+            "session_id": str(session_id),
+            "role": getattr(role, "value", role),
+            "content": content,
+            "tool_name": tool_name or "",
+            "invocation_id": invocation_id or "",
+        }
+        # Sent only when used, so a server without message tokens still takes the rest.
+        usage = {"tokens_in": tokens_in, "tokens_out": tokens_out, "cost": cost}
+        return self._enqueue({**operation, **{k: value for k, value in usage.items() if value}})
 
     add_conversation_message = add_message
 
