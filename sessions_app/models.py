@@ -191,10 +191,13 @@ TIMELINE_CHUNK_EVENTS = 500
 class TimelineChunk(models.Model):
     """Events `chunk * TIMELINE_CHUNK_EVENTS` onwards of an archived session's timeline.
 
-    `events` is a JSON array of the events exactly as the live store kept them (`seq`, `kind`,
-    `occurred_at` in epoch seconds, the kind's fields; blank fields may be absent). The archiver
-    writes it by concatenating the Redis snapshot's JSON texts, and `archive/timeline.py` is the
-    one reader: bulk writes and reads, no row or Python object per event in the database path.
+    `events` is the text of a JSON array of the events exactly as the live store kept them
+    (`seq`, `kind`, `occurred_at` in epoch seconds, the kind's fields; blank fields may be
+    absent). The archiver writes it by concatenating the Redis snapshot's JSON texts, and
+    `archive/timeline.py` is the one reader: bulk writes and reads, no row or Python object per
+    event in the database path. Text, not jsonb: Postgres neither parses it on write nor prints
+    it back on read (SQL that needs the events casts `events::jsonb`); lz4-compressed where the
+    server has lz4 (migration 0017).
     """
 
     pk = models.CompositePrimaryKey("session_id", "chunk")
@@ -203,7 +206,7 @@ class TimelineChunk(models.Model):
         Session, on_delete=models.CASCADE, related_name="timeline_chunks", db_index=False
     )
     chunk = models.PositiveIntegerField()
-    events = models.JSONField()
+    events = models.TextField()
 
     class Meta:
         ordering = ["session", "chunk"]

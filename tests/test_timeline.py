@@ -218,3 +218,68 @@ def test_archiver_writes_the_live_timeline_in_chunks(store):
     queries = sum(1 for event in live if event.kind == "query")
     row = Session.objects.get(pk=session.id)
     assert row.query_type_counts == {"t0": (queries + 1) // 2, "t1": queries // 2}
+
+
+def test_every_page_and_tail_matches_the_old_rows():
+    # Pages cut at and around both chunk edges, from each side: the Python slicing of whole
+    # chunk texts gives exactly the old rows.
+    n = 2 * timeline.CHUNK + 3
+    session_id = store_both_shapes(redis_events(n))
+    expected = old_shape(session_id)
+    edge = timeline.CHUNK
+    points = sorted({0, 1, edge - 1, edge, edge + 1, 2 * edge - 1, 2 * edge, n - 1, n, n + 1})
+    for offset in points:
+        for limit in (1, 2, edge - 1, edge, edge + 1, n):
+            page = timeline.read_page(session_id, offset, limit)
+            assert page == expected[offset : offset + limit], (offset, limit)
+    for n_last in (1, edge - 1, edge, edge + 1, 2 * edge + 2, n, n + 1):
+        assert timeline.read_last(session_id, n_last) == expected[-n_last:], n_last
+    queries = [event for event in expected if event.kind == "query"]
+    for n_queries in (1, 5, len(queries) - 1, len(queries), len(queries) + 3):
+        assert timeline.read_last_queries(session_id, n_queries) == queries[-n_queries:]
+    assert timeline.read_page(session_id, 0, 0) == []
+    assert timeline.read_page(session_id, -1, 5) == []
+
+
+def test_migration_0017_converts_jsonb_chunks_to_text_with_the_same_events():
+    migration = importlib.import_module("sessions_app.migrations.0017_timeline_events_text")
+    session_id = store_both_shapes(redis_events(timeline.CHUNK + 9))
+    short_id = store_both_shapes(redis_events(4))
+    expected = {sid: old_shape(sid) for sid in (session_id, short_id)}
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # no deferred FK checks pending
+        # Back to the old shape: jsonb arrays, as the archiver wrote them before 0017.
+        cursor.execute(migration.TO_JSONB)
+        cursor.execute(
+            "SELECT atttypid::regtype::text FROM pg_attribute "
+            "WHERE attrelid = 'sessions_app_timelinechunk'::regclass AND attname = 'events'"
+        )
+        assert cursor.fetchone()[0] == "jsonb"
+        # The old reader: jsonb printed as text (its own spacing and key order), decoded.
+        for sid, events in expected.items():
+            cursor.execute(
+                "SELECT events::text FROM sessions_app_timelinechunk "
+                "WHERE session_id = %s ORDER BY chunk",
+                [sid],
+            )
+            old_texts = [row[0] for row in cursor.fetchall()]
+            assert ", " in old_texts[0]  # really jsonb's output, not the stored text
+            decoded = [value for text in old_texts for value in json.loads(text)]
+            assert timeline._events(decoded) == events
+        cursor.execute(migration.TO_TEXT_LZ4)
+        cursor.execute(
+            "SELECT atttypid::regtype::text, attcompression FROM pg_attribute "
+            "WHERE attrelid = 'sessions_app_timelinechunk'::regclass AND attname = 'events'"
+        )
+        kind, compression = cursor.fetchone()
+        assert kind == "text"
+        # lz4 where the server was built with it (the machine's Postgres), else pglz (pgserver).
+        cursor.execute(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+        )
+        assert compression == ("l" if cursor.fetchone()[0] else "")
+    for sid, events in expected.items():
+        assert timeline.read_all(sid) == events
+        assert timeline.read_page(sid, timeline.CHUNK - 2, 4) == events[timeline.CHUNK - 2 :][:4]
+        assert timeline.read_last(sid, 3) == events[-3:]
+        assert timeline.count(sid) == len(events)

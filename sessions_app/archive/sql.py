@@ -91,7 +91,7 @@ RETURNING id, (xmax = 0) AS inserted
 # nothing, and the session's counts are not updated below).
 INSERT_TIMELINE = """
 INSERT INTO sessions_app_timelinechunk (session_id, chunk, events)
-SELECT session_id, chunk, events::jsonb FROM archive_stage_timeline
+SELECT session_id, chunk, events FROM archive_stage_timeline
 ON CONFLICT (session_id, chunk) DO NOTHING
 RETURNING session_id, events
 """
@@ -102,7 +102,7 @@ qt AS (
     FROM (
         SELECT session_id, COALESCE(NULLIF(e->>'query_type', ''), 'other') AS item,
             count(*) AS n
-        FROM tl, jsonb_array_elements(tl.events) AS e
+        FROM tl, jsonb_array_elements(tl.events::jsonb) AS e
         WHERE e->>'kind' = 'query' GROUP BY 1, 2
     ) per_type
     GROUP BY session_id
