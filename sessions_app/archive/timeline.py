@@ -150,7 +150,8 @@ def _when(seconds: float) -> datetime:
     return _PG_EPOCH + timedelta(microseconds=round((seconds - _PG_EPOCH_SECONDS) * 1e6))
 
 
-def _decode(text: str) -> list[dict[str, Any]]:
+def decode(text: str) -> Any:
+    """A JSON text as Python values (orjson; json for what orjson refuses)."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:  # what orjson refuses (integers past 64 bits) json takes
@@ -190,11 +191,11 @@ def read_page(session_id: str, offset: int, limit: int) -> list[TimelineEvent]:
     ]
     if len(whole) == len(rows):  # the common case, a whole timeline: one decode
         parts = [part for part in whole if part]
-        return _events(_decode("[" + ",".join(parts) + "]") if parts else [])
+        return _events(decode("[" + ",".join(parts) + "]") if parts else [])
     values: list[dict[str, Any]] = []
     for chunk, text in rows:  # each chunk cut to the page on its own, as the page's SQL did
         first = chunk * CHUNK
-        values += _decode(text)[max(lo - first, 0) : hi - first + 1]
+        values += decode(text)[max(lo - first, 0) : hi - first + 1]
     return _events(values)
 
 
@@ -206,7 +207,7 @@ def read_last(session_id: str, n: int) -> list[TimelineEvent]:
     rows = _rows(_LAST_SQL, {"id": str(session_id), "chunks": n // CHUNK + 1})
     values: list[dict[str, Any]] = []
     for _, text in rows:
-        values += _decode(text)
+        values += decode(text)
     return _events(values[-n:])
 
 
@@ -221,7 +222,7 @@ def read_last_queries(session_id: str, n: int) -> list[TimelineEvent]:
         return []
     newest_first: list[dict[str, Any]] = []
     for _, text in _rows(_NEWEST_FIRST_SQL, {"id": str(session_id)}):
-        values = _decode(text)
+        values = decode(text)
         for value in reversed(values):
             if value.get("kind") == "query":
                 newest_first.append(value)

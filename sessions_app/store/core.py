@@ -43,7 +43,7 @@ from sessions_app.exceptions import (
     StateTooLarge,
 )
 from sessions_app.models import EventKind, SessionStatus, SessionType
-from sessions_app.store import codec, keys
+from sessions_app.store import codec, keys, scripts
 from sessions_app.store.codec import SUMMARY_FIELDS, at, ts
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -182,7 +182,11 @@ def _query_event(query: Any) -> tuple[str, str, str, str, str]:
         "occurred_at": round(_now(), 6),
     }
     ints = codec.counters(
-        ("query_count", 1), ("cache_hits", int(cache_hit)), ("error_count", int(bool(error)))
+        ("query_count", 1),
+        ("cache_hits", int(cache_hit)),
+        ("error_count", int(bool(error))),
+        # Per-type counts the archive copies to Session.query_type_counts.
+        (scripts.QUERY_TYPE_FIELD + event["query_type"], 1),
     )
     return (
         event_id,
