@@ -283,3 +283,44 @@ def test_migration_0017_converts_jsonb_chunks_to_text_with_the_same_events():
         assert timeline.read_page(sid, timeline.CHUNK - 2, 4) == events[timeline.CHUNK - 2 :][:4]
         assert timeline.read_last(sid, 3) == events[-3:]
         assert timeline.count(sid) == len(events)
+
+
+def test_objects_with_a_seq_key_nested_in_events_do_not_fool_partial_reads():
+    # Partial reads split a chunk's text at `,{"seq":` without parsing it; objects in an event
+    # that look like the next events (even the one after the last) must not shift or add any.
+    n = timeline.CHUNK + 20
+    bodies = redis_events(n)
+    for seq in (3, timeline.CHUNK - 1, timeline.CHUNK + 5, n - 1):
+        fakes = [{"seq": seq + 1, "kind": "query"}, {"seq": seq + 2}, {"seq": n}]
+        event = json.loads(bodies[seq])
+        event["parameters"] = {"a": [0, *fakes], "b": {"seq": seq}}
+        event["kind"], event["query_type"] = "query", "nested"
+        bodies[seq] = json.dumps(event, separators=(",", ":"))
+    session_id = store_both_shapes(bodies)
+    expected = old_shape(session_id)
+    assert len(expected) == n and timeline.read_all(session_id) == expected
+    edge = timeline.CHUNK
+    for offset in (0, 2, 3, 4, edge - 3, edge - 1, edge, edge + 4, edge + 6, n - 3, n - 1):
+        for limit in (1, 2, 5, 30):
+            assert timeline.read_page(session_id, offset, limit) == expected[offset:][:limit]
+    for n_last in (1, 2, 3, 19, 20, 21, 25, edge + 1):
+        assert timeline.read_last(session_id, n_last) == expected[-n_last:]
+    queries = [event for event in expected if event.kind == "query"]
+    assert timeline.read_last_queries(session_id, 10) == queries[-10:]
+
+
+def test_partial_reads_of_jsonb_style_chunk_text():
+    # The demo's SQL writer, and migration 0017, leave jsonb's own text (", " and ": ").
+    session_id = store_both_shapes(redis_events(timeline.CHUNK + 10))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE sessions_app_timelinechunk SET events = events::jsonb::text "
+            "WHERE session_id = %s",
+            [session_id],
+        )
+    expected = old_shape(session_id)
+    assert timeline.read_all(session_id) == expected
+    edge = timeline.CHUNK
+    assert timeline.read_page(session_id, edge - 3, 6) == expected[edge - 3 : edge + 3]
+    assert timeline.read_page(session_id, edge + 8, 9) == expected[edge + 8 :]
+    assert timeline.read_last(session_id, 12) == expected[-12:]

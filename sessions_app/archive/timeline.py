@@ -180,6 +180,68 @@ def _rows(sql: str, params: dict[str, Any]) -> list[tuple[int, str]]:
         return cursor.fetchall()
 
 
+# How event boundaries look in a chunk's text: the store's compact JSON joined by the archiver
+# (`[{"seq":0,...},{"seq":1,...}]`), and jsonb's own text (`[{"seq": 0, ...}, {"seq": 1, ...}]`:
+# chunks converted by migration 0017, or written by the demo's SQL).
+_LAYOUTS = (('{"seq":', ","), ('{"seq": ', ", "))
+
+
+def _pieces(text: str) -> tuple[list[str], str] | None:
+    """The chunk's text split at what look like event boundaries (no parsing), and the
+    separator that joins pieces back; None for a layout other than _LAYOUTS."""
+    for head, sep in _LAYOUTS:
+        if text.startswith(head, 1) and text[len(head) + 1 : len(head) + 2].isdigit():
+            parts = text[1:-1].split(sep + head)
+            return [parts[0], *(head + part for part in parts[1:])], sep
+    return None
+
+
+def _decode_span(pieces: list[str], sep: str) -> list[Any] | None:
+    """The pieces' events when they are exactly whole events, else None.
+
+    Splitting also cut at every object nested in an event whose first key is "seq". The pieces
+    given always run from the chunk's start or to its end, so joined back they are the exact
+    text between a real boundary and the chunk's start or end: a false cut at their other end
+    leaves that text unbalanced (decoding fails), one inside them makes fewer events than pieces.
+    """
+    try:
+        values = decode("[" + sep.join(pieces) + "]")
+    except ValueError:  # orjson's and json's decode errors are ValueErrors
+        return None
+    return values if isinstance(values, list) and len(values) == len(pieces) else None
+
+
+def _cut(text: str, start: int, stop: int | None = None, first: int | None = None) -> list[Any]:
+    """decode(text)[start:stop] of one chunk, decoding only the events it needs when it can.
+
+    `first` is the timeline position of the chunk's first event (a page read): a span that does
+    not start at the chunk's start is checked to be numbered by position (`seq`) from there,
+    which a false cut before it would break. A tail (start < 0, no stop) needs no `first`: it
+    runs to the chunk's end and counting is enough. Anything unsure decodes the whole chunk.
+    """
+    split = _pieces(text)
+    if split is not None:
+        pieces, sep = split
+        lo, hi, _ = slice(start, stop).indices(len(pieces))
+        if lo == 0 or (lo < hi and hi < len(pieces) and hi <= len(pieces) - lo):
+            values = _decode_span(pieces[:hi], sep)  # from the chunk's start
+            if values is not None:
+                return values[lo:]
+        elif lo < hi:
+            values = _decode_span(pieces[lo:], sep)  # to the chunk's end
+            tail = first is None and start < 0 and stop is None
+            numbered = tail or (
+                first is not None
+                and all(
+                    isinstance(value, dict) and value.get("seq") == first + lo + k
+                    for k, value in enumerate(values or ())
+                )
+            )
+            if values is not None and numbered:
+                return values[: hi - lo]
+    return decode(text)[start:stop]
+
+
 def read_page(session_id: str, offset: int, limit: int) -> list[TimelineEvent]:
     """Events `offset` .. `offset + limit - 1` of an archived session, in order."""
     if limit <= 0 or offset < 0:
@@ -195,7 +257,7 @@ def read_page(session_id: str, offset: int, limit: int) -> list[TimelineEvent]:
     values: list[dict[str, Any]] = []
     for chunk, text in rows:  # each chunk cut to the page on its own, as the page's SQL did
         first = chunk * CHUNK
-        values += decode(text)[max(lo - first, 0) : hi - first + 1]
+        values += _cut(text, max(lo - first, 0), hi - first + 1, first=first)
     return _events(values)
 
 
@@ -205,9 +267,11 @@ def read_last(session_id: str, n: int) -> list[TimelineEvent]:
         return []
     # The last chunk may hold a single event: n events span at most n // CHUNK + 1 more.
     rows = _rows(_LAST_SQL, {"id": str(session_id), "chunks": n // CHUNK + 1})
-    values: list[dict[str, Any]] = []
-    for _, text in rows:
-        values += decode(text)
+    values: list[Any] = []
+    for _, text in reversed(rows):  # newest chunk first, each cut to what is still missing
+        values[:0] = _cut(text, -(n - len(values)), None)
+        if len(values) >= n:
+            break
     return _events(values[-n:])
 
 
