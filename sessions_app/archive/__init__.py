@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -158,6 +159,7 @@ def _query_type_counts(meta: list, events: list[str], types: list[str]) -> str:
     archive's SQL did: each query event by its query type, `other` when it has none.
     """
     counts = [int(count) for count in types[1::2]]
+    pairs: Iterable[tuple[str, int]]
     if sum(counts) == int(float(meta[_QUERY_COUNT] or 0)):
         pairs = zip(types[::2], counts, strict=True)
     else:
