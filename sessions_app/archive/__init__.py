@@ -319,11 +319,8 @@ def _quarantine(failures: list, now: datetime) -> None:
             )
 
 
-def _archive_snapshots(
-    client, snapshots: list, archived_at: datetime, forget=_forget
-) -> tuple[list, list]:
-    """Write then forget (`forget(client, snapshots)`); returns (archived, quarantined)
-    snapshots. Raises if Postgres is down.
+def _archive_snapshots(client, snapshots: list, archived_at: datetime) -> tuple[list, list]:
+    """Write then forget; returns (archived, quarantined) snapshots. Raises if Postgres is down.
 
     A session that cannot be written goes to the quarantine table and leaves Redis: it is
     neither retried forever nor lost when its keys expire. One deleted meanwhile is dropped.
@@ -333,7 +330,7 @@ def _archive_snapshots(
         _quarantine(failures, archived_at)
     gone = written + [failure[0] for failure in failures]
     gone += [snapshot for snapshot in snapshots if snapshot[0] in deleted]
-    forget(client, gone)
+    _forget(client, gone)
     return written, [failure[0] for failure in failures]
 
 
@@ -478,22 +475,13 @@ def archive_due_sessions(
 
 def _archive_shard(client, shard: int, now: float, batch_size: int, cutoffs, counts) -> None:
     """archive_due_sessions for one shard, adding to `counts`."""
-    # One helper thread does the Redis work: it claims and snapshots batch N+1, and deletes
-    # batch N-1 from Redis, while this thread writes batch N to Postgres. It never touches the
-    # database, so the write stays on this connection. A delete's error is raised here (at the
-    # next batch or at the end), as it would be had this thread deleted.
-    forgetting: list[Future[None]] = []
-
-    def forget_later(client, snapshots: list) -> None:
-        forgetting.append(prefetch.submit(_forget, client, snapshots))
-
+    # One helper thread claims and snapshots batch N+1 in Redis while this thread writes batch
+    # N to Postgres; it never touches the database, so the write stays on this connection.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-prefetch") as prefetch:
         pending: Future[_Batch] | None = prefetch.submit(
             _next_batch, client, shard, now, batch_size, 0, cutoffs
         )
         while pending is not None:
-            while forgetting and (forgetting[0].done() or len(forgetting) > 1):
-                forgetting.pop(0).result()
             batch = pending.result()
             pending = None
             if not batch.last:
@@ -504,9 +492,7 @@ def _archive_shard(client, shard: int, now: float, batch_size: int, cutoffs, cou
                 continue
             counts["batches"] += 1
             try:
-                archived, failed = _archive_snapshots(
-                    client, batch.snapshots, timezone.now(), forget=forget_later
-                )
+                archived, failed = _archive_snapshots(client, batch.snapshots, timezone.now())
             except DatabaseError:
                 # Postgres down: make the claimed sessions due again so the next run retries
                 # them at once instead of after the lease.
@@ -520,5 +506,3 @@ def _archive_shard(client, shard: int, now: float, batch_size: int, cutoffs, cou
             counts["deleted"] += len(batch.snapshots) - len(archived) - len(failed)
             for snapshot in archived:
                 counts[batch.outcomes[snapshot[0]]] += 1
-        for done in forgetting:
-            done.result()
