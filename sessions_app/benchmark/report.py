@@ -36,9 +36,9 @@ MISS_NOTES = {
     "50 ms in Python (claim and snapshot replies, COPY text), 75 ms in the Postgres backend "
     "(the session upsert into a table with 17 indexes, 3 of them GIN, is most of it: on a copy "
     "with only the primary key it costs a third; then the chunk COPY, its deferred foreign-key "
-    "checks and the rollup fold) and 60 ms in Redis (claim, snapshot, delete; its helper thread "
-    "overlaps them with the write). 1M/min on 2 cores needs under 120 ms in all. Parallel "
-    "writers (one process per shard) help only while cores are idle. Moving it: fewer "
+    "checks and the rollup fold) and 60 ms in Redis (claim, snapshot, delete; a helper thread "
+    "overlaps claim and snapshot with the write). 1M/min on 2 cores needs under 120 ms in all. "
+    "Parallel writers (one process per shard) help only while cores are idle. Moving it: fewer "
     "secondary indexes on sessions_app_session, or more cores.",
     "full archived timeline": "Two text rows (500 events each, lz4) read whole: Postgres only "
     "decompresses them; most of the time is Python: one orjson decode and one TimelineEvent "
