@@ -244,16 +244,19 @@ TIMELINE_CHUNK_EVENTS = 500
 class TimelineChunk(PartitionedByArchiveDay):
     """Events `chunk * TIMELINE_CHUNK_EVENTS` onwards of an archived session's timeline.
 
-    `events` is a JSON array of the events exactly as the live store kept them (`seq`, `kind`,
-    `occurred_at` in epoch seconds, the kind's fields; blank fields may be absent). The archiver
-    writes it by concatenating the Redis snapshot's JSON texts, and `archive/timeline.py` is the
-    one reader: bulk writes and reads, no row or Python object per event in the database path.
+    `events` is the text of a JSON array of the events exactly as the live store kept them
+    (`seq`, `kind`, `occurred_at` in epoch seconds, the kind's fields; blank fields may be
+    absent). The archiver writes it by concatenating the Redis snapshot's JSON texts, and
+    `archive/timeline.py` is the one reader: bulk writes and reads, no row or Python object per
+    event in the database path. Text, not jsonb: Postgres neither parses it on write nor prints
+    it back on read (SQL that needs the events casts `events::jsonb`); lz4-compressed where the
+    server has lz4 (migration 0020).
     """
 
     pk = models.CompositePrimaryKey("session_id", "chunk", "archived_at")
     # No index of its own: the primary key (session, chunk, day) serves every lookup and delete.
     # No database constraint (the partitioned session table has no unique `id` to reference):
-    # a session and its chunks are written in one statement and retired with the same day.
+    # a session and its chunks are written in one transaction and retired with the same day.
     session = models.ForeignKey(
         Session,
         on_delete=models.CASCADE,
@@ -262,7 +265,7 @@ class TimelineChunk(PartitionedByArchiveDay):
         db_constraint=False,
     )
     chunk = models.PositiveIntegerField()
-    events = models.JSONField()
+    events = models.TextField()
     # Its session's archived_at: the partition key, so a chunk lives in its session's day.
     archived_at = models.DateTimeField()
 

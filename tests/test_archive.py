@@ -411,3 +411,64 @@ def test_bad_batch_size_is_refused():
         archive.archive_due_sessions(batch_size=0)
     with pytest.raises(ValueError, match="batch_size"):
         archive.delete_old_archived_sessions(batch_size=0)
+
+
+def _archive_now(session_id) -> dict:
+    assert archive.archive_session(session_id)
+    return Session.objects.get(pk=session_id).query_type_counts
+
+
+def test_query_type_counts_come_from_the_live_stores_counters(store):
+    session = busy_session(store, n_queries=3)
+    store.add_query(session.id, QueryRecord(query_type="News", parameters={}))
+    store.add_query(session.id, QueryRecord(query_type="news.v2", parameters={}))
+    # Per-type counters in the meta hash, one per query event, beside query_count.
+    meta = get_redis().hgetall(skeys.meta(str(session.id)))
+    assert {k: v for k, v in meta.items() if k.startswith("qt:")} == {
+        "qt:price": "3",
+        "qt:news": "1",
+        "qt:news.v2": "1",
+    }
+    assert _archive_now(session.id) == {"price": 3, "news": 1, "news.v2": 1}
+    quiet = store.create_session(session_type="agent", user_id="u-quiet")
+    store.add_message(quiet.id, role="user", content="no queries")
+    assert _archive_now(quiet.id) == {}
+
+
+def test_sessions_without_counters_are_counted_from_their_events(store):
+    # A session written before the per-type counters existed (or by anything that did not keep
+    # them): its counts come from its query events, `other` for a blank type, as before.
+    session = busy_session(store, n_queries=4)
+    store.add_query(session.id, QueryRecord(query_type="news", parameters={}))
+    client = get_redis()
+    meta_key = skeys.meta(str(session.id))
+    client.hdel(meta_key, *[k for k in client.hgetall(meta_key) if k.startswith("qt:")])
+    events_key = skeys.session_keys(str(session.id))[1]
+    blank = client.lindex(events_key, 0).replace('"query_type":"price"', '"query_type":""')
+    client.lset(events_key, 0, blank)
+    assert _archive_now(session.id) == {"price": 3, "news": 1, "other": 1}
+
+
+def test_partial_counters_fall_back_to_the_events(store):
+    # Counters that do not add up to the query count (a session that got them mid-life).
+    session = busy_session(store, n_queries=2)
+    store.add_query(session.id, QueryRecord(query_type="news", parameters={}))
+    get_redis().hdel(skeys.meta(str(session.id)), "qt:news")
+    assert _archive_now(session.id) == {"price": 2, "news": 1}
+
+
+def test_query_type_counts_match_the_events_after_a_batch(store, redis_prefix):
+    made = []
+    for i in range(30):
+        session = store.create_session(session_type="agent", user_id=f"u{i % 3}", ttl_hours=0.01)
+        for j in range(i % 5):
+            store.add_query(session.id, QueryRecord(query_type=f"t{(i + j) % 3}", parameters={}))
+        made.append(session.id)
+    counts = archive.archive_due_sessions(now=time.time() + HOUR, batch_size=7)
+    assert counts["archived"] == 30
+    by_events = {str(sid): Counter() for sid in made}
+    for row in event_rows():
+        if row.kind == "query":
+            by_events[str(row.session_id)][row.query_type] += 1
+    stored = dict(Session.objects.values_list("id", "query_type_counts"))
+    assert {sid: dict(c) for sid, c in by_events.items()} == stored

@@ -218,3 +218,109 @@ def test_archiver_writes_the_live_timeline_in_chunks(store):
     queries = sum(1 for event in live if event.kind == "query")
     row = Session.objects.get(pk=session.id)
     assert row.query_type_counts == {"t0": (queries + 1) // 2, "t1": queries // 2}
+
+
+def test_every_page_and_tail_matches_the_old_rows():
+    # Pages cut at and around both chunk edges, from each side: the Python slicing of whole
+    # chunk texts gives exactly the old rows.
+    n = 2 * timeline.CHUNK + 3
+    session_id = store_both_shapes(redis_events(n))
+    expected = old_shape(session_id)
+    edge = timeline.CHUNK
+    points = sorted({0, 1, edge - 1, edge, edge + 1, 2 * edge - 1, 2 * edge, n - 1, n, n + 1})
+    for offset in points:
+        for limit in (1, 2, edge - 1, edge, edge + 1, n):
+            page = timeline.read_page(session_id, offset, limit)
+            assert page == expected[offset : offset + limit], (offset, limit)
+    for n_last in (1, edge - 1, edge, edge + 1, 2 * edge + 2, n, n + 1):
+        assert timeline.read_last(session_id, n_last) == expected[-n_last:], n_last
+    queries = [event for event in expected if event.kind == "query"]
+    for n_queries in (1, 5, len(queries) - 1, len(queries), len(queries) + 3):
+        assert timeline.read_last_queries(session_id, n_queries) == queries[-n_queries:]
+    assert timeline.read_page(session_id, 0, 0) == []
+    assert timeline.read_page(session_id, -1, 5) == []
+
+
+def test_migration_0020_converts_jsonb_chunks_to_text_with_the_same_events():
+    migration = importlib.import_module("sessions_app.migrations.0020_timeline_events_text")
+    session_id = store_both_shapes(redis_events(timeline.CHUNK + 9))
+    short_id = store_both_shapes(redis_events(4))
+    expected = {sid: old_shape(sid) for sid in (session_id, short_id)}
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # no deferred FK checks pending
+        # Back to the old shape: jsonb arrays, as the archiver wrote them before 0020.
+        cursor.execute(migration.TO_JSONB)
+        cursor.execute(
+            "SELECT atttypid::regtype::text FROM pg_attribute "
+            "WHERE attrelid = 'sessions_app_timelinechunk'::regclass AND attname = 'events'"
+        )
+        assert cursor.fetchone()[0] == "jsonb"
+        # The old reader: jsonb printed as text (its own spacing and key order), decoded.
+        for sid, events in expected.items():
+            cursor.execute(
+                "SELECT events::text FROM sessions_app_timelinechunk "
+                "WHERE session_id = %s ORDER BY chunk",
+                [sid],
+            )
+            old_texts = [row[0] for row in cursor.fetchall()]
+            assert ", " in old_texts[0]  # really jsonb's output, not the stored text
+            decoded = [value for text in old_texts for value in json.loads(text)]
+            assert timeline._events(decoded) == events
+        cursor.execute(migration.TO_TEXT_LZ4)
+        cursor.execute(
+            "SELECT atttypid::regtype::text, attcompression FROM pg_attribute "
+            "WHERE attrelid = 'sessions_app_timelinechunk'::regclass AND attname = 'events'"
+        )
+        kind, compression = cursor.fetchone()
+        assert kind == "text"
+        # lz4 where the server was built with it (the machine's Postgres), else pglz (pgserver).
+        cursor.execute(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+        )
+        assert compression == ("l" if cursor.fetchone()[0] else "")
+    for sid, events in expected.items():
+        assert timeline.read_all(sid) == events
+        assert timeline.read_page(sid, timeline.CHUNK - 2, 4) == events[timeline.CHUNK - 2 :][:4]
+        assert timeline.read_last(sid, 3) == events[-3:]
+        assert timeline.count(sid) == len(events)
+
+
+def test_objects_with_a_seq_key_nested_in_events_do_not_fool_partial_reads():
+    # Partial reads split a chunk's text at `,{"seq":` without parsing it; objects in an event
+    # that look like the next events (even the one after the last) must not shift or add any.
+    n = timeline.CHUNK + 20
+    bodies = redis_events(n)
+    for seq in (3, timeline.CHUNK - 1, timeline.CHUNK + 5, n - 1):
+        fakes = [{"seq": seq + 1, "kind": "query"}, {"seq": seq + 2}, {"seq": n}]
+        event = json.loads(bodies[seq])
+        event["parameters"] = {"a": [0, *fakes], "b": {"seq": seq}}
+        event["kind"], event["query_type"] = "query", "nested"
+        bodies[seq] = json.dumps(event, separators=(",", ":"))
+    session_id = store_both_shapes(bodies)
+    expected = old_shape(session_id)
+    assert len(expected) == n and timeline.read_all(session_id) == expected
+    edge = timeline.CHUNK
+    for offset in (0, 2, 3, 4, edge - 3, edge - 1, edge, edge + 4, edge + 6, n - 3, n - 1):
+        for limit in (1, 2, 5, 30):
+            assert timeline.read_page(session_id, offset, limit) == expected[offset:][:limit]
+    for n_last in (1, 2, 3, 19, 20, 21, 25, edge + 1):
+        assert timeline.read_last(session_id, n_last) == expected[-n_last:]
+    queries = [event for event in expected if event.kind == "query"]
+    assert timeline.read_last_queries(session_id, 10) == queries[-10:]
+
+
+def test_partial_reads_of_jsonb_style_chunk_text():
+    # The demo's SQL writer, and migration 0020, leave jsonb's own text (", " and ": ").
+    session_id = store_both_shapes(redis_events(timeline.CHUNK + 10))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE sessions_app_timelinechunk SET events = events::jsonb::text "
+            "WHERE session_id = %s",
+            [session_id],
+        )
+    expected = old_shape(session_id)
+    assert timeline.read_all(session_id) == expected
+    edge = timeline.CHUNK
+    assert timeline.read_page(session_id, edge - 3, 6) == expected[edge - 3 : edge + 3]
+    assert timeline.read_page(session_id, edge + 8, 9) == expected[edge + 8 :]
+    assert timeline.read_last(session_id, 12) == expected[-12:]

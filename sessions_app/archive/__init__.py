@@ -8,9 +8,10 @@ turn. Per shard:
    made non-active (active -> expired / abandoned, so the store rejects later writes) and their
    due score is pushed to now + CLAIM_LEASE_SECONDS, so a concurrent run does not take them and
    a crashed run's sessions come back once the lease passes;
-2. snapshot (one pipeline): meta, timeline, context, intermediate results;
-3. write (one Postgres transaction): COPY into temp tables, then upsert sessions by id and insert
-   timeline chunks (one JSON array per up to 500 events) ON CONFLICT DO NOTHING; commit;
+2. snapshot (one pipeline): meta, timeline, context, intermediate results, query-type counts;
+3. write (one Postgres transaction): COPY the sessions into a temp table, upsert them by id,
+   COPY the timeline chunks (one JSON array text per up to 500 events) of those it inserted
+   straight into the chunk table, fold those into the rollups; commit;
 4. delete (one MULTI): the session's keys and index entries.
 A crash between 3 and 4 leaves sessions that the next run upserts again (no duplicates) and
 deletes. Postgres down: step 3 fails, Redis keeps the sessions, a later run retries.
@@ -19,7 +20,8 @@ deletes. Postgres down: step 3 fails, Redis keeps the sessions, a later run retr
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -113,8 +115,9 @@ def _json_object(pairs: list[str]) -> str:
     )
 
 
-def _snapshot(client, session_ids: list[str]) -> list[tuple[str, list, list, list, list]]:
-    """(id, meta values, events, context pairs, result pairs) of each session still in Redis.
+def _snapshot(client, session_ids: list[str]) -> list[tuple[str, list, list, list, list, list]]:
+    """(id, meta values, events, context pairs, result pairs, query-type count pairs) of each
+    session still in Redis.
 
     One round trip: a pipeline of snapshot script calls of SNAPSHOT_CHUNK sessions of one
     shard each (the ids are regrouped by shard).
@@ -139,11 +142,38 @@ def _snapshot(client, session_ids: list[str]) -> list[tuple[str, list, list, lis
     ]
     replies = [entry for chunk in run_reads(client, calls) for entry in chunk]
     return [
-        (session_id, meta, events, ctx, ir)
-        for session_id, (meta, events, ctx, ir) in zip(session_ids, replies, strict=True)
+        (session_id, meta, events, ctx, ir, types)
+        for session_id, (meta, events, ctx, ir, types) in zip(session_ids, replies, strict=True)
         # No status: gone already (another run, or end_session, archived it meanwhile).
         if meta[0] is not None
     ]
+
+
+_QUERY_COUNT = scripts.META_FIELDS.index("query_count")
+
+
+def _query_type_counts(meta: list, events: list[str], types: list[str]) -> str:
+    """The session's query-type counts as a JSON object's text.
+
+    From the live store's per-type counters when they add up to its query count (every session
+    written since they exist); else (an older session) counted from its events, as the
+    archive's SQL did: each query event by its query type, `other` when it has none.
+    """
+    counts = [int(count) for count in types[1::2]]
+    pairs: Iterable[tuple[str, int]]
+    if sum(counts) == int(float(meta[_QUERY_COUNT] or 0)):
+        pairs = zip(types[::2], counts, strict=True)
+    else:
+        tally: Counter[str] = Counter()
+        for text in events:
+            event = timeline.decode(text)
+            if event.get("kind") == "query":
+                name = event.get("query_type")
+                if name is None or name == "":
+                    name = "other"
+                tally[name if isinstance(name, str) else json.dumps(name)] += 1
+        pairs = tally.items()
+    return "{" + ",".join(f"{json.dumps(name)}:{n}" for name, n in pairs) + "}"
 
 
 def _sanitize(text: str | None) -> str | None:
@@ -186,25 +216,33 @@ def _write(snapshots: list, archived_at: datetime, clean=None) -> set[str]:
                 return deleted
         raw.execute(sql.STAGE_DDL)
         with raw.copy(sql.COPY_SESSIONS) as copy:
-            for session_id, meta, _, ctx, ir in snapshots:
-                row = (session_id, *meta, _json_object(ctx), _json_object(ir), times[session_id])
+            for session_id, meta, events, ctx, ir, types in snapshots:
+                row = (
+                    session_id,
+                    *meta,
+                    _json_object(ctx),
+                    _json_object(ir),
+                    _query_type_counts(meta, events, types),
+                    times[session_id],
+                )
                 if clean:
                     row = tuple(clean(v) if isinstance(v, str) else v for v in row)
                 copy.write_row(row)
+        raw.execute(sql.ARCHIVE_BATCH)
+        inserted = [row[0] for row in raw.fetchall()]
+        fresh = {str(session_id) for session_id in inserted}
         with raw.copy(sql.COPY_TIMELINE) as copy:
             # Preformatted lines, one per chunk: the events' JSON texts joined, never parsed.
             escape, texts = _copy_text, timeline.chunk_texts
-            for session_id, _, events, _, _ in snapshots:
-                if events:
-                    head = session_id + "\t"
+            for session_id, _, events, _, _, _ in snapshots:
+                if events and session_id in fresh:
+                    head, day = session_id + "\t", "\t" + times[session_id].isoformat()
                     copy.write(
                         "".join(
-                            f"{head}{n}\t{escape(clean(text) if clean else text)}\n"
+                            f"{head}{n}\t{escape(clean(text) if clean else text)}{day}\n"
                             for n, text in enumerate(texts(events))
                         )
                     )
-        raw.execute(sql.ARCHIVE_BATCH)
-        inserted = [row[0] for row in raw.fetchall()]
         # Same transaction: the rollups count a session exactly when it commits.
         fold_sessions(inserted, cursor=raw)
     return deleted
@@ -219,7 +257,7 @@ def _forget(client, snapshots: list) -> None:
         ids = [snapshot[0] for snapshot in group]
         by_user, by_type = defaultdict(list), defaultdict(list)
         doomed: list[str] = []
-        for session_id, meta, _, _, _ in group:
+        for session_id, meta, *_ in group:
             by_user[meta[scripts.USER_ID] or ""].append(session_id)
             by_type[meta[scripts.SESSION_TYPE] or ""].append(session_id)
             doomed += store_keys.session_keys(session_id)
@@ -267,7 +305,7 @@ def _write_isolating(snapshots: list, archived_at: datetime) -> tuple[list, list
 
 def _quarantine(failures: list, now: datetime) -> None:
     """Keep sessions that cannot be archived, with their snapshot and the database's error."""
-    for (session_id, meta, events, ctx, ir), error in failures:
+    for (session_id, meta, events, ctx, ir, _), error in failures:
         snapshot = json.dumps(
             {
                 "meta": dict(zip(scripts.META_FIELDS, meta, strict=True)),

@@ -1,10 +1,11 @@
-"""SQL of the archiver: stage a batch with COPY, then insert timelines and upsert sessions.
+"""SQL of the archiver: stage a batch's sessions with COPY, upsert them, COPY their timelines.
 
-ARCHIVE_BATCH is one statement: the timeline chunks are inserted first (the foreign key is
-checked at commit), their query types counted into the session's `query_type_counts`, the
-sessions upserted, and the ids it *inserted* returned, which the caller folds into the daily
-rollups. A re-run after a crash inserts no chunk and updates its sessions, so nothing is counted
-twice.
+ARCHIVE_BATCH upserts the staged sessions (their query-type counts come staged from the live
+store's counters) into their archive day (the partition key, stamped once per session in Redis)
+and returns the ids it *inserted*. Only those sessions' timeline chunks are then copied, straight
+into the chunk table (COPY_TIMELINE: the text Redis held, no parse, no staging), and only they
+are folded into the daily rollups. A re-run after a crash writes the same archive day, so it
+updates its sessions, whose chunks committed with them, and copies and counts nothing twice.
 """
 
 from sessions_app.archive.scripts import ARCHIVE_EXTRA_FIELDS, META_FIELDS
@@ -16,19 +17,20 @@ STAGE_FIELDS = (*META_FIELDS, *(f for f in ARCHIVE_EXTRA_FIELDS if f not in META
 # Everything is staged as text, straight from Redis; Postgres does the conversions.
 STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS archive_stage_session (
-    id text, FIELDS, context text, intermediate_results text, archive_time timestamptz
+    id text, FIELDS, context text, intermediate_results text, query_type_counts text,
+    archive_time timestamptz
 ) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS archive_stage_timeline (session_id text, chunk int, events text)
-    ON COMMIT DELETE ROWS;
--- Inside a test's outer transaction nothing commits, so empty them explicitly.
+-- Inside a test's outer transaction nothing commits, so empty it explicitly.
 DELETE FROM archive_stage_session;
-DELETE FROM archive_stage_timeline;
 """.replace("FIELDS", ", ".join(f"{name} text" for name in STAGE_FIELDS))
 COPY_SESSIONS = (
-    "COPY archive_stage_session (id, {}, context, intermediate_results, archive_time) "
-    "FROM STDIN".format(", ".join(META_FIELDS))
+    "COPY archive_stage_session (id, {}, context, intermediate_results, query_type_counts, "
+    "archive_time) FROM STDIN".format(", ".join(META_FIELDS))
 )
-COPY_TIMELINE = "COPY archive_stage_timeline (session_id, chunk, events) FROM STDIN"
+# Chunks of newly inserted sessions only (none exists yet), so no ON CONFLICT is needed.
+COPY_TIMELINE = (
+    "COPY sessions_app_timelinechunk (session_id, chunk, events, archived_at) FROM STDIN"
+)
 UPSERT_SESSIONS = """
 INSERT INTO sessions_app_session AS existing (
     id, archived_at, user_id, session_type, status, assets, tags, purpose, source, device, ip,
@@ -54,7 +56,7 @@ SELECT id, archive_time, COALESCE(user_id, ''), session_type, status,
     COALESCE(NULLIF(tokens_in, ''), '0')::numeric::bigint,
     COALESCE(NULLIF(tokens_out, ''), '0')::numeric::bigint,
     COALESCE(NULLIF(cost, ''), '0')::numeric,
-    COALESCE(qt.counts, '{}'::jsonb),
+    COALESCE(NULLIF(query_type_counts, ''), '{}')::jsonb,
     COALESCE(NULLIF(request_count, ''), '0')::numeric::bigint,
     COALESCE(NULLIF(total_processing_time, ''), '0')::float8,
     COALESCE(NULLIF(tool_duration_ms, ''), '0')::float8
@@ -63,7 +65,6 @@ FROM (
         NULLIF(ended_at, '')::float8 AS ended
     FROM archive_stage_session
 ) AS staged
-LEFT JOIN qt ON qt.session_id = staged.id
 ON CONFLICT (id, archived_at) DO UPDATE SET
     user_id = EXCLUDED.user_id, session_type = EXCLUDED.session_type,
     status = EXCLUDED.status, assets = EXCLUDED.assets, tags = EXCLUDED.tags,
@@ -83,16 +84,6 @@ ON CONFLICT (id, archived_at) DO UPDATE SET
     tool_duration_ms = EXCLUDED.tool_duration_ms
 RETURNING id
 """
-# Each chunk's JSON array arrives as one text (the events' Redis JSON joined); Postgres parses
-# it into jsonb once. A re-run after a crash inserts no chunk (its query types then count
-# nothing, and the session's counts are not updated below).
-INSERT_TIMELINE = """
-INSERT INTO sessions_app_timelinechunk (session_id, chunk, events, archived_at)
-SELECT t.session_id, t.chunk, t.events::jsonb, s.archive_time
-FROM archive_stage_timeline t JOIN archive_stage_session s ON s.id = t.session_id
-ON CONFLICT (session_id, chunk, archived_at) DO NOTHING
-RETURNING session_id, events
-"""
 # The staged sessions already archived (a re-run after a crash), as the statement found them:
 # a partitioned table cannot return `xmax = 0` to tell an insert from an update. Bounded by the
 # batch's archive times, so only those days' partitions are probed.
@@ -104,17 +95,6 @@ WHERE s.archived_at BETWEEN (SELECT min(archive_time) FROM archive_stage_session
 """
 ARCHIVE_BATCH = f"""
 WITH seen AS ({SEEN}),
-tl AS ({INSERT_TIMELINE}),
-qt AS (
-    SELECT session_id, jsonb_object_agg(item, n) AS counts
-    FROM (
-        SELECT session_id, COALESCE(NULLIF(e->>'query_type', ''), 'other') AS item,
-            count(*) AS n
-        FROM tl, jsonb_array_elements(tl.events) AS e
-        WHERE e->>'kind' = 'query' GROUP BY 1, 2
-    ) per_type
-    GROUP BY session_id
-),
 up AS ({UPSERT_SESSIONS})
 SELECT id FROM up WHERE id NOT IN (SELECT id FROM seen)
 """  # noqa: S608 - from constants

@@ -1,10 +1,11 @@
 """Archived timelines: the one place that knows how they are stored.
 
-A timeline is stored in TimelineChunk rows, each a JSON array of up to TIMELINE_CHUNK_EVENTS
-events exactly as the live store kept them in Redis. The archiver writes a chunk by joining the
-snapshot's JSON texts (`chunk_texts`); reads fetch one or two rows, sliced in SQL, and parse
-them with one `json.loads`. The store, history, trace view, exports and admin read through
-`read_page` / `read_last` / `read_all` / `read_last_queries`.
+A timeline is stored in TimelineChunk rows, each the text of a JSON array of up to
+TIMELINE_CHUNK_EVENTS events exactly as the live store kept them in Redis. The archiver writes a
+chunk by joining the snapshot's JSON texts (`chunk_texts`), which Postgres stores as they are;
+reads fetch the one or two rows that hold a page and parse them with orjson, slicing in Python.
+The store, history, trace view, exports and admin read through `read_page` / `read_last` /
+`read_all` / `read_last_queries`.
 """
 
 from __future__ import annotations
@@ -39,35 +40,24 @@ _DEFAULTS["event_id"] = ""
 # No session has more events than this (a timeline is read whole below it).
 ALL = 2**31 - 1
 
+# The chunks that hold events lo .. hi.
 _PAGE_SQL = f"""
-SELECT CASE WHEN %(lo)s <= chunk * {CHUNK} AND %(hi)s >= chunk * {CHUNK} + {CHUNK - 1}
-    THEN events
-    ELSE jsonb_path_query_array(events, '$[$lo to $hi]', jsonb_build_object(
-        'lo', %(lo)s - chunk * {CHUNK}, 'hi', %(hi)s - chunk * {CHUNK}))
-    END::text
-FROM {TABLE}
+SELECT chunk, events FROM {TABLE}
 WHERE session_id = %(id)s AND chunk BETWEEN %(lo)s / {CHUNK} AND %(hi)s / {CHUNK}
 ORDER BY chunk
 """  # noqa: S608 - SQL from constants
 # The last n events: from the chunks that can hold them (a chunk is full unless it is the
-# last), each cut to its own last n in SQL, so only about n events travel and are decoded.
+# last).
 _LAST_SQL = f"""
-SELECT jsonb_path_query_array(
-    events, '$[last - $n + 1 to last]', jsonb_build_object('n', %(n)s))::text
-FROM {TABLE}
+SELECT chunk, events FROM {TABLE}
 WHERE session_id = %(id)s AND chunk >= (
     SELECT max(chunk) FROM {TABLE} WHERE session_id = %(id)s
 ) - %(chunks)s
 ORDER BY chunk
 """  # noqa: S608 - SQL from constants
-# The last n queries: each chunk's queries (filtered in SQL), cut to its last n.
-_LAST_QUERIES_SQL = f"""
-SELECT jsonb_path_query_array(
-    jsonb_path_query_array(events, '$[*] ? (@.kind == "query")'),
-    '$[last - $n + 1 to last]', jsonb_build_object('n', %(n)s))::text
-FROM {TABLE}
-WHERE session_id = %(id)s
-ORDER BY chunk
+# Every chunk, newest first: the last n queries are looked for from the end.
+_NEWEST_FIRST_SQL = f"""
+SELECT chunk, events FROM {TABLE} WHERE session_id = %(id)s ORDER BY chunk DESC
 """  # noqa: S608 - SQL from constants
 
 
@@ -82,7 +72,7 @@ SELECT c.session_id, e.seq, e.kind, to_timestamp(e.occurred_at) AS occurred_at,
     COALESCE(e.tool_name, '') AS tool_name, COALESCE(e.invocation_id, '') AS invocation_id,
     e.duration_ms, COALESCE(e.tokens_in, 0) AS tokens_in,
     COALESCE(e.tokens_out, 0) AS tokens_out, COALESCE(e.cost, 0) AS cost
-FROM {TABLE} c, jsonb_to_recordset(c.events) AS e(
+FROM {TABLE} c, jsonb_to_recordset(c.events::jsonb) AS e(
     seq int, kind text, occurred_at float8, query_type text, parameters jsonb,
     result_summary text, execution_ms float8, cache_hit boolean, error text, role text,
     content text, tool_name text, invocation_id text, duration_ms float8, tokens_in int,
@@ -115,7 +105,8 @@ SELECT session_id, seq / {CHUNK}, jsonb_agg(jsonb_strip_nulls(jsonb_build_object
     'role', NULLIF(role, ''), 'content', NULLIF(content, ''),
     'tool_name', NULLIF(tool_name, ''), 'invocation_id', NULLIF(invocation_id, ''),
     'duration_ms', duration_ms, 'tokens_in', NULLIF(tokens_in, 0),
-    'tokens_out', NULLIF(tokens_out, 0), 'cost', NULLIF(cost, 0)::float8)) ORDER BY seq){day_value}
+    'tokens_out', NULLIF(tokens_out, 0), 'cost', NULLIF(cost, 0)::float8)) ORDER BY seq)::text
+    {day_value}
 FROM {source} AS src {day_join} {where}
 GROUP BY session_id, seq / {CHUNK}{day_group}
 ON CONFLICT DO NOTHING
@@ -165,7 +156,7 @@ def write(cursor, timelines: dict[str, Sequence[str]]) -> None:
         # Each chunk goes into its session's archive day (the partition key).
         cursor.executemany(
             f"INSERT INTO {TABLE} (session_id, chunk, events, archived_at) "  # noqa: S608
-            "SELECT %s, %s, %s::jsonb, archived_at FROM sessions_app_session WHERE id = %s "
+            "SELECT %s, %s, %s, archived_at FROM sessions_app_session WHERE id = %s "
             "ON CONFLICT DO NOTHING",
             [(session_id, n, text, session_id) for session_id, n, text in rows],
         )
@@ -177,33 +168,36 @@ def _when(seconds: float) -> datetime:
     return _PG_EPOCH + timedelta(microseconds=round((seconds - _PG_EPOCH_SECONDS) * 1e6))
 
 
-def _decode(text: str) -> list[dict[str, Any]]:
+def decode(text: str) -> Any:
+    """A JSON text as Python values (orjson; json for what orjson refuses)."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:  # what orjson refuses (integers past 64 bits) json takes
         return json.loads(text)
 
 
-def _events(texts: Iterable[str]) -> list[TimelineEvent]:
-    parts = [text[1:-1] for text in texts if len(text) > 2]
-    if not parts:
-        return []
+def _events(values: Iterable[dict[str, Any]]) -> list[TimelineEvent]:
     events: list[TimelineEvent] = []
     append, new, defaults, when = events.append, object.__new__, _DEFAULTS, _when
     # A 1,000-event timeline is read in a few milliseconds, so __init__ (17 keyword arguments
     # per event) is skipped: each event's attributes are its defaults updated by its JSON.
     # TimelineEvent is a plain dataclass (no slots, no __post_init__), so this is equivalent.
-    for values in _decode("[" + ",".join(parts) + "]"):
-        values["occurred_at"] = when(values["occurred_at"])
+    for value in values:
+        value["occurred_at"] = when(value["occurred_at"])
         event = new(TimelineEvent)
-        event.__dict__ = {**defaults, **values, "event_id": ""}
-        if "parameters" not in values:
+        event.__dict__ = {**defaults, **value, "event_id": ""}
+        if "parameters" not in value:
             event.parameters = {}
         append(event)
     return events
 
 
-def _rows(sql: str, params: dict[str, Any], archived_at: datetime | None = None) -> list[str]:
+_BY_ID = "WHERE session_id = %(id)s"
+
+
+def _rows(
+    sql: str, params: dict[str, Any], archived_at: datetime | None = None
+) -> list[tuple[int, str]]:
     """Run a read; with the session's `archived_at`, only its day's partition is searched
     (else every day's: about 2 ms more for a full read with 90 days kept)."""
     if archived_at is not None:
@@ -211,10 +205,69 @@ def _rows(sql: str, params: dict[str, Any], archived_at: datetime | None = None)
         params = {**params, "at": archived_at}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return [row[0] for row in cursor.fetchall()]
+        return cursor.fetchall()
 
 
-_BY_ID = "WHERE session_id = %(id)s"
+# How event boundaries look in a chunk's text: the store's compact JSON joined by the archiver
+# (`[{"seq":0,...},{"seq":1,...}]`), and jsonb's own text (`[{"seq": 0, ...}, {"seq": 1, ...}]`:
+# chunks converted by migration 0020, or written by the demo's SQL).
+_LAYOUTS = (('{"seq":', ","), ('{"seq": ', ", "))
+
+
+def _pieces(text: str) -> tuple[list[str], str] | None:
+    """The chunk's text split at what look like event boundaries (no parsing), and the
+    separator that joins pieces back; None for a layout other than _LAYOUTS."""
+    for head, sep in _LAYOUTS:
+        if text.startswith(head, 1) and text[len(head) + 1 : len(head) + 2].isdigit():
+            parts = text[1:-1].split(sep + head)
+            return [parts[0], *(head + part for part in parts[1:])], sep
+    return None
+
+
+def _decode_span(pieces: list[str], sep: str) -> list[Any] | None:
+    """The pieces' events when they are exactly whole events, else None.
+
+    Splitting also cut at every object nested in an event whose first key is "seq". The pieces
+    given always run from the chunk's start or to its end, so joined back they are the exact
+    text between a real boundary and the chunk's start or end: a false cut at their other end
+    leaves that text unbalanced (decoding fails), one inside them makes fewer events than pieces.
+    """
+    try:
+        values = decode("[" + sep.join(pieces) + "]")
+    except ValueError:  # orjson's and json's decode errors are ValueErrors
+        return None
+    return values if isinstance(values, list) and len(values) == len(pieces) else None
+
+
+def _cut(text: str, start: int, stop: int | None = None, first: int | None = None) -> list[Any]:
+    """decode(text)[start:stop] of one chunk, decoding only the events it needs when it can.
+
+    `first` is the timeline position of the chunk's first event (a page read): a span that does
+    not start at the chunk's start is checked to be numbered by position (`seq`) from there,
+    which a false cut before it would break. A tail (start < 0, no stop) needs no `first`: it
+    runs to the chunk's end and counting is enough. Anything unsure decodes the whole chunk.
+    """
+    split = _pieces(text)
+    if split is not None:
+        pieces, sep = split
+        lo, hi, _ = slice(start, stop).indices(len(pieces))
+        if lo == 0 or (lo < hi and hi < len(pieces) and hi <= len(pieces) - lo):
+            values = _decode_span(pieces[:hi], sep)  # from the chunk's start
+            if values is not None:
+                return values[lo:]
+        elif lo < hi:
+            values = _decode_span(pieces[lo:], sep)  # to the chunk's end
+            tail = first is None and start < 0 and stop is None
+            numbered = tail or (
+                first is not None
+                and all(
+                    isinstance(value, dict) and value.get("seq") == first + lo + k
+                    for k, value in enumerate(values or ())
+                )
+            )
+            if values is not None and numbered:
+                return values[: hi - lo]
+    return decode(text)[start:stop]
 
 
 # `archived_at` (optional, every read): the session's, when the caller has its row; it limits
@@ -227,8 +280,19 @@ def read_page(
     """Events `offset` .. `offset + limit - 1` of an archived session, in order."""
     if limit <= 0 or offset < 0:
         return []
-    params = {"id": str(session_id), "lo": offset, "hi": offset + limit - 1}
-    return _events(_rows(_PAGE_SQL, params, archived_at))
+    lo, hi = offset, offset + limit - 1
+    rows = _rows(_PAGE_SQL, {"id": str(session_id), "lo": lo, "hi": hi}, archived_at)
+    whole = [
+        text[1:-1] for chunk, text in rows if lo <= chunk * CHUNK and hi >= (chunk + 1) * CHUNK - 1
+    ]
+    if len(whole) == len(rows):  # the common case, a whole timeline: one decode
+        parts = [part for part in whole if part]
+        return _events(decode("[" + ",".join(parts) + "]") if parts else [])
+    values: list[dict[str, Any]] = []
+    for chunk, text in rows:  # each chunk cut to the page on its own, as the page's SQL did
+        first = chunk * CHUNK
+        values += _cut(text, max(lo - first, 0), hi - first + 1, first=first)
+    return _events(values)
 
 
 def read_last(session_id: str, n: int, archived_at: datetime | None = None) -> list[TimelineEvent]:
@@ -236,8 +300,13 @@ def read_last(session_id: str, n: int, archived_at: datetime | None = None) -> l
     if n <= 0:
         return []
     # The last chunk may hold a single event: n events span at most n // CHUNK + 1 more.
-    params = {"id": str(session_id), "n": n, "chunks": n // CHUNK + 1}
-    return _events(_rows(_LAST_SQL, params, archived_at))[-n:]
+    rows = _rows(_LAST_SQL, {"id": str(session_id), "chunks": n // CHUNK + 1}, archived_at)
+    values: list[Any] = []
+    for _, text in reversed(rows):  # newest chunk first, each cut to what is still missing
+        values[:0] = _cut(text, -(n - len(values)), None)
+        if len(values) >= n:
+            break
+    return _events(values[-n:])
 
 
 def read_all(session_id: str, archived_at: datetime | None = None) -> list[TimelineEvent]:
@@ -251,15 +320,22 @@ def read_last_queries(
     """The last `n` query events of an archived session, in order."""
     if n <= 0:
         return []
-    params = {"id": str(session_id), "n": n}
-    return _events(_rows(_LAST_QUERIES_SQL, params, archived_at))[-n:]
+    newest_first: list[dict[str, Any]] = []
+    for _, text in _rows(_NEWEST_FIRST_SQL, {"id": str(session_id)}, archived_at):
+        values = decode(text)
+        for value in reversed(values):
+            if value.get("kind") == "query":
+                newest_first.append(value)
+                if len(newest_first) == n:
+                    return _events(reversed(newest_first))
+    return _events(reversed(newest_first))
 
 
 def count(session_id: str) -> int:
     """How many events an archived session's timeline holds."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT coalesce(sum(jsonb_array_length(events)), 0) FROM {TABLE} "  # noqa: S608
+            f"SELECT coalesce(sum(json_array_length(events::json)), 0) FROM {TABLE} "  # noqa: S608
             "WHERE session_id = %s",
             [str(session_id)],
         )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 from datetime import timedelta
 
-from django.db import connection
+from django.db import connection, connections
+from django.test import override_settings
 from django.utils import timezone
 
 from sessions_app.benchmark.core import Row, RunContext, SectionResult, Unavailable
@@ -16,19 +19,14 @@ TARGET_ARCHIVE_PER_MIN = 1_000_000
 TARGET_RETENTION_PER_MIN = 10_000_000
 
 
-def run_archive(ctx: RunContext, result: SectionResult) -> None:
-    """Live sessions with ~20 events each, all made due, archived by archive_due_sessions."""
-    try:
-        from sessions_app.archive import archive_due_sessions
-        from sessions_app.domain import QueryRecord
-        from sessions_app.store import get_session_store
-    except ImportError as exc:
-        raise Unavailable(f"sessions_app.archive: {exc}") from exc
-    config = ctx.config
+def _populate_live(ctx: RunContext, sessions: int, events: int) -> float:
+    """Live sessions with `events` events each (3 queries to 1 message); seconds it took."""
+    from sessions_app.domain import QueryRecord
+    from sessions_app.store import get_session_store
+
     store = get_session_store()
-    events = config.events_per_session
     started = time.monotonic()
-    for i in range(config.archive_sessions):
+    for i in range(sessions):
         session = store.create_session(
             assets=["NVDA", "AMD"],
             session_type="comparative" if i % 2 else "agent",
@@ -48,27 +46,89 @@ def run_archive(ctx: RunContext, result: SectionResult) -> None:
                         "fundamentals", {"symbol": "NVDA"}, "P/E 38.2", 212.5, j % 2 == 0, ""
                     ),
                 )
-    result.setup["populate_seconds"] = round(time.monotonic() - started, 2)
+    return time.monotonic() - started
+
+
+def _archive_one_shard(now: float, shard: int) -> dict:
+    """One writer process: archive_due_sessions on its shard (run in a forked child)."""
+    from sessions_app.archive import archive_due_sessions
+
+    return archive_due_sessions(now=now, shard=shard)
+
+
+def _archive_in_parallel(now: float, writers: int) -> list[dict]:
+    """One process per shard, as `writers` workers each holding one shard's lock would run;
+    returns each one's counts. Forked: each child opens its own Postgres and Redis connections.
+    """
+    connections.close_all()  # no socket shared with the children
+    with multiprocessing.get_context("fork").Pool(writers) as pool:
+        return pool.starmap(_archive_one_shard, [(now, shard) for shard in range(writers)])
+
+
+def _archive_row(name: str, archived: int, seconds: float, events: int, note: str = "") -> Row:
+    per_minute = archived / seconds * 60 if seconds else 0.0
+    return Row(
+        name,
+        unit="sessions/min",
+        value=round(per_minute),
+        samples=archived,
+        target=f">= {TARGET_ARCHIVE_PER_MIN:,} sessions/min",
+        passed=per_minute >= TARGET_ARCHIVE_PER_MIN,
+        note=f"{archived:,} sessions, {archived * events:,} events in {seconds:.2f} s "
+        f"({archived * events / seconds:,.0f} events/s){note}",
+    )
+
+
+def run_archive(ctx: RunContext, result: SectionResult) -> None:
+    """Live sessions with ~20 events each, all made due, archived by archive_due_sessions: once
+    by one writer over the configured shards in turn, once by one writer process per shard."""
+    try:
+        from sessions_app.archive import archive_due_sessions
+        from sessions_app.store import keys
+    except ImportError as exc:
+        raise Unavailable(f"sessions_app.archive: {exc}") from exc
+    config = ctx.config
+    events = config.events_per_session
+    populate = _populate_live(ctx, config.archive_sessions, events)
     # Every session is due once the clock passes the longest TTL; the archiver takes `now`.
     future = time.time() + 400 * 24 * 3600
     started = time.perf_counter()
     counts = archive_due_sessions(now=future)
     seconds = time.perf_counter() - started
-    archived = counts.get("archived", 0)
-    per_minute = archived / seconds * 60 if seconds else 0.0
+    shards = keys.shard_count()
     result.rows.append(
-        Row(
+        _archive_row(
             "archive_due_sessions",
-            unit="sessions/min",
-            value=round(per_minute),
-            samples=archived,
-            target=f">= {TARGET_ARCHIVE_PER_MIN:,} sessions/min",
-            passed=per_minute >= TARGET_ARCHIVE_PER_MIN,
-            note=f"{archived:,} sessions, {archived * events:,} events in {seconds:.2f} s "
-            f"({archived * events / seconds:,.0f} events/s)",
+            counts.get("archived", 0),
+            seconds,
+            events,
+            f"; one writer, REDIS_SHARDS={shards}",
         )
     )
-    result.setup.update(sessions=config.archive_sessions, events_per_session=events, counts=counts)
+    # Parallel writers: the due index split over as many shards as the machine has cores.
+    writers = max(2, min(os.cpu_count() or 2, 8))
+    with override_settings(REDIS_SHARDS=writers):
+        populate += _populate_live(ctx, config.archive_sessions, events)
+        started = time.perf_counter()
+        per_shard = _archive_in_parallel(future, writers)
+        seconds = time.perf_counter() - started
+    archived = sum(one.get("archived", 0) for one in per_shard)
+    result.rows.append(
+        _archive_row(
+            f"archive_due_sessions, {writers} writers",
+            archived,
+            seconds,
+            events,
+            f"; one process per shard, REDIS_SHARDS={writers} (fork included)",
+        )
+    )
+    result.setup["populate_seconds"] = round(populate, 2)
+    result.setup.update(
+        sessions=config.archive_sessions,
+        events_per_session=events,
+        counts=counts,
+        parallel_counts=per_shard,
+    )
 
 
 def _wal_lsn() -> str:

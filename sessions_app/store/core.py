@@ -44,7 +44,7 @@ from sessions_app.exceptions import (
     StoreUnavailable,
 )
 from sessions_app.models import EventKind, SessionStatus, SessionType
-from sessions_app.store import codec, keys
+from sessions_app.store import codec, keys, scripts
 from sessions_app.store.codec import SUMMARY_FIELDS, at, ts
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -173,9 +173,10 @@ def _query_event(query: Any) -> tuple[str, str, str, str, str]:
     if not isinstance(cache_hit, bool):
         raise InvalidInput("cache_hit", "must be true or false")
     event_id = _event_id(query.event_id)
+    query_type = validation.query_type(query.query_type)
     event = {
         "kind": EventKind.QUERY.value,
-        "query_type": validation.query_type(query.query_type),
+        "query_type": query_type,
         # Checked and encodable (json_payload); encoded once, with the event.
         "parameters": _checked_parameters(query.parameters),
         "result_summary": validation.text(
@@ -188,7 +189,11 @@ def _query_event(query: Any) -> tuple[str, str, str, str, str]:
         "occurred_at": round(_now(), 6),
     }
     ints = codec.counters(
-        ("query_count", 1), ("cache_hits", int(cache_hit)), ("error_count", int(bool(error)))
+        ("query_count", 1),
+        ("cache_hits", int(cache_hit)),
+        ("error_count", int(bool(error))),
+        # Per-type counts the archive copies to Session.query_type_counts.
+        (scripts.QUERY_TYPE_FIELD + query_type, 1),
     )
     return (
         event_id,

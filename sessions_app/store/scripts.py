@@ -481,21 +481,46 @@ META_FIELDS = (
 )
 USER_ID, SESSION_TYPE = META_FIELDS.index("user_id"), META_FIELDS.index("session_type")
 
+# A query event adds 1 to the meta hash's field QUERY_TYPE_FIELD + its query type (core.py),
+# so the archive has each session's query-type counts without parsing its events.
+QUERY_TYPE_FIELD = "qt:"
+
 # KEYS: meta, events, context, results of each session (4 per session, one shard).
-# Returns per session {meta values (HMGET META_FIELDS), events, context pairs, result pairs}.
-SNAPSHOT = """
+# Returns per session {meta values (as HMGET META_FIELDS would), events, context pairs, result
+# pairs, query-type counts [type, count, ...]}: one HGETALL of the meta hash gives both.
+SNAPSHOT = (
+    """
 local fields = {FIELDS}
+local at = {}
+for k, name in ipairs(fields) do at[name] = k end
 local out = {}
 for i = 1, #KEYS, 4 do
+  local all = redis.call('HGETALL', KEYS[i])
+  local meta, types = {}, {}
+  for k = 1, #fields do meta[k] = false end
+  for k = 1, #all, 2 do
+    local name = all[k]
+    local slot = at[name]
+    if slot then
+      meta[slot] = all[k + 1]
+    elseif string.sub(name, 1, PREFIX_LEN) == 'PREFIX' then
+      types[#types + 1] = string.sub(name, PREFIX_LEN + 1)
+      types[#types + 1] = all[k + 1]
+    end
+  end
   out[#out + 1] = {
-    redis.call('HMGET', KEYS[i], unpack(fields)),
+    meta,
     redis.call('LRANGE', KEYS[i + 1], 0, -1),
     redis.call('HGETALL', KEYS[i + 2]),
     redis.call('HGETALL', KEYS[i + 3]),
+    types,
   }
 end
 return out
 """.replace("FIELDS", ", ".join(f"'{name}'" for name in META_FIELDS))
+    .replace("PREFIX_LEN", str(len(QUERY_TYPE_FIELD)))
+    .replace("PREFIX", QUERY_TYPE_FIELD)
+)
 
 
 # KEYS: activity index. ARGV: cutoff, limit. Active ids idle since before the cutoff.
