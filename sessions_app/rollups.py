@@ -11,6 +11,7 @@ first, then UserDailyMetric, each in key order, so writers never deadlock.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -30,13 +31,20 @@ from sessions_app.metrics import (
 )
 from sessions_app.models import Session
 
+# The sessions a fold or unfold reads: the ids, looked for only in the archive days between
+# %(first)s and %(last)s (the partition key). The archiver knows its batch's days; probing every
+# kept day's partition for 1,000 ids measured 101 ms against 4 ms for one day, at 48 days.
+_BATCH = "s.id = ANY(%(ids)s) AND s.archived_at BETWEEN %(first)s AND %(last)s"
+# When the caller does not know the days: every partition.
+EVERY_DAY = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
+
 # A folded row keeps this many times the top-list length a recompute keeps, so items near the
 # cut are not lost batch by batch; a recompute trims them back.
 FOLD_TOP_SCALE = 4
 
 
 def _fold_sql() -> str:
-    ctes, select = aggregate_sql("s.id = ANY(%(ids)s)", top_scale=FOLD_TOP_SCALE)
+    ctes, select = aggregate_sql(_BATCH, top_scale=FOLD_TOP_SCALE)
     columns = ", ".join(METRIC_COLUMNS)
     added = ",\n        ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in ADDITIVE_COLUMNS)
     hist = "fs_hist_add(d.duration_hist, EXCLUDED.duration_hist)"
@@ -70,7 +78,7 @@ FOLD_SQL = _fold_sql()
 
 
 def _unfold_sql() -> str:
-    ctes, select = aggregate_sql("s.id = ANY(%(ids)s)", top_scale=FOLD_TOP_SCALE)
+    ctes, select = aggregate_sql(_BATCH, top_scale=FOLD_TOP_SCALE)
     less = ",\n        ".join(f"{c} = d.{c} - b.{c}" for c in ADDITIVE_COLUMNS)
     hist = "fs_hist_sub(d.duration_hist, b.duration_hist)"
     started = "(d.sessions_started - b.sessions_started)"
@@ -104,7 +112,7 @@ def _top_limits(scale: int) -> tuple[int, int, int]:
 
 
 def _user_fold_sql() -> str:
-    ctes, select = aggregate_sql("s.id = ANY(%(ids)s)", top_scale=USER_TOP_SCALE, per_user=True)
+    ctes, select = aggregate_sql(_BATCH, top_scale=USER_TOP_SCALE, per_user=True)
     columns = ", ".join(USER_METRIC_COLUMNS)
     added = ",\n        ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in ADDITIVE_COLUMNS)
     assets, tags, qtypes = _top_limits(USER_TOP_SCALE)
@@ -129,30 +137,30 @@ USER_FOLD_SQL = _user_fold_sql()
 
 # The (day, type) rows an unfold changes, locked in key order as folds lock them (an UPDATE
 # ... FROM locks in whatever order its join yields, which can deadlock with a fold).
-UNFOLD_LOCK_SQL = """
+UNFOLD_LOCK_SQL = f"""
 SELECT 1 FROM sessions_app_dailymetric d
 WHERE (d.day, d.session_type) IN (
     SELECT (s.created_at AT TIME ZONE %(tz)s)::date, s.session_type
-    FROM sessions_app_session s WHERE s.id = ANY(%(ids)s))
+    FROM sessions_app_session s WHERE {_BATCH})
 ORDER BY d.day, d.session_type
 FOR UPDATE
-"""
+"""  # noqa: S608 - SQL from constants
 
 # The (user, day, type) rows an unfold changes, locked in key order before it reads the rows
 # that stay: no fold can add to them until the delete commits, and every fold that already
 # did is visible to the unfold's next statement.
-USER_UNFOLD_LOCK_SQL = """
+USER_UNFOLD_LOCK_SQL = f"""
 SELECT 1 FROM sessions_app_userdailymetric d
 WHERE (d.user_id, d.day, d.session_type) IN (
     SELECT s.user_id, (s.created_at AT TIME ZONE %(tz)s)::date, s.session_type
-    FROM sessions_app_session s WHERE s.id = ANY(%(ids)s))
+    FROM sessions_app_session s WHERE {_BATCH})
 ORDER BY d.user_id, d.day, d.session_type
 FOR UPDATE
-"""
+"""  # noqa: S608 - SQL from constants
 
 
 def _user_unfold_sql() -> str:
-    ctes, select = aggregate_sql("s.id = ANY(%(ids)s)", top_scale=USER_TOP_SCALE, per_user=True)
+    ctes, select = aggregate_sql(_BATCH, top_scale=USER_TOP_SCALE, per_user=True)
     less = ",\n        ".join(f"{c} = d.{c} - b.{c}" for c in ADDITIVE_COLUMNS)
     # min/max do not subtract: read them again from the row's other sessions (one user's day,
     # through the (user_id, created_at) index).
@@ -182,13 +190,26 @@ USER_UNFOLD_SQL = _user_unfold_sql()
 _SHARED_LOCK = "SELECT pg_advisory_xact_lock_shared(%s, %s)"
 
 
-def _run(statements: Sequence[str], session_ids: Sequence, cursor, counted: int = 0) -> int:
-    """Run the statements in order on the ids; rows statement `counted` touched."""
+def _run(
+    statements: Sequence[str],
+    session_ids: Sequence,
+    cursor,
+    counted: int = 0,
+    archived_between: tuple[datetime, datetime] = EVERY_DAY,
+) -> int:
+    """Run the statements in order on the ids (archived between the two times); rows
+    statement `counted` touched."""
     to_python = Session._meta.pk.to_python  # the id column's own type, whatever it is
     ids = [to_python(session_id) for session_id in session_ids]
     if not ids or not settings.SESSION_ENABLE_ANALYTICS:
         return 0
-    params: dict[str, Any] = {"ids": ids, "tz": timezone.get_current_timezone_name()}
+    first, last = archived_between
+    params: dict[str, Any] = {
+        "ids": ids,
+        "tz": timezone.get_current_timezone_name(),
+        "first": first,
+        "last": last,
+    }
 
     def run(cur) -> int:
         cur.execute(_SHARED_LOCK, ROLLUP_LOCK)
@@ -216,12 +237,18 @@ def unfold_sessions(session_ids: Sequence, cursor=None) -> int:
     return _run(statements, session_ids, cursor, counted=1)
 
 
-def fold_sessions(session_ids: Sequence, cursor=None) -> int:
+def fold_sessions(
+    session_ids: Sequence,
+    cursor=None,
+    archived_between: tuple[datetime, datetime] = EVERY_DAY,
+) -> int:
     """Add these archived sessions to their (day, type) and (user, day, type) rollups; the
     (day, type) rows touched.
 
     Call it once per session, in the transaction that inserted it. Also for rows written by
     other means than the archiver (test factories, a bulk load) that should count at once.
     With SESSION_ENABLE_ANALYTICS off it does nothing (no rollups are kept then).
+    `archived_between`: (first, last) archive time of the sessions, when known: only those
+    days' partitions are searched.
     """
-    return _run((FOLD_SQL, USER_FOLD_SQL), session_ids, cursor)
+    return _run((FOLD_SQL, USER_FOLD_SQL), session_ids, cursor, 0, archived_between)

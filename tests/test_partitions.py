@@ -11,7 +11,13 @@ from django.utils import timezone
 
 from sessions_app import archive
 from sessions_app.archive import partitions
-from sessions_app.models import DailyMetric, RetentionPolicy, Session, TimelineChunk
+from sessions_app.models import (
+    DailyMetric,
+    RetentionPolicy,
+    Session,
+    TimelineChunk,
+    UserDailyMetric,
+)
 from sessions_app.policies import clear_policy_cache
 from sessions_app.store import keys as skeys
 from tests.factories import archived_sessions
@@ -283,3 +289,18 @@ def test_timeline_reads_given_the_archive_time_search_only_that_day():
     assert timeline.read_last_queries(session.id, 5, session.archived_at) == whole[:2]
     # Another day's partition does not hold it: the archive time is really applied.
     assert timeline.read_all(session.id, session.archived_at + timedelta(days=1)) == []
+
+
+def test_a_batch_spanning_archive_days_is_folded_whole(store, redis_prefix, settings):
+    """The fold searches only the batch's archive days: a batch holding a session stamped
+    weeks ago and fresh ones still counts every session, per day and per user."""
+    settings.REDIS_SHARDS = 1
+    sessions = [busy_session(store, ttl_hours=0.01) for _ in range(3)]
+    stamped = timezone.now() - timedelta(days=20)
+    store.redis.hset(skeys.meta(str(sessions[0].id)), "archived_at", f"{stamped.timestamp():.6f}")
+
+    assert archive.archive_due_sessions(now=time.time() + HOUR)["archived"] == 3
+    days = {row.archived_at.date() for row in Session.objects.all()}
+    assert len(days) == 2
+    assert DailyMetric.objects.aggregate(n=Sum("sessions_started"))["n"] == 3
+    assert UserDailyMetric.objects.aggregate(n=Sum("sessions_started"))["n"] == 3

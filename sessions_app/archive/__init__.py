@@ -244,7 +244,9 @@ def _write(snapshots: list, archived_at: datetime, clean=None) -> set[str]:
                         )
                     )
         # Same transaction: the rollups count a session exactly when it commits.
-        fold_sessions(inserted, cursor=raw)
+        days = [times[str(session_id)] for session_id in inserted]
+        if days:
+            fold_sessions(inserted, cursor=raw, archived_between=(min(days), max(days)))
     return deleted
 
 

@@ -10,6 +10,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -418,5 +419,10 @@ def write_chunk(raw_connection, chunk: Chunk) -> None:
             # Inside a test's outer transaction nothing commits: empty the stages explicitly.
             cursor.execute(f"DELETE FROM {EVENT_STAGE}")  # noqa: S608 - constant
             cursor.execute(f"DELETE FROM {DAY_STAGE}")  # noqa: S608 - constant
-        ids = [line.split("\t", 1)[0] for line in chunk.session_text.splitlines()]
-        fold_sessions(ids, cursor=cursor)
+        rows = [line.split("\t", _ARCHIVED_AT + 1) for line in chunk.session_text.splitlines()]
+        ids = [values[0] for values in rows]
+        # _ts's fixed UTC format sorts like the times it writes.
+        stamps = [values[_ARCHIVED_AT] for values in rows]
+        if stamps:
+            between = (datetime.fromisoformat(min(stamps)), datetime.fromisoformat(max(stamps)))
+            fold_sessions(ids, cursor=cursor, archived_between=between)
