@@ -191,9 +191,11 @@ def test_users_list_sums_the_user_rollups(seeded):
 def test_users_list_pages_show_the_raw_numbers_in_order(seeded):
     # Paged in SQL from the period's summary: every user once, in sort order, with the numbers
     # of an aggregate over their raw sessions.
-    first = explore.list_users(sort="-sessions", days=DAYS, per_page=7)
-    rows = [row for n in range(1, first.pages + 1)
-            for row in explore.list_users(sort="-sessions", days=DAYS, page=n, per_page=7).rows]  # fmt: skip
+    def page(n: int) -> explore.UserPage:
+        return explore.list_users(sort="-sessions", days=DAYS, page=n, per_page=7)
+
+    first = page(1)
+    rows = [row for n in range(1, first.pages + 1) for row in page(n).rows]
     assert first.total == len(rows) == len(explore.period_users(DAYS)) == len(seeded)
     keys = [(-row.sessions, row.user_id.encode()) for row in rows]
     assert keys == sorted(keys)  # ties in code-point order
