@@ -143,7 +143,7 @@ def list_users(
     db = read_connection()
     as_of, total = _fetch(db, count_sql, params)[0]
     if as_of is None:
-        user_summaries.refresh_period(days)
+        user_summaries.refresh_period(days, missing_only=True)
         db = connection  # where it was just written (a replica may lag)
         as_of, total = _fetch(db, count_sql, params)[0]
     pages = max((total + per_page - 1) // per_page, 1)

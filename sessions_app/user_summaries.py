@@ -55,16 +55,24 @@ def _source(days: int) -> tuple[str, dict[str, Any]]:
     return with_sql, params
 
 
-def refresh_period(days: int) -> int:
+def refresh_period(days: int, *, missing_only: bool = False) -> int | None:
     """Rebuild the users list's summary of the last `days` days; the users it holds.
 
-    One transaction: readers see the previous summary until it commits."""
+    One transaction: readers see the previous summary until it commits. With `missing_only`
+    (a request finding none for today), None if another rebuild made it meanwhile."""
     if days not in USER_PERIODS:
         raise ValueError(f"days: must be one of {USER_PERIODS}")
     period_end = analytics.resolve_period(days).end
     with_sql, params = _source(days)
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY + days])
+        if missing_only:
+            cur.execute(
+                "SELECT 1 FROM sessions_app_userperiodsnapshot WHERE days = %s AND period_end = %s",
+                [days, period_end],
+            )
+            if cur.fetchone():
+                return None
         cur.execute("DELETE FROM sessions_app_userperiodsummary WHERE days = %s", [days])
         as_of = timezone.now()  # before the aggregate reads: sessions after it may be missing
         insert = f"{with_sql}{_INSERT_SQL.format(select=_USERS_SELECT)}"

@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from sessions_app import explore, tasks
+from sessions_app import explore, tasks, user_summaries
 from sessions_app.models import UserPeriodSnapshot
 from tests.factories import archived_session, archived_sessions
 
@@ -139,6 +139,9 @@ def test_a_summary_built_on_another_day_is_rebuilt_on_read(people):
     UserPeriodSnapshot.objects.filter(days=30).update(period_end=yesterday)
     assert [r.user_id for r in explore.list_users(search="new").rows] == ["newbie"]
     assert UserPeriodSnapshot.objects.get(days=30).period_end == timezone.localdate()
+    # A request that waited on another's rebuild of the same period does not rebuild again.
+    assert user_summaries.refresh_period(30, missing_only=True) is None
+    assert user_summaries.refresh_period(30) == 4
 
 
 def test_users_list_pages_keep_ties_in_id_order_both_ways(people):
