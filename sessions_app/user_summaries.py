@@ -89,4 +89,4 @@ def refresh_period(days: int, *, missing_only: bool = False) -> int | None:
 
 def refresh_user_summaries() -> dict[int, int]:
     """Rebuild every period's summary (the metrics job's last step); users per period."""
-    return {days: refresh_period(days) for days in USER_PERIODS}
+    return {days: refresh_period(days) or 0 for days in USER_PERIODS}  # never None here
