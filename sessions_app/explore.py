@@ -3,10 +3,9 @@
 Kept apart from analytics.py (whose rollups the archive work owns); everything here reads
 through analytics' public selectors or an index named below.
 
-Users list: `period_users` sums the period's UserDailyMetric rows per user (one row per user,
-day and type, whatever the session count; raw rows only for days no rollup covers). That list
-is kept for USERS_SNAPSHOT_SECONDS per process, so sorting, paging and every keystroke of the
-search reuse it instead of aggregating again.
+Users list: a page is an indexed LIMIT query over UserPeriodSummary, the period's per-user
+totals that user_summaries rebuilds with the metrics job (every 15 minutes) from
+`period_users`' aggregate of the UserDailyMetric rows; the page states their "as of" time.
 """
 
 from __future__ import annotations
@@ -14,37 +13,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from operator import itemgetter
 from typing import Any
 
-from django.core.cache import cache
+from django.db import connection
 from django.utils import timezone
 
-from sessions_app import analytics
+from sessions_app import analytics, user_summaries
 from sessions_app.exceptions import InvalidInput
+from sessions_app.replica import read_connection
 
 # ---- users list ---------------------------------------------------------------------------------
 
 # URL sort keys of the users list ("user" sorts by id; the others are UserRow fields).
 USER_SORTS = ("user", "sessions", "queries", "errors", "tokens", "cost", "last_active")
 DEFAULT_USER_SORT = "-last_active"
-USER_PERIODS = (7, 30, 90)
+USER_PERIODS = user_summaries.USER_PERIODS
 USERS_PER_PAGE = 25
 SUGGESTIONS = 8
 # Highest code point: a prefix's range in the "C" collation ends just below prefix + this.
 _TOP = "\U0010ffff"
-
-_USERS_SQL = """{with_sql}
-SELECT user_id, sum(sessions_started), sum(queries), sum(errors), sum(tokens_in + tokens_out),
-       sum(cost), max(last_activity_at)
-FROM daily
-WHERE user_id <> ''
-GROUP BY user_id
-HAVING sum(sessions_started) > 0
-"""
-# One aggregate per period serves every sort, page and keystroke of the search for this long
-# (per process); a newly archived session (max(archived_at), one index probe) renews it.
-USERS_SNAPSHOT_SECONDS = 60
 
 
 @dataclass
@@ -67,6 +54,7 @@ class UserPage:
     sort: str
     days: int
     search: str
+    as_of: datetime | None = None  # when the totals were read (see user_summaries)
 
 
 def parse_user_sort(sort: str) -> tuple[str, bool]:
@@ -82,27 +70,51 @@ def _prefix_params(search: str) -> dict[str, str]:
     return {"low": low, "high": low + _TOP}
 
 
-# Column of each sort key in a snapshot row (user_id, sessions, queries, errors, tokens, cost,
-# last_active).
-_SORT_INDEX = {name: i for i, name in enumerate(("user", *USER_SORTS[1:]))}
-
-
 def period_users(days: int) -> list[tuple]:
-    """Every user with archived sessions started in the last `days` days, with their totals, as
-    plain tuples in id order (cheap to cache, copy and sort)."""
-    today = timezone.localdate()
-    latest = analytics._fetch_one("SELECT max(archived_at) FROM sessions_app_session", {})[0]
-    key = f"explore:users:{days}:{today.isoformat()}:{latest.isoformat() if latest else '-'}"
-    rows = cache.get(key)
-    if rows is None:
-        period = analytics.resolve_period(days)
-        with_sql, params, _ = analytics._daily_source(period, None, None, False, per_user=True)
-        rows = sorted(
-            (r[0], int(r[1]), int(r[2] or 0), int(r[3] or 0), int(r[4] or 0), r[5], r[6])
-            for r in analytics._fetch_all(_USERS_SQL.format(with_sql=with_sql), params)
-        )
-        cache.set(key, rows, USERS_SNAPSHOT_SECONDS)
-    return rows
+    """Every user with archived sessions started in the last `days` days, with their totals
+    (user_id, sessions, queries, errors, tokens, cost, last_active), in id order: the
+    aggregate the users list's summary is built from, read now."""
+    sql, params = user_summaries.users_aggregate(days)
+    return sorted(
+        (r[0], int(r[1]), int(r[2] or 0), int(r[3] or 0), int(r[4] or 0), r[5], r[6])
+        for r in analytics._fetch_all(sql, params)
+    )
+
+
+_SUMMARY_COUNT_SQL = """
+SELECT (SELECT as_of FROM sessions_app_userperiodsnapshot
+        WHERE days = %(days)s AND period_end = %(period_end)s),
+       count(*)
+FROM sessions_app_userperiodsummary
+WHERE days = %(days)s{search}
+"""
+_SUMMARY_PAGE_SQL = """
+SELECT user_id, sessions, queries, errors, tokens, cost, last_active
+FROM sessions_app_userperiodsummary
+WHERE days = %(days)s{search}
+ORDER BY {order}
+LIMIT %(limit)s OFFSET %(offset)s
+"""
+_SUMMARY_SEARCH = (
+    ' AND lower(user_id) COLLATE "C" >= %(low)s AND lower(user_id) COLLATE "C" < %(high)s'
+)
+
+
+def _user_order(name: str, descending: bool) -> str:
+    """ORDER BY of a sort key: ties, and the "user" column, in code-point order (ascending
+    whichever the direction); users without a last activity last either way."""
+    direction = " DESC" if descending else ""
+    if name == "user":
+        return f'user_id COLLATE "C"{direction}'
+    column = "last_active" if name == "last_active" else name
+    nulls = " NULLS LAST" if name == "last_active" else ""  # the only nullable column
+    return f'{column}{direction}{nulls}, user_id COLLATE "C"'
+
+
+def _fetch(db: Any, sql: str, params: dict[str, Any]) -> list[tuple]:
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def list_users(
@@ -113,29 +125,34 @@ def list_users(
     per_page: int = USERS_PER_PAGE,
 ) -> UserPage:
     """One page of the period's users whose id starts with `search` (any case), in `sort`
-    order; ties and the "user" column in code-point order (A-Z before a-z)."""
+    order; ties and the "user" column in code-point order (A-Z before a-z).
+
+    Two queries (freshness and count, then the page) over the period's summary; a summary
+    missing or built on another day is rebuilt first (user_summaries.refresh_period)."""
     name, descending = parse_user_sort(sort)
     if days not in USER_PERIODS:
         raise InvalidInput("days", f"must be one of {', '.join(map(str, USER_PERIODS))}")
     search = search.replace("\x00", "").strip()
-    rows = period_users(days)  # already in id order
-    if search:
-        low = search.lower()
-        rows = [row for row in rows if row[0].lower().startswith(low)]
-    column = _SORT_INDEX[name]
-    if column == 0:
-        rows = rows[::-1] if descending else rows
-    else:
-        present = [row for row in rows if row[column] is not None]
-        missing = [row for row in rows if row[column] is None]
-        # A stable sort: equal values keep the id order whichever the direction.
-        present.sort(key=itemgetter(column), reverse=descending)
-        rows = present + missing
-    total = len(rows)
+    params: dict[str, Any] = {
+        "days": days,
+        "period_end": analytics.resolve_period(days).end,
+        **(_prefix_params(search) if search else {}),
+    }
+    where = _SUMMARY_SEARCH if search else ""
+    count_sql = _SUMMARY_COUNT_SQL.format(search=where)
+    db = read_connection()
+    as_of, total = _fetch(db, count_sql, params)[0]
+    if as_of is None:
+        user_summaries.refresh_period(days, missing_only=True)
+        db = connection  # where it was just written (a replica may lag)
+        as_of, total = _fetch(db, count_sql, params)[0]
     pages = max((total + per_page - 1) // per_page, 1)
     page = min(max(int(page), 1), pages)
-    chosen = [UserRow(*row) for row in rows[(page - 1) * per_page : page * per_page]]
-    return UserPage(chosen, total, page, pages, f"{'-' if descending else ''}{name}", days, search)
+    page_sql = _SUMMARY_PAGE_SQL.format(search=where, order=_user_order(name, descending))
+    rows = _fetch(db, page_sql, {**params, "limit": per_page, "offset": (page - 1) * per_page})
+    chosen = [UserRow(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5], r[6]) for r in rows]
+    sort_key = f"{'-' if descending else ''}{name}"
+    return UserPage(chosen, total, page, pages, sort_key, days, search, as_of)
 
 
 _USER_IDS_SQL = """

@@ -8,6 +8,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models.functions import Collate, Lower
 from django.utils import timezone
 from psqlextra.models.options import PostgresPartitionedModelOptions
 from psqlextra.types import PostgresPartitioningMethod
@@ -532,6 +533,64 @@ class UserDailyMetric(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} {self.day} {self.session_type}"
+
+
+# Numeric sort columns of the users list (explore.USER_SORTS) that UserPeriodSummary indexes.
+USER_SUMMARY_SORTS = ("sessions", "queries", "errors", "tokens", "cost")
+
+
+class UserPeriodSnapshot(models.Model):
+    """When the users list's summary of one period (7, 30 or 90 days) was built, and which
+    days it covers: the list reads its UserPeriodSummary rows while `period_end` is today."""
+
+    days = models.PositiveSmallIntegerField(primary_key=True)
+    period_end = models.DateField()
+    as_of = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.days} days to {self.period_end} as of {self.as_of}"
+
+
+class UserPeriodSummary(models.Model):
+    """One user's totals over one period of the users list, summed from UserDailyMetric by
+    explore.period_users (the list's one definition); rebuilt whole, per period, by
+    user_summaries.refresh_user_summaries. Each sort column is indexed after `days`, so a
+    page is an index scan with LIMIT, not an aggregate of the period's rollup rows."""
+
+    days = models.PositiveSmallIntegerField()
+    user_id = models.CharField(max_length=128)
+    sessions = models.BigIntegerField()
+    queries = models.BigIntegerField()
+    errors = models.BigIntegerField()
+    tokens = models.DecimalField(max_digits=ROLLUP_TOKEN_DIGITS, decimal_places=0)
+    cost = models.DecimalField(max_digits=ROLLUP_COST_DIGITS, decimal_places=6)
+    last_active = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["days", "user_id"], name="user_summary_days_user_uniq")
+        ]
+        indexes = [
+            *(
+                models.Index(fields=["days", name], name=f"user_summary_{name}_idx")
+                for name in USER_SUMMARY_SORTS
+            ),
+            # The default sort (-last_active, users without one last) read forwards.
+            models.Index(
+                models.F("days"),
+                models.F("last_active").desc(nulls_last=True),
+                name="user_summary_last_active_idx",
+            ),
+            # The "user" sort, in code-point order.
+            models.Index(models.F("days"), Collate("user_id", "C"), name="user_summary_user_c_idx"),
+            # The id-prefix search, any case: a range of lower(user_id) in the "C" collation.
+            models.Index(
+                models.F("days"), Collate(Lower("user_id"), "C"), name="user_summary_lower_c_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} ({self.days} days)"
 
 
 class JobRun(models.Model):

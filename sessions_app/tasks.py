@@ -12,15 +12,19 @@ from sessions_app.store import keys as store_keys
 
 
 def recompute_recent_metrics(days: int = 2) -> dict:
-    """Recompute DailyMetric rows for the last `days` days (in TIME_ZONE), today included."""
+    """Recompute DailyMetric rows for the last `days` days (in TIME_ZONE), today included, then
+    rebuild the users list's period summaries (`user_summaries`: users per period)."""
     from sessions_app.metrics import compute_daily_metrics  # its own module, loaded on use
+    from sessions_app.user_summaries import refresh_user_summaries
 
     if days < 1:
         raise ValueError("days: must be at least 1")
     if not settings.SESSION_ENABLE_ANALYTICS:
         return {"skipped": "SESSION_ENABLE_ANALYTICS is off"}
     today = timezone.localdate()
-    return compute_daily_metrics(today - timedelta(days=days - 1), today)
+    result = compute_daily_metrics(today - timedelta(days=days - 1), today)
+    # The users list's per-period totals, from the rollups just recomputed (its freshness).
+    return {**result, "user_summaries": refresh_user_summaries()}
 
 
 def retire_old_data(**kwargs: Any) -> dict:

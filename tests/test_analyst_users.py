@@ -7,8 +7,9 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from sessions_app import explore
-from tests.factories import archived_sessions
+from sessions_app import explore, tasks, user_summaries
+from sessions_app.models import UserPeriodSnapshot
+from tests.factories import archived_session, archived_sessions
 
 pytestmark = pytest.mark.django_db
 
@@ -107,22 +108,51 @@ def test_users_list_rejects_bad_input_by_name(analyst_client, people):
 
 def test_users_list_query_count_is_fixed(analyst_client, people, django_assert_num_queries):
     analyst_client.get(reverse("dashboard:users"), **HTMX)
-    # Session, user, 2 permission reads, the snapshot's freshness probe (the aggregate is cached).
-    with django_assert_num_queries(5):
+    # Session, user, 2 permission reads, the summary's freshness and count, the page.
+    with django_assert_num_queries(6):
         analyst_client.get(reverse("dashboard:users"), {"sort": "-cost"}, **HTMX)
 
 
-def test_one_aggregate_serves_sorts_searches_and_pages_until_a_session_is_archived(
-    people, django_assert_num_queries
+def test_the_list_reads_its_summary_until_the_metrics_job_rebuilds_it(
+    analyst_client, people, django_assert_num_queries
 ):
-    explore.list_users()
-    with django_assert_num_queries(1):  # max(archived_at) only
+    first = explore.list_users()  # no summary yet: this request builds it
+    assert first.as_of is not None and first.total == 3
+    with django_assert_num_queries(2):  # freshness and count, then the page: no aggregate
         page = explore.list_users(sort="-cost", search="AL", page=1)
     assert [r.user_id for r in page.rows] == ["Alfred", "alice"]
-    from tests.factories import archived_session
-
     archived_session(user_id="newbie", archived_at=timezone.now())
+    # Stale until the job runs (every 15 minutes), and the page says as of when.
+    assert explore.list_users(search="new").rows == []
+    response = analyst_client.get(reverse("dashboard:users"))
+    assert f"as of {timezone.localtime(first.as_of):%H:%M}" in response.content.decode()
+    result = tasks.recompute_recent_metrics()
+    assert result["user_summaries"] == {7: 4, 30: 4, 90: 5}
+    fresh = explore.list_users(search="new")
+    assert [r.user_id for r in fresh.rows] == ["newbie"] and fresh.as_of > first.as_of
+
+
+def test_a_summary_built_on_another_day_is_rebuilt_on_read(people):
+    explore.list_users()
+    archived_session(user_id="newbie", archived_at=timezone.now())
+    yesterday = timezone.localdate() - timedelta(days=1)
+    UserPeriodSnapshot.objects.filter(days=30).update(period_end=yesterday)
     assert [r.user_id for r in explore.list_users(search="new").rows] == ["newbie"]
+    assert UserPeriodSnapshot.objects.get(days=30).period_end == timezone.localdate()
+    # A request that waited on another's rebuild of the same period does not rebuild again.
+    assert user_summaries.refresh_period(30, missing_only=True) is None
+    assert user_summaries.refresh_period(30) == 4
+
+
+def test_users_list_pages_keep_ties_in_id_order_both_ways(people):
+    # alice and Alfred tie on errors (0): id order under either direction, across pages.
+    for sort, expected in (("errors", ["Alfred", "alice", "bob"]),
+                           ("-errors", ["bob", "Alfred", "alice"]),
+                           ("-user", ["bob", "alice", "Alfred"]),
+                           ("last_active", ["alice", "bob", "Alfred"])):  # fmt: skip
+        pages = [explore.list_users(sort=sort, page=n, per_page=1) for n in (1, 2, 3)]
+        assert [p.rows[0].user_id for p in pages] == expected, sort
+        assert {(p.total, p.pages) for p in pages} == {(3, 3)}
 
 
 def test_unknown_user_gets_no_such_user_with_suggestions(analyst_client, people):

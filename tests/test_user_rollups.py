@@ -188,6 +188,29 @@ def test_users_list_sums_the_user_rollups(seeded):
         assert last == reference["last_activity_at"]
 
 
+def test_users_list_pages_show_the_raw_numbers_in_order(seeded):
+    # Paged in SQL from the period's summary: every user once, in sort order, with the numbers
+    # of an aggregate over their raw sessions.
+    def page(n: int) -> explore.UserPage:
+        return explore.list_users(sort="-sessions", days=DAYS, page=n, per_page=7)
+
+    first = page(1)
+    rows = [row for n in range(1, first.pages + 1) for row in page(n).rows]
+    assert first.total == len(rows) == len(explore.period_users(DAYS)) == len(seeded)
+    keys = [(-row.sessions, row.user_id.encode()) for row in rows]
+    assert keys == sorted(keys)  # ties in code-point order
+    for row in (r for r in rows if r.user_id in seeded[:3]):
+        reference = raw_reference(row.user_id)
+        assert (row.sessions, row.queries, row.errors) == (
+            reference["archived_sessions"],
+            reference["total_queries"],
+            reference["total_errors"],
+        )
+        assert row.tokens == reference["tokens_in"] + reference["tokens_out"]
+        assert round(float(row.cost), 6) == reference["total_cost"]
+        assert row.last_active == reference["last_activity_at"]
+
+
 def test_backfill_rebuilds_user_rollups_of_kept_sessions(seeded):
     from sessions_app.metrics import backfill_user_metrics
 
