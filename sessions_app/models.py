@@ -416,16 +416,10 @@ class RetentionPolicy(models.Model):
         return {name: getattr(settings, setting) for name, setting in cls.SETTINGS.items()}
 
 
-class DailyMetric(models.Model):
-    """Rollup of one day's sessions of one type.
+class RollupSums(models.Model):
+    """The summed columns of a rollup row, defined once for DailyMetric and UserDailyMetric
+    (metrics.aggregate_sql fills both; metrics.ADDITIVE_COLUMNS are the ones a fold adds)."""
 
-    The archiver folds every batch it writes into its days' rows in the same transaction
-    (rollups.fold_sessions), so a row is current as soon as the batch commits; recomputing a
-    day (metrics.compute_daily_metrics) replaces its rows with the same numbers from raw rows.
-    """
-
-    day = models.DateField()
-    session_type = models.CharField(max_length=16, choices=SessionType.choices)
     # Counts are bigint: a day's queries or messages can pass 2^31 at the scale we target.
     sessions_started = models.BigIntegerField(default=0)
     sessions_completed = models.BigIntegerField(default=0)
@@ -438,11 +432,6 @@ class DailyMetric(models.Model):
     messages = models.BigIntegerField(default=0)
     tool_calls = models.BigIntegerField(default=0)
     total_duration_seconds = models.FloatField(default=0)
-    avg_duration_seconds = models.FloatField(default=0)
-    p50_duration_seconds = models.FloatField(default=0)
-    p95_duration_seconds = models.FloatField(default=0)
-    p99_duration_seconds = models.FloatField(default=0)
-    avg_queries_per_session = models.FloatField(default=0)
     tokens_in = models.DecimalField(max_digits=ROLLUP_TOKEN_DIGITS, decimal_places=0, default=0)
     tokens_out = models.DecimalField(max_digits=ROLLUP_TOKEN_DIGITS, decimal_places=0, default=0)
     cost = models.DecimalField(max_digits=ROLLUP_COST_DIGITS, decimal_places=6, default=0)
@@ -455,6 +444,26 @@ class DailyMetric(models.Model):
     top_assets = models.JSONField(default=dict, blank=True)  # {asset: sessions}
     query_type_counts = models.JSONField(default=dict, blank=True)  # {query_type: queries}
     tag_counts = models.JSONField(default=dict, blank=True)  # {tag: sessions}
+
+    class Meta:
+        abstract = True
+
+
+class DailyMetric(RollupSums):
+    """Rollup of one day's sessions of one type.
+
+    The archiver folds every batch it writes into its days' rows in the same transaction
+    (rollups.fold_sessions), so a row is current as soon as the batch commits; recomputing a
+    day (metrics.compute_daily_metrics) replaces its rows with the same numbers from raw rows.
+    """
+
+    day = models.DateField()
+    session_type = models.CharField(max_length=16, choices=SessionType.choices)
+    avg_duration_seconds = models.FloatField(default=0)
+    p50_duration_seconds = models.FloatField(default=0)
+    p95_duration_seconds = models.FloatField(default=0)
+    p99_duration_seconds = models.FloatField(default=0)
+    avg_queries_per_session = models.FloatField(default=0)
     computed_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -468,7 +477,7 @@ class DailyMetric(models.Model):
         return f"{self.day} {self.session_type}"
 
 
-class UserDailyMetric(models.Model):
+class UserDailyMetric(RollupSums):
     """Rollup of one user's sessions of one type started on one day (in TIME_ZONE).
 
     Folded, unfolded and recomputed with DailyMetric, by the same statements' definition
@@ -480,26 +489,6 @@ class UserDailyMetric(models.Model):
     user_id = models.CharField(max_length=128)
     day = models.DateField()
     session_type = models.CharField(max_length=16, choices=SessionType.choices)
-    sessions_started = models.BigIntegerField(default=0)
-    sessions_completed = models.BigIntegerField(default=0)
-    sessions_failed = models.BigIntegerField(default=0)
-    sessions_abandoned = models.BigIntegerField(default=0)
-    sessions_expired = models.BigIntegerField(default=0)
-    queries = models.BigIntegerField(default=0)
-    cache_hits = models.BigIntegerField(default=0)
-    errors = models.BigIntegerField(default=0)
-    messages = models.BigIntegerField(default=0)
-    tool_calls = models.BigIntegerField(default=0)
-    total_duration_seconds = models.FloatField(default=0)
-    tokens_in = models.DecimalField(max_digits=ROLLUP_TOKEN_DIGITS, decimal_places=0, default=0)
-    tokens_out = models.DecimalField(max_digits=ROLLUP_TOKEN_DIGITS, decimal_places=0, default=0)
-    cost = models.DecimalField(max_digits=ROLLUP_COST_DIGITS, decimal_places=6, default=0)
-    requests = models.BigIntegerField(default=0)
-    processing_seconds = models.FloatField(default=0)
-    duration_hist = ArrayField(models.IntegerField(), null=True, blank=True)
-    top_assets = models.JSONField(default=dict, blank=True)  # {asset: sessions}
-    query_type_counts = models.JSONField(default=dict, blank=True)  # {query_type: queries}
-    tag_counts = models.JSONField(default=dict, blank=True)  # {tag: sessions}
     # min(created_at) and max(last_activity_at) of the row's sessions: "first seen, last active".
     first_session_at = models.DateTimeField(null=True, blank=True)
     last_activity_at = models.DateTimeField(null=True, blank=True)

@@ -18,21 +18,13 @@ from sessions_app.models import (
     TimelineChunk,
     UserDailyMetric,
 )
-from sessions_app.policies import clear_policy_cache
 from sessions_app.store import keys as skeys
 from tests.factories import archived_sessions
-from tests.test_archive import busy_session
+from tests.test_archive import busy_session, fresh_policies  # noqa: F401 - autouse fixture
 
 pytestmark = pytest.mark.django_db
 
 HOUR = 3600
-
-
-@pytest.fixture(autouse=True)
-def fresh_policies():
-    clear_policy_cache()
-    yield
-    clear_policy_cache()
 
 
 def exists(table: str) -> bool:
