@@ -190,8 +190,8 @@ def _copy_text(value: str) -> str:
 
 def _archive_time(meta: list, default: datetime) -> datetime:
     """The archive time the snapshot stamped on the session (the same on every re-run); the
-    run's own time if the snapshot could not read it."""
-    stamp = meta[scripts.ARCHIVE_TIME] if scripts.ARCHIVE_TIME is not None else None
+    run's own time for a snapshot without one."""
+    stamp = meta[scripts.ARCHIVE_TIME]
     if not stamp:
         return default
     return datetime.fromtimestamp(float(stamp), UTC)

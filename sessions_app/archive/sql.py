@@ -8,13 +8,11 @@ are folded into the daily rollups. A re-run after a crash writes the same archiv
 updates its sessions, whose chunks committed with them, and copies and counts nothing twice.
 """
 
-from sessions_app.archive.scripts import ARCHIVE_EXTRA_FIELDS, META_FIELDS
+from sessions_app.archive.scripts import META_FIELDS
 
-# Staged columns: what the snapshot reads, plus the archived counters even if it does not
-# (then they stage as NULL and archive as 0).
-STAGE_FIELDS = (*META_FIELDS, *(f for f in ARCHIVE_EXTRA_FIELDS if f not in META_FIELDS))
 
-# Everything is staged as text, straight from Redis; Postgres does the conversions.
+# Everything the snapshot reads is staged as text, straight from Redis (a field a session
+# lacks stages as NULL); Postgres does the conversions.
 STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS archive_stage_session (
     id text, FIELDS, context text, intermediate_results text, query_type_counts text,
@@ -22,7 +20,7 @@ CREATE TEMP TABLE IF NOT EXISTS archive_stage_session (
 ) ON COMMIT DELETE ROWS;
 -- Inside a test's outer transaction nothing commits, so empty it explicitly.
 DELETE FROM archive_stage_session;
-""".replace("FIELDS", ", ".join(f"{name} text" for name in STAGE_FIELDS))
+""".replace("FIELDS", ", ".join(f"{name} text" for name in META_FIELDS))
 COPY_SESSIONS = (
     "COPY archive_stage_session (id, {}, context, intermediate_results, query_type_counts, "
     "archive_time) FROM STDIN".format(", ".join(META_FIELDS))

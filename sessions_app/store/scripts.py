@@ -478,14 +478,26 @@ META_FIELDS = (
     "tokens_in",
     "tokens_out",
     "cost",
+    # The AIECS counters and the tool-duration sum, so they survive the archive.
+    "request_count",
+    "total_processing_time",
+    "tool_duration_ms",
+    # The archive time the snapshot stamps once (ARCHIVE_TIME_FIELD).
+    "archived_at",
 )
 USER_ID, SESSION_TYPE = META_FIELDS.index("user_id"), META_FIELDS.index("session_type")
+# The meta field holding a claimed session's archive time (epoch seconds), set once by the
+# snapshot: a re-run after a crash writes the session into the same archive day (the partition
+# key), so its upsert finds the row the first run wrote instead of adding one in another day.
+ARCHIVE_TIME_FIELD = "archived_at"
+ARCHIVE_TIME = META_FIELDS.index(ARCHIVE_TIME_FIELD)
 
 # A query event adds 1 to the meta hash's field QUERY_TYPE_FIELD + its query type (core.py),
 # so the archive has each session's query-type counts without parsing its events.
 QUERY_TYPE_FIELD = "qt:"
 
-# KEYS: meta, events, context, results of each session (4 per session, one shard).
+# KEYS: meta, events, context, results of each session (4 per session, one shard). ARGV: the
+# archive time, stamped on each session still in Redis that has none yet.
 # Returns per session {meta values (as HMGET META_FIELDS would), events, context pairs, result
 # pairs, query-type counts [type, count, ...]}: one HGETALL of the meta hash gives both.
 SNAPSHOT = (
@@ -508,6 +520,10 @@ for i = 1, #KEYS, 4 do
       types[#types + 1] = all[k + 1]
     end
   end
+  if #all > 0 and not meta[STAMP] then
+    redis.call('HSET', KEYS[i], 'STAMP_FIELD', ARGV[1])
+    meta[STAMP] = ARGV[1]
+  end
   out[#out + 1] = {
     meta,
     redis.call('LRANGE', KEYS[i + 1], 0, -1),
@@ -518,6 +534,8 @@ for i = 1, #KEYS, 4 do
 end
 return out
 """.replace("FIELDS", ", ".join(f"'{name}'" for name in META_FIELDS))
+    .replace("STAMP_FIELD", ARCHIVE_TIME_FIELD)
+    .replace("STAMP", str(ARCHIVE_TIME + 1))  # Lua counts from 1
     .replace("PREFIX_LEN", str(len(QUERY_TYPE_FIELD)))
     .replace("PREFIX", QUERY_TYPE_FIELD)
 )
