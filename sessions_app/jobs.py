@@ -51,7 +51,6 @@ class Job:
 
     short: str  # the run_job command's and the operations page's name
     name: str  # JobRun.job and the lock's name
-    task: str  # the Celery task's name (beat schedules it by this)
     title: str  # the PeriodicTask's name, shown in the beat admin
     description: str  # one line for the operations page
     service: str  # "module:function" run under the lock (imported on use)
@@ -62,8 +61,14 @@ class Job:
     sharded: bool = False
 
     @property
+    def task(self) -> str:
+        """The Celery task's name (beat schedules it by this): tasks.py defines one per job,
+        named for the job."""
+        return f"sessions_app.tasks.{self.task_function}"
+
+    @property
     def task_function(self) -> str:
-        return self.task.rsplit(".", 1)[1]
+        return self.name
 
     def load(self) -> Callable[..., Any]:
         module, _, function = self.service.partition(":")
@@ -82,7 +87,6 @@ JOBS: dict[str, Job] = {
         Job(
             short="cleanup",
             name=CLEANUP,
-            task=f"sessions_app.tasks.{CLEANUP}",
             title="Archive expired, idle and ended sessions",
             description="Archives expired, idle and ended live sessions to PostgreSQL.",
             service="sessions_app.archive:archive_due_sessions",
@@ -93,7 +97,6 @@ JOBS: dict[str, Job] = {
         Job(
             short="retention",
             name=RETENTION,
-            task=f"sessions_app.tasks.{RETENTION}",
             title="Delete archived sessions past retention",
             description=(
                 "Deletes archived sessions past the retention period, and job runs older than "
@@ -106,7 +109,6 @@ JOBS: dict[str, Job] = {
         Job(
             short="metrics",
             name=METRICS,
-            task=f"sessions_app.tasks.{METRICS}",
             title="Recompute daily session metrics (today and yesterday)",
             description="Recomputes the daily metrics of the last two days.",
             service="sessions_app.tasks:recompute_recent_metrics",
@@ -117,7 +119,6 @@ JOBS: dict[str, Job] = {
         Job(
             short="alerts",
             name=ALERTS,
-            task=f"sessions_app.tasks.{ALERTS}",
             title="Evaluate alert rules",
             description="Evaluates the alert rules and sends their notifications.",
             service="sessions_app.alerts.evaluate:evaluate_rules",

@@ -10,7 +10,6 @@ updates its sessions, whose chunks committed with them, and copies and counts no
 
 from sessions_app.archive.scripts import META_FIELDS
 
-
 # Everything the snapshot reads is staged as text, straight from Redis (a field a session
 # lacks stages as NULL); Postgres does the conversions.
 STAGE_DDL = """
