@@ -89,6 +89,7 @@ def test_failover_keeps_every_write_acknowledged_with_the_replica_wait(
         old_primary.kill()
         old_port = old_primary.port
         wait_until(lambda: sentinel_group.current_primary_port() != old_port, 30, "a new primary")
+        promoted = sentinel_group.current_primary_port()
         # The old primary comes back as a replica of the new one: the replica wait works again.
         old_primary.restart()
         after_failover = len(acked)
@@ -96,9 +97,11 @@ def test_failover_keeps_every_write_acknowledged_with_the_replica_wait(
     finally:
         stop.set()
         writer.join(30)
+    assert promoted != old_port
+    # Sentinel may fail over again later (back to the restarted node, on a loaded machine): the
+    # client follows whichever node is the primary now.
     new_primary = sentinel_group.current_primary_port()
-    assert new_primary != old_port
-    client = get_redis()  # the sentinel-following client, on the new primary now
+    client = get_redis()  # the sentinel-following client, on the current primary
     assert client.connection_pool.get_master_address()[1] == new_primary
     missing = [name for name in acked if client.get(name) is None]
     assert missing == [], f"{len(missing)} acknowledged writes lost, e.g. {missing[:3]}"
